@@ -1,0 +1,298 @@
+//! The counting core shared by every hook: maps, cohort matching and the per-socket record.
+//! Counters are per-CPU and incremented through the pointer from a lookup; a key is inserted
+//! only when missing (never "update an existing key" on an LRU map).
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+    },
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+};
+use tracer_common::{
+    Addr, CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, COHORT_OTHER, COHORTS, CensusInfo, DIR_IN, DIR_OUT, InCounters, OutCounters, ProcKey,
+    STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS,
+    STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
+};
+
+const BPF_NOEXIST: u64 = 1;
+
+/// Old/new prefixes (IPv4 mapped into IPv6), value = cohort. Filled by userspace.
+#[map]
+static COHORT_PREFIXES: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(4096, 0);
+
+/// Exact outbound totals per cohort: never evicted.
+#[map]
+static COHORT_OUT: PerCpuArray<OutCounters> = PerCpuArray::with_max_entries(COHORTS, 0);
+
+/// Exact inbound totals per cohort of the local address.
+#[map]
+static COHORT_IN: PerCpuArray<InCounters> = PerCpuArray::with_max_entries(COHORTS, 0);
+
+/// Outbound counters per destination; bounded (LRU), size set by `--max-destinations`.
+#[map]
+static DEST: LruPerCpuHashMap<Addr, OutCounters> = LruPerCpuHashMap::with_max_entries(65536, 0);
+
+/// Inbound counters per local address; bounded like `DEST`.
+#[map]
+static LOCAL_IN: LruPerCpuHashMap<Addr, InCounters> = LruPerCpuHashMap::with_max_entries(65536, 0);
+
+/// Outbound counters per (process, destination).
+#[map]
+static PROCS: LruPerCpuHashMap<ProcKey, OutCounters> =
+    LruPerCpuHashMap::with_max_entries(16384, 0);
+
+/// Per-socket record between transitions, keyed by the socket pointer.
+#[map]
+static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(262144, 0);
+
+/// Connections that existed at start, by 4-tuple; removed at their close.
+#[map]
+static CENSUS: HashMap<TupleKey, CensusInfo> = HashMap::with_max_entries(1, 0);
+
+/// Port filter (`--port`): when `PORT_FILTER` is set, only these ports are counted.
+#[map]
+static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+
+#[unsafe(no_mangle)]
+static PORT_FILTER: u8 = 0;
+
+/// Settings chosen after load (the connect source is known only once a hook attached).
+#[map]
+static CONFIG: Array<u32> = Array::with_max_entries(CONFIG_SLOTS, 0);
+
+/// Which program counts attempts: exactly one source at a time.
+#[inline(always)]
+pub fn connect_source() -> u32 {
+    CONFIG
+        .get(CONFIG_CONNECT_SOURCE)
+        .copied()
+        .unwrap_or(CONNECT_DERIVED as u32)
+}
+
+/// Self-observation: inserts (to derive evictions) and failures.
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_SLOTS, 0);
+
+#[derive(Clone, Copy)]
+enum Out {
+    Attempts,
+    Established,
+    Failed,
+    Closed,
+}
+
+#[derive(Clone, Copy)]
+enum In {
+    Accepted,
+    Closed,
+}
+
+#[inline(always)]
+fn stat(idx: u32) {
+    if let Some(p) = STATS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, no other writer on this CPU while the program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn bump_out(c: *mut OutCounters, f: Out) {
+    // SAFETY: `c` points to this CPU's value of a per-CPU map.
+    unsafe {
+        match f {
+            Out::Attempts => (*c).attempts += 1,
+            Out::Established => (*c).established += 1,
+            Out::Failed => (*c).failed += 1,
+            Out::Closed => (*c).closed += 1,
+        }
+    }
+}
+
+#[inline(always)]
+fn bump_in(c: *mut InCounters, f: In) {
+    // SAFETY: as in `bump_out`.
+    unsafe {
+        match f {
+            In::Accepted => (*c).accepted += 1,
+            In::Closed => (*c).closed += 1,
+        }
+    }
+}
+
+#[inline(always)]
+fn port_allowed(port: u16) -> bool {
+    // SAFETY: read-only lookup of plain data.
+    crate::global(&PORT_FILTER) == 0 || unsafe { PORTS.get(&port) }.is_some()
+}
+
+#[inline(always)]
+fn cohort_of(addr: &Addr) -> u32 {
+    COHORT_PREFIXES
+        .get(Key::new(128, *addr))
+        .copied()
+        .unwrap_or(COHORT_OTHER)
+}
+
+/// Count one outbound event for the cohort (exact), the destination and the process (bounded).
+#[inline(always)]
+fn count_out(info: &SockInfo, f: Out) {
+    if let Some(c) = COHORT_OUT.get_ptr_mut(info.cohort as u32) {
+        bump_out(c, f);
+    }
+    match DEST.get_ptr_mut(info.addr) {
+        Some(c) => bump_out(c, f),
+        None => {
+            let mut v = OutCounters::default();
+            bump_out(&mut v, f);
+            if DEST.insert(info.addr, v, BPF_NOEXIST).is_ok() {
+                stat(STAT_DEST_INSERTS);
+            } else if let Some(c) = DEST.get_ptr_mut(info.addr) {
+                bump_out(c, f);
+            }
+        }
+    }
+    if info.tgid == 0 {
+        return;
+    }
+    let key = ProcKey {
+        cgroup: info.cgroup,
+        tgid: info.tgid,
+        cohort: info.cohort as u32,
+        comm: info.comm,
+        addr: info.addr,
+    };
+    match PROCS.get_ptr_mut(key) {
+        Some(c) => bump_out(c, f),
+        None => {
+            let mut v = OutCounters::default();
+            bump_out(&mut v, f);
+            if PROCS.insert(key, v, BPF_NOEXIST).is_ok() {
+                stat(STAT_PROC_INSERTS);
+            } else if let Some(c) = PROCS.get_ptr_mut(key) {
+                bump_out(c, f);
+            }
+        }
+    }
+}
+
+/// Count one inbound event for the local address's cohort (exact) and the address (bounded).
+#[inline(always)]
+fn count_in(addr: &Addr, cohort: u32, f: In) {
+    if let Some(c) = COHORT_IN.get_ptr_mut(cohort) {
+        bump_in(c, f);
+    }
+    match LOCAL_IN.get_ptr_mut(addr) {
+        Some(c) => bump_in(c, f),
+        None => {
+            let mut v = InCounters::default();
+            bump_in(&mut v, f);
+            if LOCAL_IN.insert(addr, v, BPF_NOEXIST).is_ok() {
+                stat(STAT_LOCAL_INSERTS);
+            } else if let Some(c) = LOCAL_IN.get_ptr_mut(addr) {
+                bump_in(c, f);
+            }
+        }
+    }
+}
+
+/// An active open, in the connecting process: remember who, then count the attempt.
+#[inline(always)]
+pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
+    if !port_allowed(dport) {
+        return;
+    }
+    let info = SockInfo {
+        // SAFETY: helper without arguments, valid in every program type used here.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        addr: *daddr,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        cohort: cohort_of(daddr) as u8,
+        dir: DIR_OUT,
+        established: 0,
+        _pad: 0,
+    };
+    if SOCKS.insert(sk, info, 0).is_err() {
+        stat(STAT_SOCK_INSERT_FAILED);
+    }
+    count_out(&info, Out::Attempts);
+}
+
+#[inline(always)]
+pub fn on_established(sk: u64) {
+    if let Some(p) = SOCKS.get_ptr_mut(sk) {
+        // SAFETY: the entry stays valid while the program runs (RCU).
+        let info = unsafe { &mut *p };
+        if info.dir == DIR_OUT && info.established == 0 {
+            info.established = 1;
+            count_out(info, Out::Established);
+        }
+    }
+}
+
+#[inline(always)]
+pub fn on_failed(sk: u64) {
+    // SAFETY: copied out before the entry is removed.
+    let Some(info) = (unsafe { SOCKS.get(sk) }).copied() else {
+        return;
+    };
+    let _ = SOCKS.remove(sk);
+    if info.dir == DIR_OUT && info.established == 0 {
+        count_out(&info, Out::Failed);
+    }
+}
+
+/// A passive open completed on the child socket: count it by local address.
+#[inline(always)]
+pub fn on_accept(sk: u64, saddr: &Addr, sport: u16) {
+    if !port_allowed(sport) {
+        return;
+    }
+    let cohort = cohort_of(saddr);
+    let info = SockInfo {
+        addr: *saddr,
+        cohort: cohort as u8,
+        dir: DIR_IN,
+        established: 1,
+        ..SockInfo::default()
+    };
+    if SOCKS.insert(sk, info, 0).is_err() {
+        stat(STAT_SOCK_INSERT_FAILED);
+    }
+    count_in(saddr, cohort, In::Accepted);
+}
+
+/// An established connection left ESTABLISHED: count the close by its record, or, for a
+/// connection from before the start, by its 4-tuple in the census.
+#[inline(always)]
+pub fn on_leave_established(sk: u64, tuple: impl FnOnce() -> Result<TupleKey, u32>) {
+    // SAFETY: copied out before the entry is removed.
+    if let Some(info) = unsafe { SOCKS.get(sk) }.copied() {
+        let _ = SOCKS.remove(sk);
+        if info.dir == DIR_OUT {
+            count_out(&info, Out::Closed);
+        } else {
+            count_in(&info.addr, info.cohort as u32, In::Closed);
+        }
+        return;
+    }
+    let Ok(key) = tuple() else { return };
+    // SAFETY: copied out before the entry is removed.
+    let Some(c) = unsafe { CENSUS.get(key) }.copied() else {
+        return;
+    };
+    let _ = CENSUS.remove(key);
+    stat(STAT_CENSUS_CLOSED);
+    if c.dir == DIR_OUT as u32 {
+        let info = SockInfo {
+            addr: key.daddr,
+            cohort: c.cohort as u8,
+            dir: DIR_OUT,
+            ..SockInfo::default()
+        };
+        count_out(&info, Out::Closed);
+    } else {
+        count_in(&key.saddr, c.cohort, In::Closed);
+    }
+}

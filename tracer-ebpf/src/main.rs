@@ -1,0 +1,182 @@
+//! Kernel programs of `tracer`: count TCP connection attempts and state transitions per
+//! destination (outbound) and per local address (inbound). All policy lives in userspace: the
+//! cohort sets arrive in an LPM trie, offsets and the connect source arrive as globals.
+#![no_std]
+#![no_main]
+
+mod counting;
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{fentry, kprobe, tracepoint},
+    programs::{FEntryContext, ProbeContext, TracePointContext},
+};
+use tracer_common::{
+    Addr, CONNECT_DERIVED, SockOffsets, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT,
+    TpOffsets, mapped_v4,
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+
+/// Field offsets of `sock:inet_sock_set_state`, parsed from tracefs by userspace.
+#[unsafe(no_mangle)]
+static TP_OFFSETS: TpOffsets = TpOffsets {
+    skaddr: 8,
+    oldstate: 16,
+    newstate: 20,
+    sport: 24,
+    dport: 26,
+    family: 28,
+    protocol: 30,
+    saddr: 32,
+    daddr: 36,
+    saddr_v6: 40,
+    daddr_v6: 56,
+    _pad: 0,
+};
+
+/// `struct sock` offsets from the running kernel's BTF, for the `tcp_connect` hooks.
+#[unsafe(no_mangle)]
+static SOCK_OFFSETS: SockOffsets = SockOffsets {
+    family: 0,
+    daddr: 0,
+    v6_daddr: 0,
+    dport: 0,
+};
+
+#[inline(always)]
+fn global<T: Copy>(v: &T) -> T {
+    // SAFETY: globals are plain data in .rodata, set by the loader before the program runs.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    match try_inet_sock_set_state(&ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, u32> {
+    // SAFETY: offsets come from the tracepoint's own format description.
+    unsafe { ctx.read_at::<T>(off as usize) }.map_err(|_| 1u32)
+}
+
+/// Read the local or remote address of the event in the shared 16-byte form.
+#[inline(always)]
+fn read_addr(ctx: &TracePointContext, family: u16, off_v4: u32, off_v6: u32) -> Result<Addr, u32> {
+    if family == AF_INET {
+        Ok(mapped_v4(read::<[u8; 4]>(ctx, off_v4)?))
+    } else {
+        read::<Addr>(ctx, off_v6)
+    }
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
+    let o = global(&TP_OFFSETS);
+    if read::<u16>(ctx, o.protocol)? != IPPROTO_TCP {
+        return Ok(0);
+    }
+    let old: i32 = read(ctx, o.oldstate)?;
+    let new: i32 = read(ctx, o.newstate)?;
+    // Cheapest test first: most transitions are of no interest.
+    let interesting = matches!(
+        (old, new),
+        (TCP_CLOSE, TCP_SYN_SENT)
+            | (TCP_SYN_SENT, TCP_ESTABLISHED)
+            | (TCP_SYN_SENT, TCP_CLOSE)
+            | (TCP_SYN_RECV, TCP_ESTABLISHED)
+            | (TCP_ESTABLISHED, _)
+    );
+    if !interesting {
+        return Ok(0);
+    }
+    let family: u16 = read(ctx, o.family)?;
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(0);
+    }
+    let sk: u64 = read(ctx, o.skaddr)?;
+    match (old, new) {
+        (TCP_CLOSE, TCP_SYN_SENT) => {
+            if counting::connect_source() == CONNECT_DERIVED as u32 {
+                let daddr = read_addr(ctx, family, o.daddr, o.daddr_v6)?;
+                let dport: u16 = read(ctx, o.dport)?;
+                counting::on_connect(sk, &daddr, dport);
+            }
+        }
+        (TCP_SYN_SENT, TCP_ESTABLISHED) => counting::on_established(sk),
+        (TCP_SYN_SENT, TCP_CLOSE) => counting::on_failed(sk),
+        (TCP_SYN_RECV, TCP_ESTABLISHED) => {
+            let saddr = read_addr(ctx, family, o.saddr, o.saddr_v6)?;
+            let sport: u16 = read(ctx, o.sport)?;
+            counting::on_accept(sk, &saddr, sport);
+        }
+        _ => {
+            // Left ESTABLISHED. The tuple is needed only for connections from the census.
+            counting::on_leave_established(sk, || {
+                Ok(tracer_common::TupleKey {
+                    saddr: read_addr(ctx, family, o.saddr, o.saddr_v6)?,
+                    daddr: read_addr(ctx, family, o.daddr, o.daddr_v6)?,
+                    sport: read(ctx, o.sport)?,
+                    dport: read(ctx, o.dport)?,
+                })
+            });
+        }
+    }
+    Ok(0)
+}
+
+/// Read the destination of a connecting socket through the BTF offsets of `struct sock`.
+#[inline(always)]
+fn connect_from_sock(sk: *const u8) -> Result<u32, u32> {
+    let o = global(&SOCK_OFFSETS);
+    // SAFETY: `sk` is the kernel's socket pointer; the helper validates every read.
+    unsafe {
+        let family: u16 =
+            bpf_probe_read_kernel(sk.add(o.family as usize) as *const u16).map_err(|_| 1u32)?;
+        let daddr = match family {
+            AF_INET => mapped_v4(
+                bpf_probe_read_kernel(sk.add(o.daddr as usize) as *const [u8; 4])
+                    .map_err(|_| 1u32)?,
+            ),
+            AF_INET6 => bpf_probe_read_kernel(sk.add(o.v6_daddr as usize) as *const Addr)
+                .map_err(|_| 1u32)?,
+            _ => return Ok(0),
+        };
+        let dport_be: u16 =
+            bpf_probe_read_kernel(sk.add(o.dport as usize) as *const u16).map_err(|_| 1u32)?;
+        counting::on_connect(sk as u64, &daddr, u16::from_be(dport_be));
+    }
+    Ok(0)
+}
+
+#[fentry(function = "tcp_connect")]
+pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
+    let sk: *const u8 = ctx.arg(0);
+    match connect_from_sock(sk) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+#[kprobe]
+pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
+    let Some(sk) = ctx.arg::<*const u8>(0) else {
+        return 1;
+    };
+    match connect_from_sock(sk) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,140 @@
+//! Command line: `tracer watch`, `tracer probe`. Parse errors become one line and exit code 2.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::kernel::hooks::ConnectMode;
+
+#[derive(Parser, Debug)]
+#[command(name = "tracer", version, about = "Count TCP connections per destination in the kernel during a move from old to new addresses")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace connections and sort them into the old and new address sets.
+    Watch(WatchArgs),
+    /// Show what this kernel offers and which hooks `watch` would use.
+    Probe,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Old side: IP, CIDR, hostname (resolved once) or @file; repeatable, comma-separated.
+    #[arg(long, value_name = "SPEC")]
+    pub old: Vec<String>,
+    /// New side: same forms as --old.
+    #[arg(long, value_name = "SPEC")]
+    pub new: Vec<String>,
+    /// Count only this destination port (inbound: local port); repeatable.
+    #[arg(long, value_name = "N")]
+    pub port: Vec<u16>,
+    /// Sampling interval, e.g. 1s, 500ms.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (e.g. 30s, 2h) and write the summary.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// No terminal view: write NDJSON (to stdout unless --json is given).
+    #[arg(long)]
+    pub headless: bool,
+    /// Write NDJSON to PATH, or `-` for stdout.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// How to count connect attempts: the best that works, or one forced.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub connect_hook: ConnectMode,
+    /// Bound of the per-destination map (LRU); cohort totals stay exact beyond it.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
+    pub max_destinations: u32,
+    /// Rows of destinations and processes per snapshot line.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+}
+
+/// `500ms`, `1s`, `2m`, `1h30m`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("'{s}' is not a duration (examples: 500ms, 1s, 2m, 1h30m)");
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(bad()),
+        };
+    }
+    if total.is_zero() {
+        return Err(format!("'{s}' must be longer than zero"));
+    }
+    Ok(total)
+}
+
+/// Turn clap's multi-line error into one line with a hint.
+pub fn one_line_error(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("bad arguments")
+        .trim_start_matches("error: ");
+    format!("{first}: see `tracer --help` or `tracer watch --help`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn unknown_flags_become_one_line() {
+        let e = Cli::try_parse_from(["tracer", "watch", "--bogus"]).unwrap_err();
+        let line = one_line_error(&e);
+        assert!(!line.contains('\n'));
+        assert!(line.contains("--bogus"), "{line}");
+    }
+
+    #[test]
+    fn watch_flags_parse() {
+        let c = Cli::try_parse_from([
+            "tracer", "watch", "--old", "127.10.0.0/16", "--new", "127.20.0.0/16", "--port", "80",
+            "--port", "443", "--interval", "250ms", "--headless", "--json", "-", "--connect-hook",
+            "derived", "--max-destinations", "256",
+        ])
+        .unwrap();
+        let Command::Watch(w) = c.command else { panic!() };
+        assert_eq!(w.port, [80, 443]);
+        assert_eq!(w.connect_hook, ConnectMode::Derived);
+        assert_eq!(w.interval, Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,129 @@
+//! The table of connect hooks, best first, each with what it needs; the one used is chosen by
+//! really loading and attaching, not by guessing from the kernel version.
+
+use aya::{
+    Btf, Ebpf,
+    programs::{FEntry, KProbe, TracePoint},
+};
+use tracer_common::{CONNECT_DERIVED, CONNECT_FENTRY, CONNECT_KPROBE};
+
+/// How connect attempts are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectHook {
+    /// fentry on `tcp_connect`: cheapest, needs BTF and a kernel that allows tracing programs.
+    Fentry,
+    /// kprobe on `tcp_connect`: needs kprobes built in.
+    Kprobe,
+    /// The `CLOSE -> SYN_SENT` transition of the state tracepoint: always there.
+    Derived,
+}
+
+/// `--connect-hook`: one hook forced, or the best that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConnectMode {
+    Auto,
+    Fentry,
+    Kprobe,
+    Derived,
+}
+
+impl ConnectHook {
+    pub const ALL: [ConnectHook; 3] = [ConnectHook::Fentry, ConnectHook::Kprobe, ConnectHook::Derived];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectHook::Fentry => "fentry",
+            ConnectHook::Kprobe => "kprobe",
+            ConnectHook::Derived => "derived",
+        }
+    }
+
+    pub fn source(self) -> u32 {
+        (match self {
+            ConnectHook::Fentry => CONNECT_FENTRY,
+            ConnectHook::Kprobe => CONNECT_KPROBE,
+            ConnectHook::Derived => CONNECT_DERIVED,
+        }) as u32
+    }
+
+    fn program(self) -> Option<&'static str> {
+        match self {
+            ConnectHook::Fentry => Some("tcp_connect_fentry"),
+            ConnectHook::Kprobe => Some("tcp_connect_kprobe"),
+            ConnectHook::Derived => None,
+        }
+    }
+
+    /// Candidates in order of preference for a mode.
+    pub fn candidates(mode: ConnectMode) -> &'static [ConnectHook] {
+        match mode {
+            ConnectMode::Auto => &Self::ALL,
+            ConnectMode::Fentry => &[ConnectHook::Fentry],
+            ConnectMode::Kprobe => &[ConnectHook::Kprobe],
+            ConnectMode::Derived => &[ConnectHook::Derived],
+        }
+    }
+}
+
+pub const STATE_PROGRAM: &str = "inet_sock_set_state";
+
+/// One line from any error chain, without the verifier's log (which can be pages long).
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    let joined = parts.join(": ");
+    let cut = joined.split(". Verifier output").next().unwrap_or(&joined);
+    cut.lines().next().unwrap_or("").to_string()
+}
+
+/// Load and attach one connect hook. `btf` is needed by fentry and for the offsets.
+pub fn attach_connect(
+    ebpf: &mut Ebpf,
+    hook: ConnectHook,
+    btf: Option<&Btf>,
+    has_offsets: bool,
+) -> Result<(), String> {
+    let Some(name) = hook.program() else {
+        return Ok(());
+    };
+    if !has_offsets {
+        return Err("no kernel BTF to find struct sock offsets".into());
+    }
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    match hook {
+        ConnectHook::Fentry => {
+            let btf = btf.ok_or("no kernel BTF")?;
+            let p: &mut FEntry = prog.try_into().map_err(|e| one_line(&e))?;
+            p.load("tcp_connect", btf).map_err(|e| one_line(&e))?;
+            p.attach().map_err(|e| one_line(&e))?;
+        }
+        ConnectHook::Kprobe => {
+            let p: &mut KProbe = prog.try_into().map_err(|e| one_line(&e))?;
+            p.load().map_err(|e| one_line(&e))?;
+            p.attach("tcp_connect", 0).map_err(|e| one_line(&e))?;
+        }
+        ConnectHook::Derived => {}
+    }
+    Ok(())
+}
+
+/// Load and attach the state tracepoint.
+pub fn attach_state(ebpf: &mut Ebpf) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(STATE_PROGRAM)
+        .ok_or("program inet_sock_set_state missing from the object")?;
+    let p: &mut TracePoint = prog.try_into().map_err(|e| one_line(&e))?;
+    p.load().map_err(|e| one_line(&e))?;
+    p.attach("sock", "inet_sock_set_state")
+        .map_err(|e| one_line(&e))?;
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Everything that touches the kernel: choose and attach hooks, fill the policy maps, take the
+//! census, and read the maps into plain snapshots (`sampler`).
+
+pub mod btf;
+pub mod census;
+pub mod hooks;
+pub mod progstats;
+pub mod sampler;
+pub mod tracefs;
+
+use std::{net::IpAddr, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
+};
+use tracer_common::{
+    CONFIG_CONNECT_SOURCE, CensusInfo, DIR_IN, DIR_OUT, SockOffsets, TpOffsets, TupleKey,
+};
+
+use crate::model::{addr::to_key, cohort::Sets};
+use hooks::{ConnectHook, ConnectMode, one_line};
+
+/// The eBPF object built by aya-build from tracer-ebpf.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Where the kernel's BTF is read; overridable so tests can simulate a kernel without it.
+pub fn btf_path() -> String {
+    std::env::var("TRACER_BTF_PATH").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into())
+}
+
+/// What a run needs from the user.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub sets: Sets,
+    pub ports: Vec<u16>,
+    pub connect: ConnectMode,
+    pub max_destinations: u32,
+    pub max_processes: u32,
+}
+
+/// Hooks in use and how they were chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hooks {
+    pub connect: ConnectHook,
+    pub state: &'static str,
+    /// Hooks tried before the one in use, with why each was not used.
+    pub fallbacks: Vec<(ConnectHook, String)>,
+    pub tracefs_mounted: bool,
+}
+
+/// A running tracer: attached programs (kept alive by `ebpf`) and its sampler.
+pub struct Tracer {
+    pub ebpf: Ebpf,
+    pub hooks: Hooks,
+    pub census: Vec<census::Conn>,
+    pub warnings: Vec<String>,
+}
+
+/// Offsets in `struct sock` from the kernel's BTF, or why they are unknown.
+pub fn sock_offsets(raw: &[u8]) -> Result<SockOffsets, String> {
+    let b = btf::Btf::parse(raw)?;
+    let f = |m: &str| {
+        b.member_offset("sock", &["__sk_common", m])
+            .ok_or_else(|| format!("struct sock has no {m} in BTF"))
+    };
+    Ok(SockOffsets {
+        family: f("skc_family")?,
+        daddr: f("skc_daddr")?,
+        v6_daddr: f("skc_v6_daddr")?,
+        dport: f("skc_dport")?,
+    })
+}
+
+/// Lift MEMLOCK for kernels older than 5.11 that charge BPF maps to it; newer ones do not need
+/// it, so a failure is a warning.
+fn raise_memlock() -> Option<String> {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        return Some(format!(
+            "warning: could not raise RLIMIT_MEMLOCK ({}); not needed on Linux 5.11+",
+            std::io::Error::last_os_error()
+        ));
+    }
+    None
+}
+
+/// Load the object with this kernel's offsets and sizes; nothing attached yet.
+pub fn load(
+    cfg: &Config,
+    tp: &TpOffsets,
+    sock: &SockOffsets,
+    census_slots: u32,
+) -> Result<Ebpf, String> {
+    let port_filter: u8 = (!cfg.ports.is_empty()).into();
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global("TP_OFFSETS", tp, true)
+        .override_global("SOCK_OFFSETS", sock, true)
+        .override_global("PORT_FILTER", &port_filter, true)
+        .map_max_entries("DEST", cfg.max_destinations)
+        .map_max_entries("LOCAL_IN", cfg.max_destinations)
+        .map_max_entries("PROCS", cfg.max_processes)
+        .map_max_entries("CENSUS", census_slots.max(1));
+    let mut ebpf = loader
+        .load(OBJECT)
+        .map_err(|e| format!("loading the BPF object failed: {}", one_line(&e)))?;
+
+    let mut trie: LpmTrie<_, [u8; 16], u32> =
+        LpmTrie::try_from(ebpf.map_mut("COHORT_PREFIXES").ok_or("no COHORT_PREFIXES map")?)
+            .map_err(|e| one_line(&e))?;
+    for (p, c) in cfg.sets.entries() {
+        trie.insert(&Key::new(p.key_len(), to_key(p.addr)), c as u32, 0)
+            .map_err(|e| format!("cannot load prefix {p}: {}", one_line(&e)))?;
+    }
+    let mut ports: HashMap<_, u16, u8> =
+        HashMap::try_from(ebpf.map_mut("PORTS").ok_or("no PORTS map")?)
+            .map_err(|e| one_line(&e))?;
+    for p in &cfg.ports {
+        ports
+            .insert(p, 1, 0)
+            .map_err(|e| format!("cannot load port {p}: {}", one_line(&e)))?;
+    }
+    Ok(ebpf)
+}
+
+fn set_connect_source(ebpf: &mut Ebpf, hook: ConnectHook) -> Result<(), String> {
+    let mut config: Array<_, u32> =
+        Array::try_from(ebpf.map_mut("CONFIG").ok_or("no CONFIG map")?)
+            .map_err(|e| one_line(&e))?;
+    config
+        .set(CONFIG_CONNECT_SOURCE, hook.source(), 0)
+        .map_err(|e| one_line(&e))
+}
+
+fn fill_census(ebpf: &mut Ebpf, sets: &Sets, conns: &[census::Conn]) -> Result<(), String> {
+    let mut map: HashMap<_, TupleKey, CensusInfo> =
+        HashMap::try_from(ebpf.map_mut("CENSUS").ok_or("no CENSUS map")?)
+            .map_err(|e| one_line(&e))?;
+    for c in conns {
+        let key = TupleKey {
+            saddr: to_key(c.local),
+            daddr: to_key(c.remote),
+            sport: c.lport,
+            dport: c.rport,
+        };
+        let (dir, addr) = if c.inbound {
+            (DIR_IN, c.local)
+        } else {
+            (DIR_OUT, c.remote)
+        };
+        let info = CensusInfo {
+            dir: dir as u32,
+            cohort: sets.cohort(addr) as u32,
+        };
+        map.insert(key, info, 0)
+            .map_err(|e| format!("census map full: {}", one_line(&e)))?;
+    }
+    Ok(())
+}
+
+fn census_filtered(ports: &[u16]) -> Result<Vec<census::Conn>, String> {
+    let conns = census::take()?;
+    if ports.is_empty() {
+        return Ok(conns);
+    }
+    Ok(conns
+        .into_iter()
+        .filter(|c| ports.contains(&if c.inbound { c.lport } else { c.rport }))
+        .collect())
+}
+
+impl Tracer {
+    /// Attach everything and take the census. Errors are one line naming cause and fix.
+    pub fn start(cfg: &Config) -> Result<Tracer, String> {
+        let mut warnings: Vec<String> = raise_memlock().into_iter().collect();
+        let fs = tracefs::ensure()?;
+        if fs.mounted_by_us {
+            warnings.push(format!("note: tracefs was not mounted; mounted it at {}", fs.root));
+        }
+        let tp = tracefs::offsets(&fs)?;
+        let btf_raw = std::fs::read(btf_path());
+        let sock = match &btf_raw {
+            Ok(raw) => sock_offsets(raw),
+            Err(e) => Err(format!("no kernel BTF at {} ({e})", btf_path())),
+        };
+        let needs_btf = matches!(cfg.connect, ConnectMode::Fentry | ConnectMode::Kprobe);
+        if let (true, Err(e)) = (needs_btf, &sock) {
+            return Err(format!(
+                "{e}: --connect-hook {} needs BTF (CONFIG_DEBUG_INFO_BTF=y); use --connect-hook derived",
+                ConnectHook::candidates(cfg.connect)[0].name()
+            ));
+        }
+        let aya_btf = match &btf_raw {
+            Ok(_) if Path::new(&btf_path()) == Path::new("/sys/kernel/btf/vmlinux") => {
+                aya::Btf::from_sys_fs().ok()
+            }
+            Ok(_) => aya::Btf::parse_file(btf_path(), aya::Endianness::default()).ok(),
+            Err(_) => None,
+        };
+
+        // Size the census map from a first count; the real census is taken after attaching.
+        let pre = census_filtered(&cfg.ports)?.len() as u32;
+        let mut ebpf = load(cfg, &tp, &sock.clone().unwrap_or_default(), pre * 2 + 1024)?;
+
+        let mut fallbacks = Vec::new();
+        let mut chosen = None;
+        for &hook in ConnectHook::candidates(cfg.connect) {
+            match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
+                Ok(()) => {
+                    chosen = Some(hook);
+                    break;
+                }
+                Err(why) => fallbacks.push((hook, why)),
+            }
+        }
+        let Some(connect) = chosen else {
+            let (hook, why) = fallbacks.last().cloned().expect("one candidate at least");
+            return Err(format!(
+                "--connect-hook {} cannot attach on this kernel ({why}): use --connect-hook auto (see `tracer probe`)",
+                hook.name()
+            ));
+        };
+        set_connect_source(&mut ebpf, connect)?;
+        hooks::attach_state(&mut ebpf).map_err(|e| {
+            format!("cannot attach tracepoint sock:inet_sock_set_state ({e}): is this Linux 4.16+ with tracepoints enabled?")
+        })?;
+
+        let conns = census_filtered(&cfg.ports)?;
+        fill_census(&mut ebpf, &cfg.sets, &conns)?;
+        Ok(Tracer {
+            ebpf,
+            hooks: Hooks {
+                connect,
+                state: "tracepoint",
+                fallbacks,
+                tracefs_mounted: fs.mounted_by_us,
+            },
+            census: conns,
+            warnings,
+        })
+    }
+}
+
+/// The census as baselines for the open gauges: per address, by direction.
+pub fn census_baseline(
+    conns: &[census::Conn],
+) -> (
+    std::collections::HashMap<IpAddr, u64>,
+    std::collections::HashMap<IpAddr, u64>,
+) {
+    let mut out = std::collections::HashMap::new();
+    let mut inb = std::collections::HashMap::new();
+    for c in conns {
+        if c.inbound {
+            *inb.entry(c.local).or_insert(0) += 1;
+        } else {
+            *out.entry(c.remote).or_insert(0) += 1;
+        }
+    }
+    (out, inb)
+}

@@ -1,0 +1,190 @@
+//! Reads the maps into a `Snapshot` once per interval. The only reader of the maps: every sink
+//! gets the same numbers.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    net::IpAddr,
+    os::fd::{AsFd, OwnedFd},
+    time::{Instant, SystemTime},
+};
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use tracer_common::{
+    COHORTS, InCounters, OutCounters, ProcKey, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
+    STAT_PROC_INSERTS, STATS,
+};
+
+use super::{Tracer, census_baseline, hooks::one_line, progstats};
+use crate::model::{
+    addr::from_key,
+    cohort::{Cohort, Sets},
+    counters::{In, Out, evicted, sum_in, sum_out},
+    snapshot::{DestRow, Evicted, LocalRow, ProcRow, Snapshot},
+};
+
+pub struct Sampler {
+    cohort_out: PerCpuArray<MapData, OutCounters>,
+    cohort_in: PerCpuArray<MapData, InCounters>,
+    dest: PerCpuHashMap<MapData, [u8; 16], OutCounters>,
+    local_in: PerCpuHashMap<MapData, [u8; 16], InCounters>,
+    procs: PerCpuHashMap<MapData, ProcKey, OutCounters>,
+    stats: PerCpuArray<MapData, u64>,
+    progs: Vec<OwnedFd>,
+    sets: Sets,
+    census_out: StdHashMap<IpAddr, u64>,
+    census_in: StdHashMap<IpAddr, u64>,
+    started: Instant,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    t: &mut Tracer,
+    name: &str,
+) -> Result<T, String> {
+    let map = t
+        .ebpf
+        .take_map(name)
+        .ok_or_else(|| format!("map {name} missing from the object"))?;
+    T::try_from(map).map_err(|e| one_line(&e))
+}
+
+fn comm_str(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|b| *b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+impl Sampler {
+    pub fn new(t: &mut Tracer, sets: Sets) -> Result<Self, String> {
+        let mut progs = Vec::new();
+        for (_, p) in t.ebpf.programs() {
+            if let Ok(fd) = p.fd()
+                && let Ok(owned) = fd.as_fd().try_clone_to_owned()
+            {
+                progs.push(owned);
+            }
+        }
+        let (census_out, census_in) = census_baseline(&t.census);
+        Ok(Sampler {
+            cohort_out: take(t, "COHORT_OUT")?,
+            cohort_in: take(t, "COHORT_IN")?,
+            dest: take(t, "DEST")?,
+            local_in: take(t, "LOCAL_IN")?,
+            procs: take(t, "PROCS")?,
+            stats: take(t, "STATS")?,
+            progs,
+            sets,
+            census_out,
+            census_in,
+            started: Instant::now(),
+        })
+    }
+
+    fn stat(&self, idx: u32) -> u64 {
+        self.stats
+            .get(&idx, 0)
+            .map(|v| v.iter().fold(0u64, |a, b| a.wrapping_add(*b)))
+            .unwrap_or(0)
+    }
+
+    /// Lost events of all attached programs together.
+    pub fn lost_events(&self) -> u64 {
+        self.prog_stats().iter().map(|s| s.recursion_misses).sum()
+    }
+
+    pub fn prog_stats(&self) -> Vec<progstats::ProgStats> {
+        self.progs
+            .iter()
+            .filter_map(|fd| progstats::read(fd.as_fd()).ok())
+            .collect()
+    }
+
+    pub fn sample(&self) -> Result<Snapshot, String> {
+        let err = |e: aya::maps::MapError| format!("reading BPF maps failed: {}", one_line(&e));
+        let mut snap = Snapshot::empty(SystemTime::now());
+        snap.elapsed = self.started.elapsed();
+
+        let mut census_cohort_out = [0u64; 3];
+        for (addr, n) in &self.census_out {
+            census_cohort_out[self.sets.cohort(*addr) as usize] += n;
+        }
+        let mut census_cohort_in = [0u64; 3];
+        for (addr, n) in &self.census_in {
+            census_cohort_in[self.sets.cohort(*addr) as usize] += n;
+        }
+        for i in 0..COHORTS {
+            let o = sum_out(self.cohort_out.get(&i, 0).map_err(err)?.iter());
+            snap.out[i as usize] = Out::from_kernel(&o, census_cohort_out[i as usize]);
+            let n = sum_in(self.cohort_in.get(&i, 0).map_err(err)?.iter());
+            snap.inb[i as usize] = In::from_kernel(&n, census_cohort_in[i as usize]);
+        }
+
+        let mut seen = std::collections::HashSet::new();
+        for item in self.dest.iter() {
+            let (key, values) = item.map_err(err)?;
+            let addr = from_key(key);
+            seen.insert(addr);
+            let census = self.census_out.get(&addr).copied().unwrap_or(0);
+            snap.destinations.push(DestRow {
+                addr,
+                cohort: self.sets.cohort(addr),
+                out: Out::from_kernel(&sum_out(values.iter()), census),
+            });
+        }
+        let live_dest = seen.len() as u64;
+        // Destinations held open from before the start but quiet since have no map entry yet.
+        for (addr, n) in &self.census_out {
+            if !seen.contains(addr) {
+                snap.destinations.push(DestRow {
+                    addr: *addr,
+                    cohort: self.sets.cohort(*addr),
+                    out: Out::from_kernel(&OutCounters::default(), *n),
+                });
+            }
+        }
+
+        let mut seen_local = std::collections::HashSet::new();
+        for item in self.local_in.iter() {
+            let (key, values) = item.map_err(err)?;
+            let addr = from_key(key);
+            seen_local.insert(addr);
+            let census = self.census_in.get(&addr).copied().unwrap_or(0);
+            snap.locals.push(LocalRow {
+                addr,
+                cohort: self.sets.cohort(addr),
+                inb: In::from_kernel(&sum_in(values.iter()), census),
+            });
+        }
+        let live_local = seen_local.len() as u64;
+        for (addr, n) in &self.census_in {
+            if !seen_local.contains(addr) {
+                snap.locals.push(LocalRow {
+                    addr: *addr,
+                    cohort: self.sets.cohort(*addr),
+                    inb: In::from_kernel(&InCounters::default(), *n),
+                });
+            }
+        }
+
+        let mut live_procs = 0;
+        for item in self.procs.iter() {
+            let (key, values) = item.map_err(err)?;
+            live_procs += 1;
+            snap.processes.push(ProcRow {
+                pid: key.tgid,
+                comm: comm_str(&key.comm),
+                cgroup: key.cgroup,
+                addr: from_key(key.addr),
+                cohort: Cohort::from_index(key.cohort),
+                out: Out::from_kernel(&sum_out(values.iter()), 0),
+            });
+        }
+
+        snap.evicted = Evicted {
+            destinations: evicted(self.stat(STAT_DEST_INSERTS), live_dest),
+            locals: evicted(self.stat(STAT_LOCAL_INSERTS), live_local),
+            processes: evicted(self.stat(STAT_PROC_INSERTS), live_procs),
+        };
+        let _ = STATS;
+        snap.lost_events = self.lost_events();
+        Ok(snap)
+    }
+}

@@ -1,0 +1,67 @@
+//! `tracer`: kernel-side TCP connection counting for moves from old to new addresses.
+
+mod cli;
+mod kernel;
+mod model;
+mod ndjson;
+mod probe;
+mod watch;
+
+use clap::Parser;
+
+/// A failure that is the user's to fix: printed as one line, exit code 2.
+pub type Fatal = String;
+
+fn main() {
+    // No backtraces for users: a panic is one line and exit code 2.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("tracer: internal error: {msg}{at} (please report it)");
+    }));
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("tracer: {}", cli::one_line_error(&e));
+            std::process::exit(2);
+        }
+    };
+    let result = std::panic::catch_unwind(|| match cli.command {
+        cli::Command::Watch(args) => watch::run(args),
+        cli::Command::Probe => probe::run(),
+    });
+    match result {
+        Ok(Ok(code)) => std::process::exit(code),
+        Ok(Err(msg)) => {
+            eprintln!("tracer: {msg}");
+            std::process::exit(2);
+        }
+        Err(_) => std::process::exit(2),
+    }
+}
+
+/// Root is needed to load BPF programs; say so before anything else fails obscurely.
+pub fn require_root() -> Result<(), Fatal> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("must run as root to load BPF programs (CAP_BPF, CAP_PERFMON): run it with sudo".into());
+    }
+    Ok(())
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,6 @@
+//! Pure types and functions: no aya, no I/O. Everything here is unit-tested without root.
+pub mod addr;
+pub mod cohort;
+pub mod counters;
+pub mod snapshot;
+pub mod spec;

@@ -1,0 +1,289 @@
+//! NDJSON schema 1 (docs/json-schema.md): one complete JSON object per line, flushed per line,
+//! so a killed run leaves a file that is valid up to its last line.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+    time::SystemTime,
+};
+
+use serde_json::{Value, json};
+use time::{OffsetDateTime, macros::format_description};
+
+use crate::model::{
+    cohort::Cohort,
+    counters::{In, Out},
+    snapshot::{ProcRow, Snapshot},
+    spec::Spec,
+};
+
+pub const SCHEMA: u64 = 1;
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let fmt = format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    OffsetDateTime::from(t)
+        .format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+}
+
+fn out_json(o: &Out) -> Value {
+    json!({"attempts": o.attempts, "established": o.established, "failed": o.failed,
+           "closed": o.closed, "open": o.open})
+}
+
+fn out_with_delta(cur: &Out, prev: &Out) -> Value {
+    let d = cur.delta(prev);
+    let mut v = out_json(cur);
+    v["delta"] = json!({"attempts": d.attempts, "established": d.established,
+                        "failed": d.failed, "closed": d.closed, "open": d.open});
+    v
+}
+
+fn in_json(i: &In) -> Value {
+    json!({"accepted": i.accepted, "closed": i.closed, "open": i.open})
+}
+
+fn in_with_delta(cur: &In, prev: &In) -> Value {
+    let d = cur.delta(prev);
+    let mut v = in_json(cur);
+    v["delta"] = json!({"accepted": d.accepted, "closed": d.closed, "open": d.open});
+    v
+}
+
+/// What the meta line says about the run.
+pub struct Meta<'a> {
+    pub started_at: SystemTime,
+    pub host: String,
+    pub kernel: String,
+    pub connect_hook: &'a str,
+    pub state_hook: &'a str,
+    pub fallbacks: Vec<(String, String)>,
+    pub old: &'a [Spec],
+    pub new: &'a [Spec],
+    pub ports: &'a [u16],
+    pub interval_ms: u64,
+    pub max_destinations: u32,
+    pub census_outbound: u64,
+    pub census_inbound: u64,
+}
+
+fn prefixes(specs: &[Spec]) -> Vec<String> {
+    specs
+        .iter()
+        .flat_map(|s| s.prefixes.iter().map(|p| p.to_string()))
+        .collect()
+}
+
+fn resolved(specs: &[Spec]) -> Vec<Value> {
+    specs
+        .iter()
+        .filter(|s| s.resolved)
+        .map(|s| json!({"name": s.text, "addrs": s.prefixes.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>()}))
+        .collect()
+}
+
+pub fn meta(m: &Meta) -> Value {
+    let mut hostnames = resolved(m.old);
+    hostnames.extend(resolved(m.new));
+    json!({
+        "type": "meta", "schema": SCHEMA, "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(m.started_at), "host": m.host, "kernel": m.kernel,
+        "hooks": {"connect": m.connect_hook, "state": m.state_hook,
+                  "fallbacks": m.fallbacks.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>()},
+        "old": prefixes(m.old), "new": prefixes(m.new), "resolved": hostnames,
+        "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
+        "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
+    })
+}
+
+/// Top destinations by activity: open connections first, then attempts.
+fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
+    let mut rows: Vec<_> = s.destinations.iter().collect();
+    rows.sort_by(|a, b| {
+        (b.out.open, b.out.attempts, a.addr).cmp(&(a.out.open, a.out.attempts, b.addr))
+    });
+    rows.iter()
+        .take(top)
+        .map(|r| {
+            let mut v = out_json(&r.out);
+            v["addr"] = json!(r.addr.to_string());
+            v["cohort"] = json!(r.cohort.name());
+            v
+        })
+        .collect()
+}
+
+/// Per process (pid, comm, cgroup): counts per cohort, most active first.
+pub fn processes(rows: &[ProcRow]) -> Vec<(u32, String, u64, [Out; 3], usize)> {
+    let mut by: BTreeMap<(u32, String, u64), ([Out; 3], usize)> = BTreeMap::new();
+    for r in rows {
+        let e = by
+            .entry((r.pid, r.comm.clone(), r.cgroup))
+            .or_insert(([Out::default(); 3], 0));
+        e.0[r.cohort as usize].add(&r.out);
+        e.1 += 1;
+    }
+    let mut v: Vec<_> = by
+        .into_iter()
+        .map(|((pid, comm, cg), (outs, n))| (pid, comm, cg, outs, n))
+        .collect();
+    let weight = |o: &[Out; 3]| o.iter().map(|x| x.attempts + x.open).sum::<u64>();
+    v.sort_by(|a, b| weight(&b.3).cmp(&weight(&a.3)).then(a.0.cmp(&b.0)));
+    v
+}
+
+fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
+    processes(&s.processes)
+        .into_iter()
+        .take(top)
+        .map(|(pid, comm, cgroup, outs, n)| {
+            let cohorts: serde_json::Map<String, Value> = Cohort::ALL
+                .iter()
+                .map(|c| (c.name().to_string(), out_json(&outs[*c as usize])))
+                .collect();
+            json!({"pid": pid, "comm": comm, "cgroup_id": cgroup, "destinations": n, "cohorts": cohorts})
+        })
+        .collect()
+}
+
+fn cohorts(cur: &Snapshot, prev: &Snapshot) -> (Value, Value) {
+    let mut out = serde_json::Map::new();
+    let mut inb = serde_json::Map::new();
+    for c in Cohort::ALL {
+        out.insert(c.name().into(), out_with_delta(cur.cohort_out(c), prev.cohort_out(c)));
+        inb.insert(c.name().into(), in_with_delta(cur.cohort_in(c), prev.cohort_in(c)));
+    }
+    (Value::Object(out), Value::Object(inb))
+}
+
+fn evicted(s: &Snapshot) -> Value {
+    json!(s.evicted.destinations)
+}
+
+pub fn snapshot(cur: &Snapshot, prev: &Snapshot, top: usize) -> Value {
+    let (out, inb) = cohorts(cur, prev);
+    json!({
+        "type": "snapshot", "ts": rfc3339(cur.at), "elapsed_ms": cur.elapsed.as_millis() as u64,
+        "cohorts": out, "inbound": inb,
+        "destinations": destinations(cur, top), "processes": processes_json(cur, top),
+        "evicted": evicted(cur),
+        "evicted_detail": {"destinations": cur.evicted.destinations, "locals": cur.evicted.locals,
+                           "processes": cur.evicted.processes},
+        "lost_events": cur.lost_events,
+    })
+}
+
+pub fn event(at: SystemTime, elapsed_ms: u64, kind: &str, mut fields: Value) -> Value {
+    fields["type"] = json!("event");
+    fields["ts"] = json!(rfc3339(at));
+    fields["elapsed_ms"] = json!(elapsed_ms);
+    fields["kind"] = json!(kind);
+    fields
+}
+
+/// The last line: totals since start and why the run ended.
+pub fn summary(last: &Snapshot, first: &Snapshot, reason: &str, snapshots: u64, top: usize) -> Value {
+    let (out, inb) = cohorts(last, first);
+    json!({
+        "type": "summary", "ts": rfc3339(last.at), "elapsed_ms": last.elapsed.as_millis() as u64,
+        "reason": reason, "snapshots": snapshots,
+        "cohorts": out, "inbound": inb,
+        "destinations": destinations(last, top), "processes": processes_json(last, top),
+        "evicted": evicted(last), "lost_events": last.lost_events,
+    })
+}
+
+/// Writes one line per call: serialized first, then one write and a flush.
+pub struct Writer {
+    out: Box<dyn Write + Send>,
+}
+
+impl Writer {
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        Writer { out }
+    }
+
+    pub fn line(&mut self, v: &Value) -> io::Result<()> {
+        let mut buf = serde_json::to_vec(v).map_err(io::Error::other)?;
+        buf.push(b'\n');
+        self.out.write_all(&buf)?;
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::snapshot::DestRow;
+    use std::time::Duration;
+
+    fn snap(old_attempts: u64, old_open: u64) -> Snapshot {
+        let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
+        s.elapsed = Duration::from_millis(1_000);
+        s.out[Cohort::Old as usize] = Out { attempts: old_attempts, established: old_attempts, open: old_open, ..Default::default() };
+        s.destinations.push(DestRow {
+            addr: "127.10.0.1".parse().unwrap(),
+            cohort: Cohort::Old,
+            out: s.out[Cohort::Old as usize],
+        });
+        s
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)), "1970-01-01T00:00:01.500Z");
+    }
+
+    #[test]
+    fn snapshot_line_has_cumulative_and_delta() {
+        let v = snapshot(&snap(7, 2), &snap(3, 4), 10);
+        assert_eq!(v["type"], "snapshot");
+        assert_eq!(v["elapsed_ms"], 1000);
+        assert_eq!(v["cohorts"]["old"]["attempts"], 7);
+        assert_eq!(v["cohorts"]["old"]["delta"]["attempts"], 4);
+        assert_eq!(v["cohorts"]["old"]["delta"]["open"], -2);
+        assert_eq!(v["cohorts"]["new"]["open"], 0);
+        assert_eq!(v["destinations"][0]["addr"], "127.10.0.1");
+        assert_eq!(v["destinations"][0]["cohort"], "old");
+    }
+
+    #[test]
+    fn writer_emits_one_complete_line_per_object() {
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut w = Writer::new(Box::new(Shared(buf.clone())));
+        w.line(&json!({"type": "meta", "s": "a\nb"})).unwrap();
+        w.line(&summary(&snap(1, 1), &snap(0, 0), "duration", 3, 5)).unwrap();
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for l in lines {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert!(v["type"].is_string());
+        }
+    }
+
+    #[test]
+    fn processes_aggregate_per_pid_and_cohort() {
+        let row = |pid, cohort, attempts| ProcRow {
+            pid, comm: format!("p{pid}"), cgroup: 1, addr: "127.10.0.1".parse().unwrap(), cohort,
+            out: Out { attempts, ..Default::default() },
+        };
+        let p = processes(&[row(1, Cohort::Old, 2), row(1, Cohort::New, 3), row(2, Cohort::Old, 9)]);
+        assert_eq!(p[0].0, 2);
+        assert_eq!(p[1].3[Cohort::New as usize].attempts, 3);
+        assert_eq!(p[1].4, 2);
+    }
+}
