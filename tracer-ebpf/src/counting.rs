@@ -10,9 +10,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
 };
 use tracer_common::{
-    Addr, CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, COHORT_OTHER, COHORTS, CensusInfo, DIR_IN, DIR_OUT, InCounters, OutCounters, ProcKey,
-    STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS,
-    STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
+    Addr, COHORT_OTHER, COHORTS, CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo,
+    DIR_IN, DIR_OUT, InCounters, OutCounters, ProcKey, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS,
+    STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo,
+    TupleKey,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -39,8 +40,7 @@ static LOCAL_IN: LruPerCpuHashMap<Addr, InCounters> = LruPerCpuHashMap::with_max
 
 /// Outbound counters per (process, destination).
 #[map]
-static PROCS: LruPerCpuHashMap<ProcKey, OutCounters> =
-    LruPerCpuHashMap::with_max_entries(16384, 0);
+static PROCS: LruPerCpuHashMap<ProcKey, OutCounters> = LruPerCpuHashMap::with_max_entries(16384, 0);
 
 /// Per-socket record between transitions, keyed by the socket pointer.
 #[map]
@@ -123,7 +123,7 @@ fn bump_in(c: *mut InCounters, f: In) {
 #[inline(always)]
 fn port_allowed(port: u16) -> bool {
     // SAFETY: read-only lookup of plain data.
-    crate::global(&PORT_FILTER) == 0 || unsafe { PORTS.get(&port) }.is_some()
+    crate::global(&PORT_FILTER) == 0 || unsafe { PORTS.get(port) }.is_some()
 }
 
 #[inline(always)]

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::kernel::hooks::ConnectMode;
 
 #[derive(Parser, Debug)]
-#[command(name = "tracer", version, about = "Count TCP connections per destination in the kernel during a move from old to new addresses")]
+#[command(
+    name = "tracer",
+    version,
+    about = "Count TCP connections per destination in the kernel during a move from old to new addresses"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -73,7 +77,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += match unit {
@@ -127,12 +133,30 @@ mod tests {
     #[test]
     fn watch_flags_parse() {
         let c = Cli::try_parse_from([
-            "tracer", "watch", "--old", "127.10.0.0/16", "--new", "127.20.0.0/16", "--port", "80",
-            "--port", "443", "--interval", "250ms", "--headless", "--json", "-", "--connect-hook",
-            "derived", "--max-destinations", "256",
+            "tracer",
+            "watch",
+            "--old",
+            "127.10.0.0/16",
+            "--new",
+            "127.20.0.0/16",
+            "--port",
+            "80",
+            "--port",
+            "443",
+            "--interval",
+            "250ms",
+            "--headless",
+            "--json",
+            "-",
+            "--connect-hook",
+            "derived",
+            "--max-destinations",
+            "256",
         ])
         .unwrap();
-        let Command::Watch(w) = c.command else { panic!() };
+        let Command::Watch(w) = c.command else {
+            panic!()
+        };
         assert_eq!(w.port, [80, 443]);
         assert_eq!(w.connect_hook, ConnectMode::Derived);
         assert_eq!(w.interval, Duration::from_millis(250));

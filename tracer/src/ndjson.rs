@@ -21,9 +21,8 @@ pub const SCHEMA: u64 = 1;
 
 /// RFC 3339 UTC with milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     OffsetDateTime::from(t)
         .format(&fmt)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
@@ -153,8 +152,14 @@ fn cohorts(cur: &Snapshot, prev: &Snapshot) -> (Value, Value) {
     let mut out = serde_json::Map::new();
     let mut inb = serde_json::Map::new();
     for c in Cohort::ALL {
-        out.insert(c.name().into(), out_with_delta(cur.cohort_out(c), prev.cohort_out(c)));
-        inb.insert(c.name().into(), in_with_delta(cur.cohort_in(c), prev.cohort_in(c)));
+        out.insert(
+            c.name().into(),
+            out_with_delta(cur.cohort_out(c), prev.cohort_out(c)),
+        );
+        inb.insert(
+            c.name().into(),
+            in_with_delta(cur.cohort_in(c), prev.cohort_in(c)),
+        );
     }
     (Value::Object(out), Value::Object(inb))
 }
@@ -185,7 +190,13 @@ pub fn event(at: SystemTime, elapsed_ms: u64, kind: &str, mut fields: Value) -> 
 }
 
 /// The last line: totals since start and why the run ended.
-pub fn summary(last: &Snapshot, first: &Snapshot, reason: &str, snapshots: u64, top: usize) -> Value {
+pub fn summary(
+    last: &Snapshot,
+    first: &Snapshot,
+    reason: &str,
+    snapshots: u64,
+    top: usize,
+) -> Value {
     let (out, inb) = cohorts(last, first);
     json!({
         "type": "summary", "ts": rfc3339(last.at), "elapsed_ms": last.elapsed.as_millis() as u64,
@@ -223,7 +234,12 @@ mod tests {
     fn snap(old_attempts: u64, old_open: u64) -> Snapshot {
         let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
         s.elapsed = Duration::from_millis(1_000);
-        s.out[Cohort::Old as usize] = Out { attempts: old_attempts, established: old_attempts, open: old_open, ..Default::default() };
+        s.out[Cohort::Old as usize] = Out {
+            attempts: old_attempts,
+            established: old_attempts,
+            open: old_open,
+            ..Default::default()
+        };
         s.destinations.push(DestRow {
             addr: "127.10.0.1".parse().unwrap(),
             cohort: Cohort::Old,
@@ -234,7 +250,10 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc_millis() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)), "1970-01-01T00:00:01.500Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
+            "1970-01-01T00:00:01.500Z"
+        );
     }
 
     #[test]
@@ -265,7 +284,8 @@ mod tests {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut w = Writer::new(Box::new(Shared(buf.clone())));
         w.line(&json!({"type": "meta", "s": "a\nb"})).unwrap();
-        w.line(&summary(&snap(1, 1), &snap(0, 0), "duration", 3, 5)).unwrap();
+        w.line(&summary(&snap(1, 1), &snap(0, 0), "duration", 3, 5))
+            .unwrap();
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -278,10 +298,21 @@ mod tests {
     #[test]
     fn processes_aggregate_per_pid_and_cohort() {
         let row = |pid, cohort, attempts| ProcRow {
-            pid, comm: format!("p{pid}"), cgroup: 1, addr: "127.10.0.1".parse().unwrap(), cohort,
-            out: Out { attempts, ..Default::default() },
+            pid,
+            comm: format!("p{pid}"),
+            cgroup: 1,
+            addr: "127.10.0.1".parse().unwrap(),
+            cohort,
+            out: Out {
+                attempts,
+                ..Default::default()
+            },
         };
-        let p = processes(&[row(1, Cohort::Old, 2), row(1, Cohort::New, 3), row(2, Cohort::Old, 9)]);
+        let p = processes(&[
+            row(1, Cohort::Old, 2),
+            row(1, Cohort::New, 3),
+            row(2, Cohort::Old, 9),
+        ]);
         assert_eq!(p[0].0, 2);
         assert_eq!(p[1].3[Cohort::New as usize].attempts, 3);
         assert_eq!(p[1].4, 2);

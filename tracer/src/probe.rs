@@ -27,7 +27,11 @@ pub fn run() -> Result<i32, Fatal> {
     }
     let fs = match tracefs::ensure() {
         Ok(fs) => {
-            let how = if fs.mounted_by_us { " (was not mounted: mounted it)" } else { "" };
+            let how = if fs.mounted_by_us {
+                " (was not mounted: mounted it)"
+            } else {
+                ""
+            };
             println!("tracefs       {}{how}", fs.root);
             fs
         }
@@ -46,7 +50,8 @@ pub fn run() -> Result<i32, Fatal> {
         max_destinations: 1024,
         max_processes: 1024,
     };
-    let aya_btf = if btf_raw.is_ok() && Path::new(&btf_path) == Path::new("/sys/kernel/btf/vmlinux") {
+    let aya_btf = if btf_raw.is_ok() && Path::new(&btf_path) == Path::new("/sys/kernel/btf/vmlinux")
+    {
         aya::Btf::from_sys_fs().ok()
     } else {
         None
@@ -57,7 +62,11 @@ pub fn run() -> Result<i32, Fatal> {
         let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), 1)?;
         match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
             Ok(()) => {
-                let how = if hook == ConnectHook::Derived { " (from CLOSE -> SYN_SENT)" } else { " on tcp_connect" };
+                let how = if hook == ConnectHook::Derived {
+                    " (from CLOSE -> SYN_SENT)"
+                } else {
+                    " on tcp_connect"
+                };
                 println!("connect hook  {}: available{how}", hook.name());
                 chosen.get_or_insert(hook);
             }
@@ -74,6 +83,9 @@ pub fn run() -> Result<i32, Fatal> {
         }
     }
     let connect = chosen.unwrap_or(ConnectHook::Derived);
-    println!("watch would use: connect={} state=tracepoint", connect.name());
+    println!(
+        "watch would use: connect={} state=tracepoint",
+        connect.name()
+    );
     Ok(0)
 }

@@ -85,7 +85,10 @@ impl Session {
 }
 
 fn flatten(specs: &[Spec]) -> Vec<Prefix> {
-    let mut v: Vec<Prefix> = specs.iter().flat_map(|s| s.prefixes.iter().copied()).collect();
+    let mut v: Vec<Prefix> = specs
+        .iter()
+        .flat_map(|s| s.prefixes.iter().copied())
+        .collect();
     v.sort();
     v.dedup();
     v

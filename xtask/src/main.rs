@@ -1,1 +1,139 @@
-fn main(){}
+//! Project tasks: `cargo xtask run -- <tracer args>`, `cargo xtask test`, `cargo xtask lint`,
+//! `cargo xtask bootstrap`. Each installs what it needs first (see bootstrap.rs).
+
+mod bootstrap;
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use bootstrap::run_ok;
+
+const USAGE: &str = "usage: cargo xtask <command>
+  run -- ARGS     build tracer (release) and run it with ARGS, e.g. run -- watch --old 10.0.0.0/8 --new 10.1.0.0/16
+  test            lint, unit tests, then the integration tests against the real kernel (root)
+  lint            cargo fmt --check and clippy -D warnings (workspace and eBPF crate)
+  build           build tracer (release)
+  bootstrap       install build and test tools if missing";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root())
+        .env("PATH", bootstrap::path_with_cargo_bin());
+    c
+}
+
+fn build() -> Result<PathBuf> {
+    bootstrap::build_tools()?;
+    run_ok(cargo().args(["build", "--release", "-p", "tracer"]))?;
+    Ok(root().join("target/release/tracer"))
+}
+
+fn lint() -> Result<()> {
+    bootstrap::build_tools()?;
+    run_ok(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("formatting differs: run `cargo fmt --all`")?;
+    // The eBPF crate is linted on its own: built together with the workspace, feature
+    // unification would give tracer-common its `user` feature (and std) there.
+    run_ok(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // no_std without unwinding: checked with panic=abort, in its own target dir so the flag
+    // does not invalidate the main build cache.
+    run_ok(
+        cargo()
+            .args([
+                "clippy",
+                "-p",
+                "tracer-ebpf",
+                "--target-dir",
+                "target/clippy-ebpf",
+            ])
+            .args(["--", "-D", "warnings"])
+            .env("RUSTFLAGS", "-C panic=abort"),
+    )?;
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    let t0 = Instant::now();
+    bootstrap::build_tools()?;
+    bootstrap::test_tools()?;
+    lint()?;
+    let bin = build()?;
+    eprintln!("xtask: unit tests");
+    run_ok(cargo().args(["test", "--workspace", "--exclude", "tracer-tests"]))?;
+    eprintln!(
+        "xtask: integration tests against the running kernel ({})",
+        bin.display()
+    );
+    run_ok(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "tracer-tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("TRACER_BIN", &bin),
+    )?;
+    eprintln!("xtask: all tests passed in {:.0?}", t0.elapsed());
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = args.first().map(String::as_str).unwrap_or("");
+    match cmd {
+        "bootstrap" => {
+            let t0 = Instant::now();
+            bootstrap::build_tools()?;
+            bootstrap::test_tools()?;
+            eprintln!("xtask: tools present ({:.0?})", t0.elapsed());
+        }
+        "build" => {
+            build()?;
+        }
+        "lint" => lint()?,
+        "test" => test()?,
+        "run" => {
+            let bin = build()?;
+            let rest: Vec<&String> = args[1..].iter().skip_while(|a| *a == "--").collect();
+            let err = Command::new(&bin).args(rest).exec();
+            bail!("cannot run {}: {err}", bin.display());
+        }
+        "-h" | "--help" | "help" => println!("{USAGE}"),
+        other => {
+            eprintln!("xtask: unknown command '{other}'\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+    Ok(())
+}

@@ -77,8 +77,8 @@ impl Btf {
             let kind_flag = info >> 31 == 1;
             let mut members = vec![];
             let extra = match kind {
-                1 => 4,              // INT
-                3 => 12,             // ARRAY
+                1 => 4,  // INT
+                3 => 12, // ARRAY
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = off + i * 12;
@@ -91,12 +91,12 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                6 => vlen * 8,       // ENUM
-                13 => vlen * 8,      // FUNC_PROTO
-                14 => 4,             // VAR
-                15 => vlen * 12,     // DATASEC
-                17 => 4,             // DECL_TAG
-                19 => vlen * 12,     // ENUM64
+                6 => vlen * 8,   // ENUM
+                13 => vlen * 8,  // FUNC_PROTO
+                14 => 4,         // VAR
+                15 => vlen * 12, // DATASEC
+                17 => 4,         // DECL_TAG
+                19 => vlen * 12, // ENUM64
                 2 | 7..=12 | 16 | 18 => 0,
                 k => return Err(format!("unknown BTF kind {k}")),
             };
@@ -205,9 +205,18 @@ mod tests {
     fn finds_sock_common_fields_in_running_kernel() {
         let data = std::fs::read("/sys/kernel/btf/vmlinux").expect("kernel BTF readable");
         let btf = Btf::parse(&data).expect("parses");
-        assert_eq!(btf.member_offset("sock", &["__sk_common", "skc_daddr"]), Some(0));
-        assert_eq!(btf.member_offset("sock", &["__sk_common", "skc_dport"]), Some(12));
-        assert_eq!(btf.member_offset("sock", &["__sk_common", "skc_family"]), Some(16));
+        assert_eq!(
+            btf.member_offset("sock", &["__sk_common", "skc_daddr"]),
+            Some(0)
+        );
+        assert_eq!(
+            btf.member_offset("sock", &["__sk_common", "skc_dport"]),
+            Some(12)
+        );
+        assert_eq!(
+            btf.member_offset("sock", &["__sk_common", "skc_family"]),
+            Some(16)
+        );
         let v6 = btf.member_offset("sock", &["__sk_common", "skc_v6_daddr"]);
         assert!(matches!(v6, Some(o) if o > 16 && o < 128), "{v6:?}");
         assert_eq!(btf.member_offset("sock", &["no_such_field"]), None);

@@ -28,7 +28,11 @@ pub enum ConnectMode {
 }
 
 impl ConnectHook {
-    pub const ALL: [ConnectHook; 3] = [ConnectHook::Fentry, ConnectHook::Kprobe, ConnectHook::Derived];
+    pub const ALL: [ConnectHook; 3] = [
+        ConnectHook::Fentry,
+        ConnectHook::Kprobe,
+        ConnectHook::Derived,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

@@ -110,9 +110,11 @@ pub fn load(
         .load(OBJECT)
         .map_err(|e| format!("loading the BPF object failed: {}", one_line(&e)))?;
 
-    let mut trie: LpmTrie<_, [u8; 16], u32> =
-        LpmTrie::try_from(ebpf.map_mut("COHORT_PREFIXES").ok_or("no COHORT_PREFIXES map")?)
-            .map_err(|e| one_line(&e))?;
+    let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(
+        ebpf.map_mut("COHORT_PREFIXES")
+            .ok_or("no COHORT_PREFIXES map")?,
+    )
+    .map_err(|e| one_line(&e))?;
     for (p, c) in cfg.sets.entries() {
         trie.insert(&Key::new(p.key_len(), to_key(p.addr)), c as u32, 0)
             .map_err(|e| format!("cannot load prefix {p}: {}", one_line(&e)))?;
@@ -129,9 +131,8 @@ pub fn load(
 }
 
 fn set_connect_source(ebpf: &mut Ebpf, hook: ConnectHook) -> Result<(), String> {
-    let mut config: Array<_, u32> =
-        Array::try_from(ebpf.map_mut("CONFIG").ok_or("no CONFIG map")?)
-            .map_err(|e| one_line(&e))?;
+    let mut config: Array<_, u32> = Array::try_from(ebpf.map_mut("CONFIG").ok_or("no CONFIG map")?)
+        .map_err(|e| one_line(&e))?;
     config
         .set(CONFIG_CONNECT_SOURCE, hook.source(), 0)
         .map_err(|e| one_line(&e))
@@ -180,7 +181,10 @@ impl Tracer {
         let mut warnings: Vec<String> = raise_memlock().into_iter().collect();
         let fs = tracefs::ensure()?;
         if fs.mounted_by_us {
-            warnings.push(format!("note: tracefs was not mounted; mounted it at {}", fs.root));
+            warnings.push(format!(
+                "note: tracefs was not mounted; mounted it at {}",
+                fs.root
+            ));
         }
         let tp = tracefs::offsets(&fs)?;
         let btf_raw = std::fs::read(btf_path());

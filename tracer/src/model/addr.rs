@@ -90,7 +90,11 @@ fn mask(a: IpAddr, len: u8) -> IpAddr {
             IpAddr::V4(Ipv4Addr::from(u32::from(v4) & m))
         }
         IpAddr::V6(v6) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
         }
     }
@@ -131,6 +135,10 @@ mod tests {
         assert_eq!(m.to_string(), "10.0.0.1/32");
         assert!(Prefix::parse("10.0.0.0/33").is_err());
         assert!(Prefix::parse("300.1.1.1").is_err());
-        assert!(Prefix::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Prefix::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 }

@@ -95,15 +95,13 @@ impl In {
 
 /// Sum per-CPU values of a counter struct (each CPU's count only grows).
 pub fn sum_out<'a>(values: impl IntoIterator<Item = &'a OutCounters>) -> OutCounters {
-    values
-        .into_iter()
-        .fold(OutCounters::default(), |mut a, v| {
-            a.attempts = a.attempts.wrapping_add(v.attempts);
-            a.established = a.established.wrapping_add(v.established);
-            a.failed = a.failed.wrapping_add(v.failed);
-            a.closed = a.closed.wrapping_add(v.closed);
-            a
-        })
+    values.into_iter().fold(OutCounters::default(), |mut a, v| {
+        a.attempts = a.attempts.wrapping_add(v.attempts);
+        a.established = a.established.wrapping_add(v.established);
+        a.failed = a.failed.wrapping_add(v.failed);
+        a.closed = a.closed.wrapping_add(v.closed);
+        a
+    })
 }
 
 pub fn sum_in<'a>(values: impl IntoIterator<Item = &'a InCounters>) -> InCounters {
@@ -132,22 +130,60 @@ mod tests {
 
     #[test]
     fn deltas_saturate_on_reset_and_open_goes_down() {
-        let prev = Out { attempts: 10, established: 9, failed: 1, closed: 4, open: 5 };
-        let cur = Out { attempts: 15, established: 12, failed: 1, closed: 10, open: 2 };
+        let prev = Out {
+            attempts: 10,
+            established: 9,
+            failed: 1,
+            closed: 4,
+            open: 5,
+        };
+        let cur = Out {
+            attempts: 15,
+            established: 12,
+            failed: 1,
+            closed: 10,
+            open: 2,
+        };
         let d = cur.delta(&prev);
-        assert_eq!((d.attempts, d.established, d.failed, d.closed, d.open), (5, 3, 0, 6, -3));
+        assert_eq!(
+            (d.attempts, d.established, d.failed, d.closed, d.open),
+            (5, 3, 0, 6, -3)
+        );
         let reset = Out::default().delta(&prev);
         assert_eq!((reset.attempts, reset.closed), (0, 0));
     }
 
     #[test]
     fn per_cpu_sums_wrap_instead_of_panicking() {
-        let a = OutCounters { attempts: u64::MAX, ..Default::default() };
-        let b = OutCounters { attempts: 2, established: 1, ..Default::default() };
+        let a = OutCounters {
+            attempts: u64::MAX,
+            ..Default::default()
+        };
+        let b = OutCounters {
+            attempts: 2,
+            established: 1,
+            ..Default::default()
+        };
         let s = sum_out([&a, &b]);
         assert_eq!((s.attempts, s.established), (1, 1));
-        let i = sum_in([&InCounters { accepted: 2, closed: 1 }, &InCounters { accepted: 3, closed: 0 }]);
-        assert_eq!(In::from_kernel(&i, 1), In { accepted: 5, closed: 1, open: 5 });
+        let i = sum_in([
+            &InCounters {
+                accepted: 2,
+                closed: 1,
+            },
+            &InCounters {
+                accepted: 3,
+                closed: 0,
+            },
+        ]);
+        assert_eq!(
+            In::from_kernel(&i, 1),
+            In {
+                accepted: 5,
+                closed: 1,
+                open: 5
+            }
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! A snapshot: everything one sampling pass read, as plain data with no aya types. One sampler
 //! makes them; every sink (NDJSON, live view) reads them.
 
-use std::{net::IpAddr, time::{Duration, SystemTime}};
+use std::{
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
 
 use super::{
     cohort::Cohort,

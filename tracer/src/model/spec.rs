@@ -25,10 +25,7 @@ fn looks_like_hostname(s: &str) -> bool {
         && !s.starts_with('.')
 }
 
-fn one(
-    text: &str,
-    resolve: &dyn Fn(&str) -> Result<Vec<IpAddr>, String>,
-) -> Result<Spec, String> {
+fn one(text: &str, resolve: &dyn Fn(&str) -> Result<Vec<IpAddr>, String>) -> Result<Spec, String> {
     let looks_numeric = text.contains('/')
         || text.contains(':')
         || text.chars().all(|c| c.is_ascii_digit() || c == '.');
@@ -138,7 +135,11 @@ mod tests {
         assert!(s[0].resolved);
         let p: Vec<String> = s[0].prefixes.iter().map(|p| p.to_string()).collect();
         assert_eq!(p, ["127.10.0.1/32", "127.10.0.2/32"]);
-        assert!(run(&["nope.example"]).unwrap_err().contains("cannot resolve"));
+        assert!(
+            run(&["nope.example"])
+                .unwrap_err()
+                .contains("cannot resolve")
+        );
         assert!(run(&["empty.example"]).unwrap_err().contains("no address"));
     }
 

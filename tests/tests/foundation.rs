@@ -1,0 +1,182 @@
+//! The foundation scenario: exact counts per cohort, in the NDJSON `tracer watch` writes,
+//! against real loopback traffic with the real programs loaded.
+
+use std::{net::SocketAddr, thread, time::Duration};
+
+use tracer_tests::*;
+
+const OLD: &str = "127.10.0.0/16";
+const NEW: &str = "127.20.0.0/16";
+
+#[test]
+fn exact_counts_for_a_failover_with_pre_existing_connections() {
+    let old = Server::start("127.10.0.1");
+    let new = Server::start("127.20.0.1");
+    // Nothing listens on this old address: connects are refused.
+    let refused: SocketAddr = format!("127.10.0.99:{}", old.addr.port()).parse().unwrap();
+
+    // 40 connections to old, opened before tracer starts.
+    let mut before = open_connections(old.addr, 40);
+    old.wait_accepted(40);
+
+    let run = Run::start("foundation", &["--old", OLD, "--new", NEW]);
+    before.truncate(25); // 15 of them close during the run
+    short_connections(old.addr, 300);
+    short_connections(new.addr, 500);
+    refused_connections(refused, 50);
+    let held_old = open_connections(old.addr, 25);
+    let held_new = open_connections(new.addr, 10);
+    old.wait_accepted(40 + 300 + 25);
+    new.wait_accepted(500 + 10);
+    thread::sleep(Duration::from_millis(200));
+    let out = run.stop();
+    drop((held_old, held_new, before));
+
+    assert!(out.status.success(), "exit {}: {}", out.status, out.stderr);
+    // (attempts, established, failed, closed, open)
+    assert_eq!(out.cohort("old"), (375, 325, 50, 315, 50), "old cohort");
+    assert_eq!(out.cohort("new"), (510, 510, 0, 500, 10), "new cohort");
+    // The server halves are inbound by local address: (accepted, closed, open).
+    assert_eq!(out.inbound("old"), (325, 315, 50), "inbound old");
+    assert_eq!(out.inbound("new"), (510, 500, 10), "inbound new");
+    // Per destination: the refused address, and the listener with all the rest.
+    assert_eq!(out.destination("127.10.0.99"), Some((50, 0, 50, 0, 0)));
+    assert_eq!(out.destination("127.10.0.1"), Some((325, 325, 0, 315, 50)));
+    assert_eq!(out.destination("127.20.0.1"), Some((510, 510, 0, 500, 10)));
+
+    let meta = out.meta();
+    assert_eq!(out.lines[0]["type"], "meta", "meta is the first line");
+    assert_eq!(meta["schema"], 1);
+    assert_eq!(meta["old"][0], OLD);
+    assert_eq!(meta["new"][0], NEW);
+    assert!(n(&meta["census"]["outbound"]) >= 40);
+    let hook = meta["hooks"]["connect"].as_str().unwrap();
+    assert!(["fentry", "kprobe", "derived"].contains(&hook), "{hook}");
+    assert_eq!(meta["hooks"]["state"], "tracepoint");
+    assert_eq!(out.summary()["reason"], "sigint");
+    assert_eq!(
+        out.summary()["lost_events"],
+        0,
+        "no lost events at this rate"
+    );
+
+    // Snapshots: cumulative counters with per-interval deltas that add up to the totals.
+    let snaps = out.snapshots();
+    assert!(!snaps.is_empty());
+    let sum: u64 = snaps
+        .iter()
+        .map(|s| n(&s["cohorts"]["new"]["delta"]["attempts"]))
+        .sum();
+    let last = snaps.last().unwrap();
+    assert_eq!(sum, n(&last["cohorts"]["new"]["attempts"]));
+    assert_eq!(n(&last["cohorts"]["new"]["attempts"]), 510);
+}
+
+#[test]
+fn the_hook_in_use_is_the_one_probe_announces() {
+    let (code, stdout, stderr) = tracer(&["probe"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("watch would use:"))
+        .expect("probe names the hooks watch would use");
+    let probe_hook = line
+        .split("connect=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let s = Server::start("127.10.0.2");
+    let run = Run::start("probe-hook", &["--old", OLD, "--new", NEW]);
+    short_connections(s.addr, 3);
+    let out = run.stop();
+    assert_eq!(out.meta()["hooks"]["connect"], probe_hook.as_str());
+    assert_eq!(out.destination("127.10.0.2"), Some((3, 3, 0, 3, 0)));
+    // Every hook that was not used says why.
+    for f in out.meta()["hooks"]["fallbacks"].as_array().unwrap() {
+        assert!(!f["reason"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn sigterm_and_duration_end_with_a_summary() {
+    let run = Run::start("sigterm", &["--old", OLD, "--new", NEW]);
+    let out = run.stop_with(libc::SIGTERM);
+    assert!(out.status.success());
+    assert_eq!(out.summary()["reason"], "sigterm");
+
+    let json = tmp_path("duration.ndjson");
+    let (code, _, stderr) = tracer(&[
+        "watch",
+        "--headless",
+        "--old",
+        OLD,
+        "--new",
+        NEW,
+        "--interval",
+        "100ms",
+        "--duration",
+        "700ms",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = read_output(
+        &json,
+        &tmp_path("none"),
+        std::process::ExitStatus::default(),
+    );
+    assert_eq!(out.summary()["reason"], "duration");
+    assert!(out.snapshots().len() >= 4, "a snapshot per interval");
+}
+
+#[test]
+fn a_killed_run_leaves_complete_lines() {
+    let s = Server::start("127.20.0.3");
+    let run = Run::start("killed", &["--old", OLD, "--new", NEW]);
+    for _ in 0..10 {
+        short_connections(s.addr, 20);
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = run.stop_with(libc::SIGKILL);
+    // Every line parsed (read_output panics otherwise) and the file ends with a newline.
+    assert!(out.raw.ends_with('\n'));
+    assert!(out.snapshots().len() >= 2);
+}
+
+#[test]
+fn port_filter_counts_only_the_given_port() {
+    let a = Server::start("127.10.0.4");
+    let b = Server::start("127.10.0.4");
+    let port = a.addr.port().to_string();
+    let run = Run::start("ports", &["--old", OLD, "--new", NEW, "--port", &port]);
+    short_connections(a.addr, 7);
+    short_connections(b.addr, 5);
+    let out = run.stop();
+    assert_eq!(out.destination("127.10.0.4"), Some((7, 7, 0, 7, 0)));
+    assert_eq!(n(&out.meta()["ports"][0]), a.addr.port() as u64);
+}
+
+#[test]
+fn tracefs_not_mounted_is_mounted_by_tracer() {
+    require_root();
+    // A private mount namespace without tracefs, as on a fresh machine.
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
+         test -e /sys/kernel/tracing/events && exit 3; exec {} probe",
+        tracer_bin().display()
+    );
+    let out = sh(std::process::Command::new(tool("unshare")).args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert!(out.contains("mounted it"), "{out}");
+    assert!(
+        out.contains("state hook    tracepoint sock:inet_sock_set_state: available"),
+        "{out}"
+    );
+}
