@@ -181,12 +181,12 @@ pub fn snapshot(cur: &Snapshot, prev: &Snapshot, top: usize) -> Value {
     })
 }
 
-pub fn event(at: SystemTime, elapsed_ms: u64, kind: &str, mut fields: Value) -> Value {
-    fields["type"] = json!("event");
-    fields["ts"] = json!(rfc3339(at));
-    fields["elapsed_ms"] = json!(elapsed_ms);
-    fields["kind"] = json!(kind);
-    fields
+pub fn event(at: SystemTime, elapsed_ms: u64, kind: &str, fields: Value) -> Value {
+    let mut v = json!({"type": "event", "ts": rfc3339(at), "elapsed_ms": elapsed_ms, "kind": kind});
+    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    v
 }
 
 /// The last line: totals since start and why the run ended.

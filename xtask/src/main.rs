@@ -80,7 +80,9 @@ fn test() -> Result<()> {
     lint()?;
     let bin = build()?;
     eprintln!("xtask: unit tests");
-    run_ok(cargo().args(["test", "--workspace", "--exclude", "tracer-tests"]))?;
+    run_ok(cargo().args([
+        "test", "--workspace", "--exclude", "tracer-tests", "--exclude", "tracer-ebpf",
+    ]))?;
     eprintln!(
         "xtask: integration tests against the running kernel ({})",
         bin.display()

@@ -87,6 +87,20 @@ pub fn one_line(e: &dyn std::error::Error) -> String {
     cut.lines().next().unwrap_or("").to_string()
 }
 
+/// Say why a hook failed in the operator's terms, keeping the kernel's own words.
+fn explain(hook: ConnectHook, raw: String) -> String {
+    let why = match hook {
+        ConnectHook::Fentry if raw.contains("Operation not permitted") => {
+            "the kernel refuses fentry programs here (EPERM: lockdown or no BPF trampoline)"
+        }
+        ConnectHook::Kprobe if raw.contains("kprobe/type") => {
+            "kprobes are not enabled in this kernel (no kprobe event source)"
+        }
+        _ => return raw,
+    };
+    format!("{why}; {raw}")
+}
+
 /// Load and attach one connect hook. `btf` is needed by fentry and for the offsets.
 pub fn attach_connect(
     ebpf: &mut Ebpf,
@@ -103,6 +117,14 @@ pub fn attach_connect(
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} missing from the object"))?;
+    attach_program(prog, hook, btf).map_err(|e| explain(hook, e))
+}
+
+fn attach_program(
+    prog: &mut aya::programs::Program,
+    hook: ConnectHook,
+    btf: Option<&Btf>,
+) -> Result<(), String> {
     match hook {
         ConnectHook::Fentry => {
             let btf = btf.ok_or("no kernel BTF")?;
