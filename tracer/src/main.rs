@@ -5,6 +5,7 @@ mod kernel;
 mod model;
 mod ndjson;
 mod probe;
+mod session;
 mod watch;
 
 use clap::Parser;

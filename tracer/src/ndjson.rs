@@ -10,11 +10,14 @@ use std::{
 use serde_json::{Value, json};
 use time::{OffsetDateTime, macros::format_description};
 
-use crate::model::{
-    cohort::Cohort,
-    counters::{In, Out},
-    snapshot::{ProcRow, Snapshot},
-    spec::Spec,
+use crate::{
+    model::{
+        cohort::Cohort,
+        counters::{In, Out},
+        snapshot::{ProcRow, Snapshot},
+        spec::Spec,
+    },
+    session::{Event, RunInfo, Sink},
 };
 
 pub const SCHEMA: u64 = 1;
@@ -52,23 +55,6 @@ fn in_with_delta(cur: &In, prev: &In) -> Value {
     v
 }
 
-/// What the meta line says about the run.
-pub struct Meta<'a> {
-    pub started_at: SystemTime,
-    pub host: String,
-    pub kernel: String,
-    pub connect_hook: &'a str,
-    pub state_hook: &'a str,
-    pub fallbacks: Vec<(String, String)>,
-    pub old: &'a [Spec],
-    pub new: &'a [Spec],
-    pub ports: &'a [u16],
-    pub interval_ms: u64,
-    pub max_destinations: u32,
-    pub census_outbound: u64,
-    pub census_inbound: u64,
-}
-
 fn prefixes(specs: &[Spec]) -> Vec<String> {
     specs
         .iter()
@@ -84,15 +70,15 @@ fn resolved(specs: &[Spec]) -> Vec<Value> {
         .collect()
 }
 
-pub fn meta(m: &Meta) -> Value {
-    let mut hostnames = resolved(m.old);
-    hostnames.extend(resolved(m.new));
+pub fn meta(m: &RunInfo) -> Value {
+    let mut hostnames = resolved(&m.old);
+    hostnames.extend(resolved(&m.new));
     json!({
         "type": "meta", "schema": SCHEMA, "version": env!("CARGO_PKG_VERSION"),
         "started_at": rfc3339(m.started_at), "host": m.host, "kernel": m.kernel,
-        "hooks": {"connect": m.connect_hook, "state": m.state_hook,
-                  "fallbacks": m.fallbacks.iter().map(|(h, why)| json!({"hook": h, "reason": why})).collect::<Vec<_>>()},
-        "old": prefixes(m.old), "new": prefixes(m.new), "resolved": hostnames,
+        "hooks": {"connect": m.hooks.connect.name(), "state": m.hooks.state,
+                  "fallbacks": m.hooks.fallbacks.iter().map(|(h, why)| json!({"hook": h.name(), "reason": why})).collect::<Vec<_>>()},
+        "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
         "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
         "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
     })
@@ -181,10 +167,10 @@ pub fn snapshot(cur: &Snapshot, prev: &Snapshot, top: usize) -> Value {
     })
 }
 
-pub fn event(at: SystemTime, elapsed_ms: u64, kind: &str, fields: Value) -> Value {
-    let mut v = json!({"type": "event", "ts": rfc3339(at), "elapsed_ms": elapsed_ms, "kind": kind});
-    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), fields) {
-        obj.extend(extra);
+pub fn event(ev: &Event) -> Value {
+    let mut v = json!({"type": "event", "ts": rfc3339(ev.at), "elapsed_ms": ev.elapsed_ms, "kind": ev.kind});
+    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), &ev.fields) {
+        obj.extend(extra.clone());
     }
     v
 }
@@ -210,11 +196,42 @@ pub fn summary(
 /// Writes one line per call: serialized first, then one write and a flush.
 pub struct Writer {
     out: Box<dyn Write + Send>,
+    top: usize,
 }
 
 impl Writer {
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
-        Writer { out }
+    fn put(&mut self, v: &Value) -> Result<(), crate::Fatal> {
+        self.line(v)
+            .map_err(|e| format!("cannot write NDJSON output: {e}"))
+    }
+}
+
+impl Sink for Writer {
+    fn meta(&mut self, info: &RunInfo) -> Result<(), crate::Fatal> {
+        self.put(&meta(info))
+    }
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<(), crate::Fatal> {
+        let v = snapshot(cur, prev, self.top);
+        self.put(&v)
+    }
+    fn event(&mut self, ev: &Event) -> Result<(), crate::Fatal> {
+        self.put(&event(ev))
+    }
+    fn summary(
+        &mut self,
+        last: &Snapshot,
+        first: &Snapshot,
+        reason: &str,
+        snapshots: u64,
+    ) -> Result<(), crate::Fatal> {
+        let v = summary(last, first, reason, snapshots, self.top);
+        self.put(&v)
+    }
+}
+
+impl Writer {
+    pub fn new(out: Box<dyn Write + Send>, top: usize) -> Self {
+        Writer { out, top }
     }
 
     pub fn line(&mut self, v: &Value) -> io::Result<()> {
@@ -282,7 +299,7 @@ mod tests {
             }
         }
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut w = Writer::new(Box::new(Shared(buf.clone())));
+        let mut w = Writer::new(Box::new(Shared(buf.clone())), 5);
         w.line(&json!({"type": "meta", "s": "a\nb"})).unwrap();
         w.line(&summary(&snap(1, 1), &snap(0, 0), "duration", 3, 5))
             .unwrap();

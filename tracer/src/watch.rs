@@ -7,7 +7,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -17,72 +16,11 @@ use crate::{
     model::{
         addr::Prefix,
         cohort::Sets,
-        snapshot::Snapshot,
         spec::{self, Spec},
     },
-    ndjson::{self, Writer},
+    ndjson::Writer,
+    session::{RunInfo, Session, Sink},
 };
-
-/// One run's state shared by every sink: the sampler, the first and latest snapshots.
-pub struct Session {
-    sampler: Sampler,
-    writer: Option<Writer>,
-    pub first: Snapshot,
-    pub last: Snapshot,
-    pub snapshots: u64,
-    top: usize,
-    reported_evicted: u64,
-    reported_lost: u64,
-}
-
-impl Session {
-    fn write(&mut self, v: &serde_json::Value) -> Result<(), Fatal> {
-        if let Some(w) = &mut self.writer {
-            w.line(v)
-                .map_err(|e| format!("cannot write NDJSON output: {e}"))?;
-        }
-        Ok(())
-    }
-
-    fn event(&mut self, kind: &str, fields: serde_json::Value) -> Result<(), Fatal> {
-        let ms = self.last.elapsed.as_millis() as u64;
-        self.write(&ndjson::event(SystemTime::now(), ms, kind, fields))
-    }
-
-    /// Sample once, write the snapshot line and any events it implies.
-    pub fn tick(&mut self) -> Result<(), Fatal> {
-        let cur = self.sampler.sample()?;
-        let line = ndjson::snapshot(&cur, &self.last, self.top);
-        self.last = cur;
-        self.snapshots += 1;
-        self.write(&line)?;
-        let ev = self.last.evicted.destinations;
-        if ev > self.reported_evicted {
-            self.event(
-                "evicted",
-                json!({"destinations": ev, "message": "per-destination map full: least recently used destinations evicted; cohort totals stay exact (raise --max-destinations)"}),
-            )?;
-            self.reported_evicted = ev;
-        }
-        let lost = self.last.lost_events;
-        if lost > self.reported_lost {
-            self.event(
-                "lost_events",
-                json!({"lost_events": lost, "message": "the kernel skipped BPF program runs (recursion on one CPU); counts may be short by this many events"}),
-            )?;
-            self.reported_lost = lost;
-        }
-        Ok(())
-    }
-
-    /// Final sample and summary line.
-    pub fn finish(&mut self, reason: &str) -> Result<(), Fatal> {
-        let cur = self.sampler.sample()?;
-        self.last = cur;
-        let line = ndjson::summary(&self.last, &self.first, reason, self.snapshots, self.top);
-        self.write(&line)
-    }
-}
 
 fn flatten(specs: &[Spec]) -> Vec<Prefix> {
     let mut v: Vec<Prefix> = specs
@@ -139,52 +77,22 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     }
     let started_at = SystemTime::now();
     let sampler = Sampler::new(&mut tracer, sets)?;
-    let first = sampler.sample()?;
     let census_out = tracer.census.iter().filter(|c| !c.inbound).count() as u64;
-    let census_in = tracer.census.len() as u64 - census_out;
-    let meta = ndjson::meta(&ndjson::Meta {
+    let info = RunInfo {
         started_at,
         host: crate::hostname(),
         kernel: crate::kernel_release(),
-        connect_hook: tracer.hooks.connect.name(),
-        state_hook: tracer.hooks.state,
-        fallbacks: tracer
-            .hooks
-            .fallbacks
-            .iter()
-            .map(|(h, why)| (h.name().to_string(), why.clone()))
-            .collect(),
-        old: &old,
-        new: &new,
-        ports: &args.port,
+        hooks: tracer.hooks.clone(),
+        old,
+        new,
+        ports: args.port.clone(),
         interval_ms: args.interval.as_millis() as u64,
         max_destinations: args.max_destinations,
         census_outbound: census_out,
-        census_inbound: census_in,
-    });
-    let mut session = Session {
-        sampler,
-        writer: Some(Writer::new(out)),
-        last: first.clone(),
-        first,
-        snapshots: 0,
-        top: args.top,
-        reported_evicted: 0,
-        reported_lost: 0,
+        census_inbound: tracer.census.len() as u64 - census_out,
     };
-    session.write(&meta)?;
-    for (hook, why) in tracer.hooks.fallbacks.clone() {
-        session.event(
-            "hook_fallback",
-            json!({"hook": hook.name(), "reason": why, "using": tracer.hooks.connect.name()}),
-        )?;
-    }
-    if tracer.hooks.tracefs_mounted {
-        session.event(
-            "tracefs_mounted",
-            json!({"path": crate::kernel::tracefs::TRACEFS}),
-        )?;
-    }
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Writer::new(out, args.top))];
+    let mut session = Session::new(sampler, info, sinks)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

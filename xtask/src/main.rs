@@ -81,7 +81,12 @@ fn test() -> Result<()> {
     let bin = build()?;
     eprintln!("xtask: unit tests");
     run_ok(cargo().args([
-        "test", "--workspace", "--exclude", "tracer-tests", "--exclude", "tracer-ebpf",
+        "test",
+        "--workspace",
+        "--exclude",
+        "tracer-tests",
+        "--exclude",
+        "tracer-ebpf",
     ]))?;
     eprintln!(
         "xtask: integration tests against the running kernel ({})",
