@@ -32,6 +32,14 @@ pub fn tracer_bin() -> PathBuf {
     p
 }
 
+/// The connect hook the kernel matrix forces for this run (`cargo xtask vm-test` sets
+/// `TRACER_TEST_CONNECT_HOOK`); `None` lets tracer choose.
+pub fn forced_hook() -> Option<String> {
+    std::env::var("TRACER_TEST_CONNECT_HOOK")
+        .ok()
+        .filter(|h| !h.is_empty() && h != "auto")
+}
+
 /// These tests load BPF programs: without root they fail, loudly, never skip.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -139,6 +147,7 @@ impl Run {
             .args(["watch", "--headless", "--interval", "200ms", "--json"])
             .arg(&json)
             .args(args)
+            .args(forced_hook().map(|h| format!("--connect-hook={h}")))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
             .spawn()

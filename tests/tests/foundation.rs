@@ -52,6 +52,9 @@ fn exact_counts_for_a_failover_with_pre_existing_connections() {
     assert!(n(&meta["census"]["outbound"]) >= 40);
     let hook = meta["hooks"]["connect"].as_str().unwrap();
     assert!(["fentry", "kprobe", "derived"].contains(&hook), "{hook}");
+    if let Some(forced) = forced_hook() {
+        assert_eq!(hook, forced, "the forced connect hook is the one in use");
+    }
     assert_eq!(meta["hooks"]["state"], "tracepoint");
     assert_eq!(out.summary()["reason"], "sigint");
     assert_eq!(
@@ -86,11 +89,20 @@ fn the_hook_in_use_is_the_one_probe_announces() {
         .and_then(|s| s.split_whitespace().next())
         .unwrap()
         .to_string();
+    // Forced (kernel matrix): probe must call that hook available, and it must be the one used.
+    let expected = match forced_hook() {
+        Some(h) => {
+            let line = format!("connect hook  {h}: available");
+            assert!(stdout.contains(&line), "probe does not offer {h}: {stdout}");
+            h
+        }
+        None => probe_hook,
+    };
     let s = Server::start("127.10.0.2");
     let run = Run::start("probe-hook", &["--old", OLD, "--new", NEW]);
     short_connections(s.addr, 3);
     let out = run.stop();
-    assert_eq!(out.meta()["hooks"]["connect"], probe_hook.as_str());
+    assert_eq!(out.meta()["hooks"]["connect"], expected.as_str());
     assert_eq!(out.destination("127.10.0.2"), Some((3, 3, 0, 3, 0)));
     // Every hook that was not used says why.
     for f in out.meta()["hooks"]["fallbacks"].as_array().unwrap() {

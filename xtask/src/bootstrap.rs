@@ -154,6 +154,32 @@ pub fn test_tools() -> Result<()> {
     Ok(())
 }
 
+/// What `cargo xtask vm-test` needs: qemu, a static busybox for the guest, and package lists
+/// for `apt-get download` of the guest kernels.
+pub fn vm_tools() -> Result<()> {
+    let mut apt = Apt { updated: false };
+    let lists_empty = std::fs::read_dir("/var/lib/apt/lists")
+        .map(|d| {
+            !d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+        })
+        .unwrap_or(true);
+    let mut missing = Vec::new();
+    if find_bin("qemu-system-x86_64").is_none() {
+        missing.push("qemu-system-x86");
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        missing.push("busybox-static");
+    }
+    if !missing.is_empty() {
+        apt.install(&missing)?;
+    } else if lists_empty {
+        say("running apt-get update (package lists are empty; needed to download guest kernels)");
+        run_ok(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    Ok(())
+}
+
 /// PATH with cargo's bin directory added, so a fresh bpf-linker is found by the build.
 pub fn path_with_cargo_bin() -> std::ffi::OsString {
     let mut dirs: Vec<PathBuf> =

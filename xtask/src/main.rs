@@ -2,6 +2,7 @@
 //! `cargo xtask bootstrap`. Each installs what it needs first (see bootstrap.rs).
 
 mod bootstrap;
+mod vm;
 
 use std::{
     os::unix::process::CommandExt,
@@ -15,19 +16,20 @@ use bootstrap::run_ok;
 
 const USAGE: &str = "usage: cargo xtask <command>
   run -- ARGS     build tracer (release) and run it with ARGS, e.g. run -- watch --old 10.0.0.0/8 --new 10.1.0.0/16
-  test            lint, unit tests, then the integration tests against the real kernel (root)
+  test            lint, unit tests, integration tests against the real kernel (root), vm-test
   lint            cargo fmt --check and clippy -D warnings (workspace and eBPF crate)
   build           build tracer (release)
+  vm-test         run the BPF integration tests in Debian kernels under qemu, once per connect hook
   bootstrap       install build and test tools if missing";
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root())
         .env("PATH", bootstrap::path_with_cargo_bin());
@@ -104,6 +106,8 @@ fn test() -> Result<()> {
             ])
             .env("TRACER_BIN", &bin),
     )?;
+    eprintln!("xtask: kernel matrix (other kernels under qemu, every connect hook)");
+    vm::vm_test()?;
     eprintln!("xtask: all tests passed in {:.0?}", t0.elapsed());
     Ok(())
 }
@@ -130,6 +134,7 @@ fn real_main() -> Result<()> {
         }
         "lint" => lint()?,
         "test" => test()?,
+        "vm-test" => vm::vm_test()?,
         "run" => {
             let bin = build()?;
             let rest: Vec<&String> = args[1..].iter().skip_while(|a| *a == "--").collect();

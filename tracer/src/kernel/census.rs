@@ -74,7 +74,16 @@ fn dump(family: u8) -> Result<Vec<InetResponse>, String> {
             match msg.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => out.push(*r),
                 NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => return Err(format!("sock_diag: {e:?}")),
+                NetlinkPayload::Error(e) => {
+                    let errno = e.code.map(|c| -c.get()).unwrap_or(0);
+                    let err = std::io::Error::from_raw_os_error(errno);
+                    let hint = if errno == libc::ENOENT {
+                        " (the tcp_diag module is not loaded: modprobe tcp_diag)"
+                    } else {
+                        ""
+                    };
+                    return Err(format!("sock_diag dump failed: {err}{hint}"));
+                }
                 _ => {}
             }
             if len == 0 {

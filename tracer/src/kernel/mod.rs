@@ -164,15 +164,31 @@ fn fill_census(ebpf: &mut Ebpf, sets: &Sets, conns: &[census::Conn]) -> Result<(
     Ok(())
 }
 
-fn census_filtered(ports: &[u16]) -> Result<Vec<census::Conn>, String> {
-    let conns = census::take()?;
-    if ports.is_empty() {
-        return Ok(conns);
+/// The census, or a warning: without it tracing still works, only connections opened before
+/// the start are missing from `open` and their closes are not counted.
+fn census_filtered(ports: &[u16], warnings: &mut Vec<String>) -> Vec<census::Conn> {
+    match census::take() {
+        Ok(conns) => filter_ports(conns, ports),
+        Err(e) => {
+            let w = format!(
+                "warning: no census of existing connections ({e}); connections opened before the start are not counted"
+            );
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+            Vec::new()
+        }
     }
-    Ok(conns
+}
+
+fn filter_ports(conns: Vec<census::Conn>, ports: &[u16]) -> Vec<census::Conn> {
+    if ports.is_empty() {
+        return conns;
+    }
+    conns
         .into_iter()
         .filter(|c| ports.contains(&if c.inbound { c.lport } else { c.rport }))
-        .collect())
+        .collect()
 }
 
 impl Tracer {
@@ -208,7 +224,7 @@ impl Tracer {
         };
 
         // Size the census map from a first count; the real census is taken after attaching.
-        let pre = census_filtered(&cfg.ports)?.len() as u32;
+        let pre = census_filtered(&cfg.ports, &mut warnings).len() as u32;
         let mut ebpf = load(cfg, &tp, &sock.clone().unwrap_or_default(), pre * 2 + 1024)?;
 
         let mut fallbacks = Vec::new();
@@ -234,7 +250,7 @@ impl Tracer {
             format!("cannot attach tracepoint sock:inet_sock_set_state ({e}): is this Linux 4.16+ with tracepoints enabled?")
         })?;
 
-        let conns = census_filtered(&cfg.ports)?;
+        let conns = census_filtered(&cfg.ports, &mut warnings);
         fill_census(&mut ebpf, &cfg.sets, &conns)?;
         Ok(Tracer {
             ebpf,
