@@ -333,6 +333,54 @@ mod tests {
     }
 
     #[test]
+    fn failures_and_latency_are_cumulative_with_interval_deltas() {
+        use crate::model::{failures::Reasons, snapshot::ProcId};
+        let mut prev = snap(3, 0);
+        prev.reasons[Cohort::Old as usize] = Reasons([1, 0, 0, 0, 0, 0]);
+        prev.latency[Cohort::Old as usize].established.0[15] = 3;
+        let mut cur = snap(7, 0);
+        cur.reasons[Cohort::Old as usize] = Reasons([2, 1, 0, 0, 0, 0]);
+        cur.latency[Cohort::Old as usize].established.0[15] = 4;
+        cur.latency[Cohort::Old as usize].established.0[29] = 2;
+        let addr = "127.10.0.1".parse().unwrap();
+        cur.dest_reasons.insert(addr, Reasons([2, 1, 0, 0, 0, 0]));
+        cur.processes.push(ProcRow {
+            pid: 9,
+            comm: "app".into(),
+            cgroup: 1,
+            addr,
+            cohort: Cohort::Old,
+            out: Out::default(),
+        });
+        let id = ProcId {
+            pid: 9,
+            comm: "app".into(),
+            cgroup: 1,
+            addr,
+            cohort: Cohort::Old,
+        };
+        cur.proc_reasons.insert(id, Reasons([0, 1, 0, 0, 0, 0]));
+
+        let v = snapshot(&cur, &prev, 10);
+        let old = &v["cohorts"]["old"];
+        assert_eq!(old["failed_by_reason"]["refused"], 2);
+        assert_eq!(old["failed_by_reason"]["timeout"], 1);
+        assert_eq!(old["delta"]["failed_by_reason"]["refused"], 1);
+        assert_eq!(old["latency_us"]["count"], 6);
+        assert_eq!(old["latency_us"]["p50"], 66);
+        assert_eq!(old["latency_us"]["p90"], 1_073_742);
+        // The interval saw one fast and two slow connects.
+        assert_eq!(old["delta"]["latency_us"]["count"], 3);
+        assert_eq!(old["delta"]["latency_us"]["p50"], 1_073_742);
+        assert!(old["failed_latency_us"]["p50"].is_null());
+        assert_eq!(v["cohorts"]["new"]["failed_by_reason"]["refused"], 0);
+        assert_eq!(v["destinations"][0]["failed_by_reason"]["timeout"], 1);
+        let p = &v["processes"][0];
+        assert_eq!(p["cohorts"]["old"]["failed_by_reason"]["timeout"], 1);
+        assert_eq!(p["cohorts"]["new"]["failed_by_reason"]["timeout"], 0);
+    }
+
+    #[test]
     fn writer_emits_one_complete_line_per_object() {
         struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
         impl Write for Shared {
