@@ -80,6 +80,8 @@ pub struct SockInfo {
     pub dir: u8,
     pub established: u8,
     pub _pad: u8,
+    /// `bpf_ktime_get_ns()` at the connect, for the connect latency (0: unknown).
+    pub syn_ns: u64,
 }
 
 /// Per (process, destination) key. The comm is part of the key so that a pid reused by another
@@ -142,6 +144,101 @@ pub struct SockOffsets {
     pub daddr: u32,
     pub v6_daddr: u32,
     pub dport: u32,
+    /// `sk_err` and `sk_err_soft`: why a connect failed. 0 = unknown (no BTF): reason `other`.
+    pub err: u32,
+    pub err_soft: u32,
+}
+
+/// Why a connect ended before ESTABLISHED: index into `FailReasons::n`.
+pub const REASON_REFUSED: u32 = 0;
+pub const REASON_TIMEOUT: u32 = 1;
+pub const REASON_UNREACHABLE: u32 = 2;
+pub const REASON_RESET: u32 = 3;
+/// No socket error: the application closed the socket first (its own connect timeout).
+pub const REASON_ABORTED: u32 = 4;
+pub const REASON_OTHER: u32 = 5;
+pub const REASONS: usize = 6;
+
+const ECONNREFUSED: i32 = 111;
+const ETIMEDOUT: i32 = 110;
+const EHOSTUNREACH: i32 = 113;
+const ENETUNREACH: i32 = 101;
+const ECONNRESET: i32 = 104;
+
+/// Map the socket's error at `SYN_SENT -> CLOSE` to a reason. The kernel stores it before the
+/// state change: an RST to the SYN (`tcp_reset`) and ICMP port unreachable give ECONNREFUSED,
+/// exhausted SYN retries ETIMEDOUT (or the last ICMP soft error), ICMP host/net unreachable
+/// EHOSTUNREACH/ENETUNREACH; a close by the application leaves 0.
+#[inline(always)]
+pub fn reason_of(err: i32) -> u32 {
+    match err {
+        ECONNREFUSED => REASON_REFUSED,
+        ETIMEDOUT => REASON_TIMEOUT,
+        EHOSTUNREACH | ENETUNREACH => REASON_UNREACHABLE,
+        ECONNRESET => REASON_RESET,
+        0 => REASON_ABORTED,
+        _ => REASON_OTHER,
+    }
+}
+
+/// Failed connects per reason (per cohort, destination or process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailReasons {
+    pub n: [u64; REASONS],
+}
+
+/// Buckets of a latency histogram: bucket `i` counts durations `d` (ns) with
+/// `floor(log2(d)) == i` (bucket 0 also holds 0).
+pub const LAT_BUCKETS: usize = 64;
+/// Histogram slots of the `LATENCY` array: `cohort * 2 + LAT_ESTABLISHED|LAT_FAILED`.
+pub const LAT_ESTABLISHED: u32 = 0;
+pub const LAT_FAILED: u32 = 1;
+pub const LAT_SLOTS: u32 = COHORTS * 2;
+
+/// A log2 histogram of connect latencies in nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatHist {
+    pub b: [u64; LAT_BUCKETS],
+}
+
+impl Default for LatHist {
+    fn default() -> Self {
+        LatHist {
+            b: [0; LAT_BUCKETS],
+        }
+    }
+}
+
+/// `floor(log2(v))` (0 for 0) without loops, so the verifier sees straight-line code.
+#[inline(always)]
+pub fn log2_bucket(mut v: u64) -> u32 {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
 }
 
 #[cfg(feature = "user")]
@@ -156,6 +253,8 @@ mod user {
     unsafe impl aya::Pod for CensusInfo {}
     unsafe impl aya::Pod for TpOffsets {}
     unsafe impl aya::Pod for SockOffsets {}
+    unsafe impl aya::Pod for FailReasons {}
+    unsafe impl aya::Pod for LatHist {}
 }
 
 /// Map an IPv4 address (network order bytes) into the shared 16-byte form.
@@ -182,12 +281,43 @@ mod tests {
     fn shared_types_have_no_padding() {
         assert_eq!(size_of::<OutCounters>(), 32);
         assert_eq!(size_of::<InCounters>(), 16);
-        assert_eq!(size_of::<SockInfo>(), 8 + 16 + 16 + 4 + 4);
+        assert_eq!(size_of::<SockInfo>(), 8 + 16 + 16 + 4 + 4 + 8);
         assert_eq!(size_of::<ProcKey>(), 8 + 4 + 4 + 16 + 16);
         assert_eq!(size_of::<TupleKey>(), 16 + 16 + 2 + 2);
         assert_eq!(size_of::<CensusInfo>(), 8);
         assert_eq!(size_of::<TpOffsets>(), 12 * 4);
-        assert_eq!(size_of::<SockOffsets>(), 16);
+        assert_eq!(size_of::<SockOffsets>(), 24);
+        assert_eq!(size_of::<FailReasons>(), 8 * REASONS);
+        assert_eq!(size_of::<LatHist>(), 8 * LAT_BUCKETS);
+    }
+
+    #[test]
+    fn log2_bucket_is_floor_log2() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 0);
+        for v in [
+            2u64,
+            3,
+            4,
+            1000,
+            1 << 30,
+            (1 << 30) + 1,
+            u64::MAX,
+            12345678901,
+        ] {
+            assert_eq!(log2_bucket(v), 63 - v.leading_zeros(), "{v}");
+        }
+    }
+
+    #[test]
+    fn errors_map_to_reasons() {
+        assert_eq!(reason_of(111), REASON_REFUSED);
+        assert_eq!(reason_of(110), REASON_TIMEOUT);
+        assert_eq!(reason_of(113), REASON_UNREACHABLE);
+        assert_eq!(reason_of(101), REASON_UNREACHABLE);
+        assert_eq!(reason_of(104), REASON_RESET);
+        assert_eq!(reason_of(0), REASON_ABORTED);
+        assert_eq!(reason_of(13), REASON_OTHER);
     }
 
     #[test]

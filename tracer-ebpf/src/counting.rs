@@ -4,16 +4,17 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id,
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     },
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
 };
 use tracer_common::{
     Addr, COHORT_OTHER, COHORTS, CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo,
-    DIR_IN, DIR_OUT, InCounters, OutCounters, ProcKey, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS,
-    STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo,
-    TupleKey,
+    DIR_IN, DIR_OUT, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist,
+    OutCounters, ProcKey, REASONS, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
+    STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -41,6 +42,24 @@ static LOCAL_IN: LruPerCpuHashMap<Addr, InCounters> = LruPerCpuHashMap::with_max
 /// Outbound counters per (process, destination).
 #[map]
 static PROCS: LruPerCpuHashMap<ProcKey, OutCounters> = LruPerCpuHashMap::with_max_entries(16384, 0);
+
+/// Failed connects per reason: exact per cohort, bounded per destination and per process.
+/// Written only on failures, so the common path (connects that succeed) pays nothing for them.
+#[map]
+static COHORT_REASONS: PerCpuArray<FailReasons> = PerCpuArray::with_max_entries(COHORTS, 0);
+
+#[map]
+static DEST_REASONS: LruPerCpuHashMap<Addr, FailReasons> =
+    LruPerCpuHashMap::with_max_entries(65536, 0);
+
+#[map]
+static PROC_REASONS: LruPerCpuHashMap<ProcKey, FailReasons> =
+    LruPerCpuHashMap::with_max_entries(16384, 0);
+
+/// Connect latency (connect to ESTABLISHED, connect to failure) as log2 histograms, exact per
+/// cohort: slot `cohort * 2 + LAT_ESTABLISHED|LAT_FAILED`.
+#[map]
+static LATENCY: PerCpuArray<LatHist> = PerCpuArray::with_max_entries(LAT_SLOTS, 0);
 
 /// Per-socket record between transitions, keyed by the socket pointer.
 #[map]
@@ -212,6 +231,8 @@ pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
         dir: DIR_OUT,
         established: 0,
         _pad: 0,
+        // SAFETY: helper without arguments.
+        syn_ns: unsafe { bpf_ktime_get_ns() },
     };
     if SOCKS.insert(sk, info, 0).is_err() {
         stat(STAT_SOCK_INSERT_FAILED);
@@ -227,12 +248,86 @@ pub fn on_established(sk: u64) {
         if info.dir == DIR_OUT && info.established == 0 {
             info.established = 1;
             count_out(info, Out::Established);
+            latency(info, LAT_ESTABLISHED);
+        }
+    }
+}
+
+/// Add the time since the connect to the cohort's histogram.
+#[inline(always)]
+fn latency(info: &SockInfo, kind: u32) {
+    if info.syn_ns == 0 {
+        return;
+    }
+    // SAFETY: helper without arguments.
+    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(info.syn_ns);
+    let bucket = tracer_common::log2_bucket(ns) as usize & 63;
+    if let Some(h) = LATENCY.get_ptr_mut(info.cohort as u32 * 2 + kind) {
+        // SAFETY: this CPU's value of a per-CPU array.
+        if let Some(n) = unsafe { (*h).b.get_mut(bucket) } {
+            *n += 1;
         }
     }
 }
 
 #[inline(always)]
-pub fn on_failed(sk: u64) {
+fn bump_reason(r: *mut FailReasons, reason: usize) {
+    // SAFETY: this CPU's value of a per-CPU map.
+    if let Some(n) = unsafe { (*r).n.get_mut(reason) } {
+        *n += 1;
+    }
+}
+
+/// Count a failure's reason where `count_out` counts the failure itself.
+#[inline(always)]
+fn count_reason(info: &SockInfo, reason: u32) {
+    let reason = if (reason as usize) < REASONS {
+        reason as usize
+    } else {
+        REASONS - 1
+    };
+    if let Some(r) = COHORT_REASONS.get_ptr_mut(info.cohort as u32) {
+        bump_reason(r, reason);
+    }
+    match DEST_REASONS.get_ptr_mut(info.addr) {
+        Some(r) => bump_reason(r, reason),
+        None => {
+            let mut v = FailReasons::default();
+            bump_reason(&mut v, reason);
+            if DEST_REASONS.insert(info.addr, v, BPF_NOEXIST).is_err()
+                && let Some(r) = DEST_REASONS.get_ptr_mut(info.addr)
+            {
+                bump_reason(r, reason);
+            }
+        }
+    }
+    if info.tgid == 0 {
+        return;
+    }
+    let key = ProcKey {
+        cgroup: info.cgroup,
+        tgid: info.tgid,
+        cohort: info.cohort as u32,
+        comm: info.comm,
+        addr: info.addr,
+    };
+    match PROC_REASONS.get_ptr_mut(key) {
+        Some(r) => bump_reason(r, reason),
+        None => {
+            let mut v = FailReasons::default();
+            bump_reason(&mut v, reason);
+            if PROC_REASONS.insert(key, v, BPF_NOEXIST).is_err()
+                && let Some(r) = PROC_REASONS.get_ptr_mut(key)
+            {
+                bump_reason(r, reason);
+            }
+        }
+    }
+}
+
+/// A connect ended before ESTABLISHED; `reason` was read from the socket's error.
+#[inline(always)]
+pub fn on_failed(sk: u64, reason: u32) {
     // SAFETY: copied out before the entry is removed.
     let Some(info) = (unsafe { SOCKS.get(sk) }).copied() else {
         return;
@@ -240,6 +335,8 @@ pub fn on_failed(sk: u64) {
     let _ = SOCKS.remove(sk);
     if info.dir == DIR_OUT && info.established == 0 {
         count_out(&info, Out::Failed);
+        count_reason(&info, reason);
+        latency(&info, LAT_FAILED);
     }
 }
 

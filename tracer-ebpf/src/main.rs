@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
 use tracer_common::{
-    Addr, CONNECT_DERIVED, SockOffsets, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT,
-    TpOffsets, mapped_v4,
+    Addr, CONNECT_DERIVED, REASON_OTHER, SockOffsets, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV,
+    TCP_SYN_SENT, TpOffsets, mapped_v4, reason_of,
 };
 
 const AF_INET: u16 = 2;
@@ -44,6 +44,8 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     daddr: 0,
     v6_daddr: 0,
     dport: 0,
+    err: 0,
+    err_soft: 0,
 };
 
 #[inline(always)]
@@ -108,7 +110,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             }
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => counting::on_established(sk),
-        (TCP_SYN_SENT, TCP_CLOSE) => counting::on_failed(sk),
+        (TCP_SYN_SENT, TCP_CLOSE) => counting::on_failed(sk, sock_error(sk as *const u8)),
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             let saddr = read_addr(ctx, family, o.saddr, o.saddr_v6)?;
             let sport: u16 = read(ctx, o.sport)?;
@@ -127,6 +129,26 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
         }
     }
     Ok(0)
+}
+
+/// The socket's error at `SYN_SENT -> CLOSE`, as a failure reason. The kernel writes `sk_err`
+/// before it changes the state (`tcp_done_with_error`); `sk_err_soft` holds an ICMP error that
+/// arrived while the socket was owned by its process. Offsets from BTF; unknown: `other`.
+#[inline(always)]
+fn sock_error(sk: *const u8) -> u32 {
+    let o = global(&SOCK_OFFSETS);
+    if o.err == 0 {
+        return REASON_OTHER;
+    }
+    // SAFETY: `sk` is the tracepoint's socket pointer; the helper validates the read.
+    let read = |off: u32| unsafe {
+        bpf_probe_read_kernel(sk.add(off as usize) as *const i32).unwrap_or(-1)
+    };
+    let err = read(o.err);
+    if err == 0 && o.err_soft != 0 {
+        return reason_of(read(o.err_soft));
+    }
+    reason_of(err)
 }
 
 /// Read the destination of a connecting socket through the BTF offsets of `struct sock`.

@@ -14,6 +14,8 @@ use crate::{
     model::{
         cohort::Cohort,
         counters::{In, Out},
+        failures::Reasons,
+        latency::{Hist, Latency},
         snapshot::{ProcRow, Snapshot},
         spec::Spec,
     },
@@ -42,6 +44,28 @@ fn out_with_delta(cur: &Out, prev: &Out) -> Value {
     v["delta"] = json!({"attempts": d.attempts, "established": d.established,
                         "failed": d.failed, "closed": d.closed, "open": d.open});
     v
+}
+
+fn reasons_json(r: &Reasons) -> Value {
+    Value::Object(r.named().map(|(k, n)| (k.to_string(), json!(n))).collect())
+}
+
+/// `{count, p50, p90, p99}` in microseconds; percentiles are null when count is 0.
+fn latency_json(h: &Hist) -> Value {
+    let p = h.percentiles();
+    json!({"count": p.count, "p50": p.p50, "p90": p.p90, "p99": p.p99})
+}
+
+/// Add failure reasons and connect latency to a cohort object and to its `delta`.
+fn add_failures(v: &mut Value, reasons: (&Reasons, &Reasons), lat: (&Latency, &Latency)) {
+    let (cur, prev) = reasons;
+    v["failed_by_reason"] = reasons_json(cur);
+    v["latency_us"] = latency_json(&lat.0.established);
+    v["failed_latency_us"] = latency_json(&lat.0.failed);
+    let d = lat.0.delta(lat.1);
+    v["delta"]["failed_by_reason"] = reasons_json(&cur.delta(prev));
+    v["delta"]["latency_us"] = latency_json(&d.established);
+    v["delta"]["failed_latency_us"] = latency_json(&d.failed);
 }
 
 fn in_json(i: &In) -> Value {
@@ -94,6 +118,7 @@ fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
         .take(top)
         .map(|r| {
             let mut v = out_json(&r.out);
+            v["failed_by_reason"] = reasons_json(&s.dest_reasons(r.addr));
             v["addr"] = json!(r.addr.to_string());
             v["cohort"] = json!(r.cohort.name());
             v
@@ -120,14 +145,32 @@ pub fn processes(rows: &[ProcRow]) -> Vec<(u32, String, u64, [Out; 3], usize)> {
     v
 }
 
+/// Failure reasons per process (pid, comm, cgroup) and cohort, summed over destinations.
+fn process_reasons(s: &Snapshot) -> BTreeMap<(u32, &str, u64), [Reasons; 3]> {
+    let mut by: BTreeMap<(u32, &str, u64), [Reasons; 3]> = BTreeMap::new();
+    for (id, r) in &s.proc_reasons {
+        let e = by.entry((id.pid, id.comm.as_str(), id.cgroup)).or_default();
+        e[id.cohort as usize].add(r);
+    }
+    by
+}
+
 fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
+    let reasons = process_reasons(s);
     processes(&s.processes)
         .into_iter()
         .take(top)
         .map(|(pid, comm, cgroup, outs, n)| {
+            let r = reasons.get(&(pid, comm.as_str(), cgroup));
             let cohorts: serde_json::Map<String, Value> = Cohort::ALL
                 .iter()
-                .map(|c| (c.name().to_string(), out_json(&outs[*c as usize])))
+                .map(|c| {
+                    let mut v = out_json(&outs[*c as usize]);
+                    let none = Reasons::default();
+                    v["failed_by_reason"] =
+                        reasons_json(r.map(|r| &r[*c as usize]).unwrap_or(&none));
+                    (c.name().to_string(), v)
+                })
                 .collect();
             json!({"pid": pid, "comm": comm, "cgroup_id": cgroup, "destinations": n, "cohorts": cohorts})
         })
@@ -138,10 +181,13 @@ fn cohorts(cur: &Snapshot, prev: &Snapshot) -> (Value, Value) {
     let mut out = serde_json::Map::new();
     let mut inb = serde_json::Map::new();
     for c in Cohort::ALL {
-        out.insert(
-            c.name().into(),
-            out_with_delta(cur.cohort_out(c), prev.cohort_out(c)),
+        let mut v = out_with_delta(cur.cohort_out(c), prev.cohort_out(c));
+        add_failures(
+            &mut v,
+            (cur.cohort_reasons(c), prev.cohort_reasons(c)),
+            (cur.cohort_latency(c), prev.cohort_latency(c)),
         );
+        out.insert(c.name().into(), v);
         inb.insert(
             c.name().into(),
             in_with_delta(cur.cohort_in(c), prev.cohort_in(c)),
@@ -284,6 +330,54 @@ mod tests {
         assert_eq!(v["cohorts"]["new"]["open"], 0);
         assert_eq!(v["destinations"][0]["addr"], "127.10.0.1");
         assert_eq!(v["destinations"][0]["cohort"], "old");
+    }
+
+    #[test]
+    fn failures_and_latency_are_cumulative_with_interval_deltas() {
+        use crate::model::{failures::Reasons, snapshot::ProcId};
+        let mut prev = snap(3, 0);
+        prev.reasons[Cohort::Old as usize] = Reasons([1, 0, 0, 0, 0, 0]);
+        prev.latency[Cohort::Old as usize].established.0[15] = 3;
+        let mut cur = snap(7, 0);
+        cur.reasons[Cohort::Old as usize] = Reasons([2, 1, 0, 0, 0, 0]);
+        cur.latency[Cohort::Old as usize].established.0[15] = 4;
+        cur.latency[Cohort::Old as usize].established.0[29] = 2;
+        let addr = "127.10.0.1".parse().unwrap();
+        cur.dest_reasons.insert(addr, Reasons([2, 1, 0, 0, 0, 0]));
+        cur.processes.push(ProcRow {
+            pid: 9,
+            comm: "app".into(),
+            cgroup: 1,
+            addr,
+            cohort: Cohort::Old,
+            out: Out::default(),
+        });
+        let id = ProcId {
+            pid: 9,
+            comm: "app".into(),
+            cgroup: 1,
+            addr,
+            cohort: Cohort::Old,
+        };
+        cur.proc_reasons.insert(id, Reasons([0, 1, 0, 0, 0, 0]));
+
+        let v = snapshot(&cur, &prev, 10);
+        let old = &v["cohorts"]["old"];
+        assert_eq!(old["failed_by_reason"]["refused"], 2);
+        assert_eq!(old["failed_by_reason"]["timeout"], 1);
+        assert_eq!(old["delta"]["failed_by_reason"]["refused"], 1);
+        assert_eq!(old["latency_us"]["count"], 6);
+        assert_eq!(old["latency_us"]["p50"], 66);
+        assert_eq!(old["latency_us"]["p90"], 1_073_742);
+        // The interval saw one fast and two slow connects.
+        assert_eq!(old["delta"]["latency_us"]["count"], 3);
+        assert_eq!(old["delta"]["latency_us"]["p50"], 1_073_742);
+        assert!(old["failed_latency_us"]["p50"].is_null());
+        assert_eq!(v["cohorts"]["new"]["failed_by_reason"]["refused"], 0);
+        assert_eq!(v["destinations"][0]["failed_by_reason"]["timeout"], 1);
+        let p = &v["processes"][0];
+        assert_eq!(p["cohorts"]["old"]["failed_by_reason"]["timeout"], 1);
+        assert_eq!(p["cohorts"]["new"]["failed_by_reason"]["timeout"], 0);
     }
 
     #[test]

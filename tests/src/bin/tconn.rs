@@ -4,6 +4,8 @@
 //! tconn [--comm NAME] pair ADDR N      listen on ADDR:0, make N short connections to it
 //! tconn [--comm NAME] connect ADDR:PORT N   N connects; prints "ok=X failed=Y"
 //! tconn [--comm NAME] hold ADDR N      listen on ADDR:0, hold N connections until stdin closes
+//! tconn [--comm NAME] giveup ADDR:PORT N MS  N connects, each abandoned (closed) after MS ms
+//!                                       without an answer; prints "ok=X failed=Y"
 
 use std::{
     io::Read,
@@ -61,6 +63,21 @@ fn main() {
             for _ in 0..n {
                 assert!(Instant::now() < deadline, "tconn: time limit");
                 match TcpStream::connect(target) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            println!("ok={ok} failed={failed}");
+        }
+        "giveup" => {
+            // The application's own connect timeout: the socket is closed while in SYN_SENT.
+            let target: SocketAddr = args[1].parse().expect("ADDR:PORT");
+            let n: usize = args[2].parse().unwrap();
+            let ms: u64 = args[3].parse().unwrap();
+            let (mut ok, mut failed) = (0, 0);
+            for _ in 0..n {
+                assert!(Instant::now() < deadline, "tconn: time limit");
+                match TcpStream::connect_timeout(&target, Duration::from_millis(ms)) {
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }

@@ -220,6 +220,14 @@ mod tests {
         let v6 = btf.member_offset("sock", &["__sk_common", "skc_v6_daddr"]);
         assert!(matches!(v6, Some(o) if o > 16 && o < 128), "{v6:?}");
         assert_eq!(btf.member_offset("sock", &["no_such_field"]), None);
+        // Fields of struct sock itself, past the embedded sock_common.
+        let err = btf.member_offset("sock", &["sk_err"]);
+        let soft = btf.member_offset("sock", &["sk_err_soft"]);
+        assert!(matches!(err, Some(o) if o >= 128), "{err:?}");
+        assert!(
+            matches!(soft, Some(o) if o >= 128 && Some(o) != err),
+            "{soft:?}"
+        );
     }
 
     #[test]

@@ -64,11 +64,17 @@ pub fn sock_offsets(raw: &[u8]) -> Result<SockOffsets, String> {
         b.member_offset("sock", &["__sk_common", m])
             .ok_or_else(|| format!("struct sock has no {m} in BTF"))
     };
+    let g = |m: &str| {
+        b.member_offset("sock", &[m])
+            .ok_or_else(|| format!("struct sock has no {m} in BTF"))
+    };
     Ok(SockOffsets {
         family: f("skc_family")?,
         daddr: f("skc_daddr")?,
         v6_daddr: f("skc_v6_daddr")?,
         dport: f("skc_dport")?,
+        err: g("sk_err")?,
+        err_soft: g("sk_err_soft")?,
     })
 }
 
@@ -104,7 +110,9 @@ pub fn load(
         .override_global("PORT_FILTER", &port_filter, true)
         .map_max_entries("DEST", cfg.max_destinations)
         .map_max_entries("LOCAL_IN", cfg.max_destinations)
+        .map_max_entries("DEST_REASONS", cfg.max_destinations)
         .map_max_entries("PROCS", cfg.max_processes)
+        .map_max_entries("PROC_REASONS", cfg.max_processes)
         .map_max_entries("CENSUS", census_slots.max(1));
     let mut ebpf = loader
         .load(OBJECT)
@@ -213,6 +221,11 @@ impl Tracer {
             return Err(format!(
                 "{e}: --connect-hook {} needs BTF (CONFIG_DEBUG_INFO_BTF=y); use --connect-hook derived",
                 ConnectHook::candidates(cfg.connect)[0].name()
+            ));
+        }
+        if let Err(e) = &sock {
+            warnings.push(format!(
+                "note: {e}: failed connects are counted with reason `other` (needs CONFIG_DEBUG_INFO_BTF=y)"
             ));
         }
         let aya_btf = match &btf_raw {

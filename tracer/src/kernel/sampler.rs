@@ -10,8 +10,8 @@ use std::{
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use tracer_common::{
-    COHORTS, InCounters, OutCounters, ProcKey, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
-    STAT_PROC_INSERTS, STATS,
+    COHORTS, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LatHist, OutCounters, ProcKey,
+    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STATS,
 };
 
 use super::{Tracer, census_baseline, hooks::one_line, progstats};
@@ -19,7 +19,9 @@ use crate::model::{
     addr::from_key,
     cohort::{Cohort, Sets},
     counters::{In, Out, evicted, sum_in, sum_out},
-    snapshot::{DestRow, Evicted, LocalRow, ProcRow, Snapshot},
+    failures::Reasons,
+    latency::{Hist, Latency},
+    snapshot::{DestRow, Evicted, LocalRow, ProcId, ProcRow, Snapshot},
 };
 
 pub struct Sampler {
@@ -29,6 +31,10 @@ pub struct Sampler {
     local_in: PerCpuHashMap<MapData, [u8; 16], InCounters>,
     procs: PerCpuHashMap<MapData, ProcKey, OutCounters>,
     stats: PerCpuArray<MapData, u64>,
+    cohort_reasons: PerCpuArray<MapData, FailReasons>,
+    dest_reasons: PerCpuHashMap<MapData, [u8; 16], FailReasons>,
+    proc_reasons: PerCpuHashMap<MapData, ProcKey, FailReasons>,
+    latency: PerCpuArray<MapData, LatHist>,
     progs: Vec<OwnedFd>,
     sets: Sets,
     census_out: StdHashMap<IpAddr, u64>,
@@ -70,6 +76,10 @@ impl Sampler {
             local_in: take(t, "LOCAL_IN")?,
             procs: take(t, "PROCS")?,
             stats: take(t, "STATS")?,
+            cohort_reasons: take(t, "COHORT_REASONS")?,
+            dest_reasons: take(t, "DEST_REASONS")?,
+            proc_reasons: take(t, "PROC_REASONS")?,
+            latency: take(t, "LATENCY")?,
             progs,
             sets,
             census_out,
@@ -116,6 +126,8 @@ impl Sampler {
             let n = sum_in(self.cohort_in.get(&i, 0).map_err(err)?.iter());
             snap.inb[i as usize] = In::from_kernel(&n, census_cohort_in[i as usize]);
         }
+
+        self.sample_failures(&mut snap)?;
 
         let mut seen = std::collections::HashSet::new();
         for item in self.dest.iter() {
@@ -186,5 +198,40 @@ impl Sampler {
         let _ = STATS;
         snap.lost_events = self.lost_events();
         Ok(snap)
+    }
+
+    /// Failure reasons (per cohort, destination, process) and latency histograms (per cohort).
+    fn sample_failures(&self, snap: &mut Snapshot) -> Result<(), String> {
+        let err = |e: aya::maps::MapError| format!("reading BPF maps failed: {}", one_line(&e));
+        for i in 0..COHORTS {
+            let r = self.cohort_reasons.get(&i, 0).map_err(err)?;
+            snap.reasons[i as usize] = Reasons::from_kernel(r.iter());
+            let hist = |kind: u32| -> Result<Hist, String> {
+                let v = self.latency.get(&(i * 2 + kind), 0).map_err(err)?;
+                Ok(Hist::from_kernel(v.iter()))
+            };
+            snap.latency[i as usize] = Latency {
+                established: hist(LAT_ESTABLISHED)?,
+                failed: hist(LAT_FAILED)?,
+            };
+        }
+        for item in self.dest_reasons.iter() {
+            let (key, values) = item.map_err(err)?;
+            snap.dest_reasons
+                .insert(from_key(key), Reasons::from_kernel(values.iter()));
+        }
+        for item in self.proc_reasons.iter() {
+            let (key, values) = item.map_err(err)?;
+            let id = ProcId {
+                pid: key.tgid,
+                comm: comm_str(&key.comm),
+                cgroup: key.cgroup,
+                addr: from_key(key.addr),
+                cohort: Cohort::from_index(key.cohort),
+            };
+            snap.proc_reasons
+                .insert(id, Reasons::from_kernel(values.iter()));
+        }
+        Ok(())
     }
 }

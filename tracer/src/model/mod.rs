@@ -2,5 +2,7 @@
 pub mod addr;
 pub mod cohort;
 pub mod counters;
+pub mod failures;
+pub mod latency;
 pub mod snapshot;
 pub mod spec;

@@ -2,6 +2,7 @@
 //! makes them; every sink (NDJSON, live view) reads them.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     time::{Duration, SystemTime},
 };
@@ -9,6 +10,8 @@ use std::{
 use super::{
     cohort::Cohort,
     counters::{In, Out},
+    failures::Reasons,
+    latency::Latency,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +39,16 @@ pub struct ProcRow {
     pub out: Out,
 }
 
+/// Failure reasons of one process towards one destination (same key as `ProcRow`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcId {
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup: u64,
+    pub addr: IpAddr,
+    pub cohort: Cohort,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Evicted {
     pub destinations: u64,
@@ -56,6 +69,14 @@ pub struct Snapshot {
     pub evicted: Evicted,
     /// BPF program runs the kernel skipped (recursion on the same CPU), all programs.
     pub lost_events: u64,
+    /// Failed connects per reason, per cohort (exact; sums to `out[c].failed`).
+    pub reasons: [Reasons; 3],
+    /// Connect latency histograms per cohort (exact), cumulative since start.
+    pub latency: [Latency; 3],
+    /// Failure reasons per destination and per (process, destination), bounded like the rows
+    /// they belong to; an address with no failure has no entry.
+    pub dest_reasons: HashMap<IpAddr, Reasons>,
+    pub proc_reasons: HashMap<ProcId, Reasons>,
 }
 
 impl Snapshot {
@@ -70,7 +91,24 @@ impl Snapshot {
             processes: vec![],
             evicted: Evicted::default(),
             lost_events: 0,
+            reasons: [Reasons::default(); 3],
+            latency: [Latency::default(); 3],
+            dest_reasons: HashMap::new(),
+            proc_reasons: HashMap::new(),
         }
+    }
+
+    pub fn cohort_reasons(&self, c: Cohort) -> &Reasons {
+        &self.reasons[c as usize]
+    }
+
+    pub fn cohort_latency(&self, c: Cohort) -> &Latency {
+        &self.latency[c as usize]
+    }
+
+    /// Failure reasons of a destination (zero if it never failed).
+    pub fn dest_reasons(&self, addr: IpAddr) -> Reasons {
+        self.dest_reasons.get(&addr).copied().unwrap_or_default()
     }
 
     pub fn cohort_out(&self, c: Cohort) -> &Out {
