@@ -192,3 +192,51 @@ fn tracefs_not_mounted_is_mounted_by_tracer() {
         "{out}"
     );
 }
+
+#[test]
+fn headless_writes_ndjson_to_stdout_and_shows_resolved_hostnames() {
+    require_root();
+    let spec = tmp_path("sets.txt");
+    std::fs::write(
+        &spec,
+        "# old side\n127.10.0.0/16\nlocalhost # resolved once\n",
+    )
+    .unwrap();
+    let old = format!("@{}", spec.display());
+    let (code, stdout, stderr) = tracer(&[
+        "watch",
+        "--headless",
+        "--old",
+        &old,
+        "--new",
+        NEW,
+        "--interval",
+        "100ms",
+        "--duration",
+        "400ms",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("localhost resolved to"), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
+        .collect();
+    assert_eq!(lines[0]["type"], "meta");
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+    let resolved = &lines[0]["resolved"][0];
+    assert_eq!(resolved["name"], "localhost");
+    let addrs: Vec<&str> = resolved["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(addrs.contains(&"127.0.0.1"), "{addrs:?}");
+    assert!(
+        lines[0]["old"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "127.0.0.1/32")
+    );
+}
