@@ -132,7 +132,8 @@ pub struct TpOffsets {
     pub daddr: u32,
     pub saddr_v6: u32,
     pub daddr_v6: u32,
-    pub _pad: u32,
+    /// Bytes of the record that cover every field above (end of the last one).
+    pub record_len: u32,
 }
 
 /// Offsets inside `struct sock` for hooks that only see the socket pointer (fentry/kprobe on

@@ -7,8 +7,10 @@
 mod counting;
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::bpf_probe_read_kernel,
-    macros::{fentry, kprobe, tracepoint},
+    macros::{fentry, kprobe, map, tracepoint},
+    maps::PerCpuArray,
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
 use tracer_common::{
@@ -34,7 +36,7 @@ static TP_OFFSETS: TpOffsets = TpOffsets {
     daddr: 36,
     saddr_v6: 40,
     daddr_v6: 56,
-    _pad: 0,
+    record_len: 72,
 };
 
 /// `struct sock` offsets from the running kernel's BTF, for the `tcp_connect` hooks.
@@ -61,29 +63,70 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
 }
 
-#[inline(always)]
-fn read<T>(ctx: &TracePointContext, off: u32) -> Result<T, u32> {
-    // SAFETY: offsets come from the tracepoint's own format description.
-    unsafe { ctx.read_at::<T>(off as usize) }.map_err(|_| 1u32)
+/// Largest tracepoint record read; the 6.18 record of this event is 72 bytes.
+const RECORD_MAX: usize = 128;
+
+/// Per-CPU scratch space for the record (the BPF stack is too small to hold it beside the rest).
+#[map]
+static RECORD: PerCpuArray<[u8; RECORD_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The tracepoint record copied once: one helper call per event instead of one per field (the
+/// offsets are runtime values, so direct context loads are not allowed).
+struct Record {
+    buf: *const [u8; RECORD_MAX],
 }
 
-/// Read the local or remote address of the event in the shared 16-byte form.
-#[inline(always)]
-fn read_addr(ctx: &TracePointContext, family: u16, off_v4: u32, off_v6: u32) -> Result<Addr, u32> {
-    if family == AF_INET {
-        Ok(mapped_v4(read::<[u8; 4]>(ctx, off_v4)?))
-    } else {
-        read::<Addr>(ctx, off_v6)
+impl Record {
+    #[inline(always)]
+    fn read(ctx: &TracePointContext, len: u32) -> Result<Record, u32> {
+        let len = len as usize;
+        if len == 0 || len > RECORD_MAX {
+            return Err(1);
+        }
+        let buf = RECORD.get_ptr_mut(0).ok_or(1u32)?;
+        // SAFETY: reads `len` bytes of the tracepoint record into this CPU's scratch slot.
+        let rc = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                buf.cast(),
+                len as u32,
+                ctx.as_ptr().cast_const(),
+            )
+        };
+        if rc != 0 {
+            return Err(1);
+        }
+        Ok(Record { buf })
+    }
+
+    #[inline(always)]
+    fn get<T: Copy>(&self, off: u32) -> Result<T, u32> {
+        let off = off as usize;
+        if off + core::mem::size_of::<T>() > RECORD_MAX {
+            return Err(1);
+        }
+        // SAFETY: bounds checked above; any bit pattern is a valid T for the plain types used.
+        Ok(unsafe { core::ptr::read_unaligned(self.buf.cast::<u8>().add(off).cast::<T>()) })
+    }
+
+    /// The local or remote address in the shared 16-byte form.
+    #[inline(always)]
+    fn addr(&self, family: u16, off_v4: u32, off_v6: u32) -> Result<Addr, u32> {
+        if family == AF_INET {
+            Ok(mapped_v4(self.get::<[u8; 4]>(off_v4)?))
+        } else {
+            self.get::<Addr>(off_v6)
+        }
     }
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
     let o = global(&TP_OFFSETS);
-    if read::<u16>(ctx, o.protocol)? != IPPROTO_TCP {
+    let rec = Record::read(ctx, o.record_len)?;
+    if rec.get::<u16>(o.protocol)? != IPPROTO_TCP {
         return Ok(0);
     }
-    let old: i32 = read(ctx, o.oldstate)?;
-    let new: i32 = read(ctx, o.newstate)?;
+    let old: i32 = rec.get(o.oldstate)?;
+    let new: i32 = rec.get(o.newstate)?;
     // Cheapest test first: most transitions are of no interest.
     let interesting = matches!(
         (old, new),
@@ -96,34 +139,34 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
     if !interesting {
         return Ok(0);
     }
-    let family: u16 = read(ctx, o.family)?;
+    let family: u16 = rec.get(o.family)?;
     if family != AF_INET && family != AF_INET6 {
         return Ok(0);
     }
-    let sk: u64 = read(ctx, o.skaddr)?;
+    let sk: u64 = rec.get(o.skaddr)?;
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             if counting::connect_source() == CONNECT_DERIVED as u32 {
-                let daddr = read_addr(ctx, family, o.daddr, o.daddr_v6)?;
-                let dport: u16 = read(ctx, o.dport)?;
+                let daddr = rec.addr(family, o.daddr, o.daddr_v6)?;
+                let dport: u16 = rec.get(o.dport)?;
                 counting::on_connect(sk, &daddr, dport);
             }
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => counting::on_established(sk),
         (TCP_SYN_SENT, TCP_CLOSE) => counting::on_failed(sk, sock_error(sk as *const u8)),
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
-            let saddr = read_addr(ctx, family, o.saddr, o.saddr_v6)?;
-            let sport: u16 = read(ctx, o.sport)?;
+            let saddr = rec.addr(family, o.saddr, o.saddr_v6)?;
+            let sport: u16 = rec.get(o.sport)?;
             counting::on_accept(sk, &saddr, sport);
         }
         _ => {
             // Left ESTABLISHED. The tuple is needed only for connections from the census.
             counting::on_leave_established(sk, || {
                 Ok(tracer_common::TupleKey {
-                    saddr: read_addr(ctx, family, o.saddr, o.saddr_v6)?,
-                    daddr: read_addr(ctx, family, o.daddr, o.daddr_v6)?,
-                    sport: read(ctx, o.sport)?,
-                    dport: read(ctx, o.dport)?,
+                    saddr: rec.addr(family, o.saddr, o.saddr_v6)?,
+                    daddr: rec.addr(family, o.daddr, o.daddr_v6)?,
+                    sport: rec.get(o.sport)?,
+                    dport: rec.get(o.dport)?,
                 })
             });
         }

@@ -74,6 +74,11 @@ pub fn parse_format(text: &str) -> Result<TpOffsets, String> {
             .find_map(|p| p.trim().strip_prefix("offset:"))
             .and_then(|v| v.trim().parse::<u32>().ok());
         let Some(offset) = offset else { continue };
+        let size = rest
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("size:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(0);
         let name = decl
             .rsplit(|c: char| c.is_whitespace() || c == '*')
             .next()
@@ -94,6 +99,7 @@ pub fn parse_format(text: &str) -> Result<TpOffsets, String> {
             _ => continue,
         };
         *slot = offset;
+        o.record_len = o.record_len.max(offset + size);
         found += 1;
     }
     if found != 11 {
@@ -146,6 +152,7 @@ format:
             (o.protocol, o.saddr, o.daddr, o.saddr_v6, o.daddr_v6),
             (30, 32, 36, 40, 56)
         );
+        assert_eq!(o.record_len, 72, "the end of daddr_v6");
     }
 
     #[test]
