@@ -1,6 +1,7 @@
 //! Everything that touches the kernel: choose and attach hooks, fill the policy maps, take the
 //! census, and read the maps into plain snapshots (`sampler`).
 
+pub mod batch;
 pub mod btf;
 pub mod census;
 pub mod hooks;

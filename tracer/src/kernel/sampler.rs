@@ -11,7 +11,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use tracer_common::{
     COHORTS, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LatHist, OutCounters, ProcKey,
-    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STATS,
+    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS,
 };
 
 use super::{Tracer, census_baseline, hooks::one_line, progstats};
@@ -40,6 +40,7 @@ pub struct Sampler {
     census_out: StdHashMap<IpAddr, u64>,
     census_in: StdHashMap<IpAddr, u64>,
     started: Instant,
+    ncpus: usize,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -51,6 +52,22 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
         .take_map(name)
         .ok_or_else(|| format!("map {name} missing from the object"))?;
     T::try_from(map).map_err(|e| one_line(&e))
+}
+
+/// All entries of a per-CPU hash: batched where the kernel can (5.6+), else key by key.
+fn entries<K: aya::Pod + Default, V: aya::Pod + Default>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    ncpus: usize,
+) -> Result<Vec<(K, Vec<V>)>, String> {
+    if let Ok(all) = super::batch::read_percpu(map, ncpus) {
+        return Ok(all);
+    }
+    map.iter()
+        .map(|item| {
+            item.map(|(k, v)| (k, v.to_vec()))
+                .map_err(|e| format!("reading BPF maps failed: {}", one_line(&e)))
+        })
+        .collect()
 }
 
 fn comm_str(c: &[u8; 16]) -> String {
@@ -85,6 +102,7 @@ impl Sampler {
             census_out,
             census_in,
             started: Instant::now(),
+            ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
         })
     }
 
@@ -130,8 +148,7 @@ impl Sampler {
         self.sample_failures(&mut snap)?;
 
         let mut seen = std::collections::HashSet::new();
-        for item in self.dest.iter() {
-            let (key, values) = item.map_err(err)?;
+        for (key, values) in entries(&self.dest, self.ncpus)? {
             let addr = from_key(key);
             seen.insert(addr);
             let census = self.census_out.get(&addr).copied().unwrap_or(0);
@@ -154,8 +171,7 @@ impl Sampler {
         }
 
         let mut seen_local = std::collections::HashSet::new();
-        for item in self.local_in.iter() {
-            let (key, values) = item.map_err(err)?;
+        for (key, values) in entries(&self.local_in, self.ncpus)? {
             let addr = from_key(key);
             seen_local.insert(addr);
             let census = self.census_in.get(&addr).copied().unwrap_or(0);
@@ -177,8 +193,7 @@ impl Sampler {
         }
 
         let mut live_procs = 0;
-        for item in self.procs.iter() {
-            let (key, values) = item.map_err(err)?;
+        for (key, values) in entries(&self.procs, self.ncpus)? {
             live_procs += 1;
             snap.processes.push(ProcRow {
                 pid: key.tgid,
@@ -195,7 +210,6 @@ impl Sampler {
             locals: evicted(self.stat(STAT_LOCAL_INSERTS), live_local),
             processes: evicted(self.stat(STAT_PROC_INSERTS), live_procs),
         };
-        let _ = STATS;
         snap.lost_events = self.lost_events();
         Ok(snap)
     }

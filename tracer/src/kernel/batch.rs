@@ -1,0 +1,147 @@
+//! Whole-map reads of per-CPU hashes with BPF_MAP_LOOKUP_BATCH: a few syscalls per interval
+//! instead of two per key (get-next-key, lookup), which is what keeps the sampler cheap with tens
+//! of thousands of destinations. aya 0.14 has no batch API, so this is the raw syscall.
+
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsFd, AsRawFd},
+};
+
+use aya::{
+    Pod,
+    maps::{IterableMap, PerCpuValues},
+};
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const CHUNK: usize = 4096;
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every (key, per-CPU values) of a per-CPU hash map. `Err` when the kernel lacks batch
+/// lookups (before 5.6): the caller falls back to iterating.
+pub fn read_percpu<K: Pod + Default, V: Pod + Default, M: IterableMap<K, PerCpuValues<V>>>(
+    map: &M,
+    ncpus: usize,
+) -> io::Result<Vec<(K, Vec<V>)>> {
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    // Per-CPU values are laid out one per possible CPU, each rounded up to 8 bytes.
+    let stride = size_of::<V>().div_ceil(8) * 8;
+    let mut keys = vec![K::default(); CHUNK];
+    let mut values = vec![0u8; CHUNK * ncpus * stride];
+    // The batch token of hash maps is a bucket index (u32); room for more does no harm.
+    let mut token_in = [0u8; 16];
+    let mut token_out = [0u8; 16];
+    let mut out = Vec::new();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token_in.as_ptr() as u64 },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: every pointer in attr refers to a live buffer sized for `count` elements.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let err = (rc != 0).then(io::Error::last_os_error);
+        let done = matches!(&err, Some(e) if e.raw_os_error() == Some(libc::ENOENT));
+        if let Some(e) = err
+            && !done
+        {
+            return Err(e);
+        }
+        for i in 0..attr.count as usize {
+            let base = i * ncpus * stride;
+            let per_cpu = (0..ncpus)
+                .map(|c| {
+                    let at = base + c * stride;
+                    // SAFETY: `at..at + size_of::<V>()` lies inside `values`; V is Pod.
+                    unsafe { std::ptr::read_unaligned(values[at..].as_ptr().cast::<V>()) }
+                })
+                .collect();
+            out.push((keys[i], per_cpu));
+        }
+        if done {
+            return Ok(out);
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
+    use tracer_common::{OutCounters, TpOffsets};
+
+    use super::*;
+    use crate::{
+        kernel::{Config, hooks::ConnectMode, load},
+        model::cohort::Sets,
+    };
+
+    /// Loads the real object (needs root, as all BPF tests here) and fills DEST from userspace
+    /// with more keys than one batch holds.
+    #[test]
+    fn batch_read_returns_every_key_with_per_cpu_values() {
+        let cfg = Config {
+            sets: Sets::default(),
+            ports: vec![],
+            connect: ConnectMode::Derived,
+            max_destinations: 10_000,
+            max_processes: 1024,
+        };
+        let tp = TpOffsets {
+            record_len: 72,
+            ..Default::default()
+        };
+        let mut ebpf = load(&cfg, &tp, &Default::default(), 1).expect("load (root needed)");
+        let mut dest: PerCpuHashMap<MapData, [u8; 16], OutCounters> =
+            PerCpuHashMap::try_from(ebpf.take_map("DEST").unwrap()).unwrap();
+        let ncpus = aya::util::nr_cpus().unwrap();
+        let n = CHUNK + 123;
+        for i in 0..n as u32 {
+            let mut key = [0u8; 16];
+            key[12..].copy_from_slice(&i.to_be_bytes());
+            let values: Vec<OutCounters> = (0..ncpus)
+                .map(|c| OutCounters {
+                    attempts: i as u64,
+                    closed: c as u64,
+                    ..Default::default()
+                })
+                .collect();
+            dest.insert(key, PerCpuValues::try_from(values).unwrap(), 0)
+                .unwrap();
+        }
+        let all = read_percpu(&dest, ncpus).expect("batch lookups work on this kernel");
+        assert_eq!(all.len(), n);
+        for (key, values) in all {
+            let i = u32::from_be_bytes(key[12..].try_into().unwrap()) as u64;
+            assert_eq!(values.len(), ncpus);
+            for (c, v) in values.iter().enumerate() {
+                assert_eq!((v.attempts, v.closed), (i, c as u64));
+            }
+        }
+    }
+}
