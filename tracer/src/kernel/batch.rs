@@ -71,7 +71,7 @@ pub fn read_percpu<K: Pod + Default, V: Pod + Default, M: IterableMap<K, PerCpuV
         {
             return Err(e);
         }
-        for i in 0..attr.count as usize {
+        for (i, key) in keys.iter().take(attr.count as usize).enumerate() {
             let base = i * ncpus * stride;
             let per_cpu = (0..ncpus)
                 .map(|c| {
@@ -80,7 +80,7 @@ pub fn read_percpu<K: Pod + Default, V: Pod + Default, M: IterableMap<K, PerCpuV
                     unsafe { std::ptr::read_unaligned(values[at..].as_ptr().cast::<V>()) }
                 })
                 .collect();
-            out.push((keys[i], per_cpu));
+            out.push((*key, per_cpu));
         }
         if done {
             return Ok(out);
