@@ -130,12 +130,19 @@ fn attach_program(
             let btf = btf.ok_or("no kernel BTF")?;
             let p: &mut FEntry = prog.try_into().map_err(|e| one_line(&e))?;
             p.load("tcp_connect", btf).map_err(|e| one_line(&e))?;
-            p.attach().map_err(|e| one_line(&e))?;
+            if let Err(e) = p.attach() {
+                // A loaded program that will never run should not stay in the kernel.
+                let _ = p.unload();
+                return Err(one_line(&e));
+            }
         }
         ConnectHook::Kprobe => {
             let p: &mut KProbe = prog.try_into().map_err(|e| one_line(&e))?;
             p.load().map_err(|e| one_line(&e))?;
-            p.attach("tcp_connect", 0).map_err(|e| one_line(&e))?;
+            if let Err(e) = p.attach("tcp_connect", 0) {
+                let _ = p.unload();
+                return Err(one_line(&e));
+            }
         }
         ConnectHook::Derived => {}
     }
