@@ -19,7 +19,7 @@ use crate::model::{
     addr::from_key,
     cohort::{Cohort, Sets},
     counters::{In, Out, evicted, sum_in, sum_out},
-    snapshot::{DestRow, Evicted, LocalRow, ProcRow, Snapshot},
+    snapshot::{DestRow, Evicted, LocalRow, MapUse, MapsUse, ProcRow, Snapshot},
 };
 
 pub struct Sampler {
@@ -34,6 +34,8 @@ pub struct Sampler {
     census_out: StdHashMap<IpAddr, u64>,
     census_in: StdHashMap<IpAddr, u64>,
     started: Instant,
+    /// max_entries of DEST, LOCAL_IN, PROCS as the kernel created them.
+    capacity: [u64; 3],
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -45,6 +47,17 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
         .take_map(name)
         .ok_or_else(|| format!("map {name} missing from the object"))?;
     T::try_from(map).map_err(|e| one_line(&e))
+}
+
+/// max_entries of a loaded map, as the kernel reports it (0 if it cannot be read).
+fn capacity(t: &Tracer, name: &str) -> u64 {
+    use aya::maps::Map;
+    match t.ebpf.map(name) {
+        Some(Map::PerCpuLruHashMap(d) | Map::PerCpuHashMap(d) | Map::LruHashMap(d)) => {
+            d.info().map(|i| u64::from(i.max_entries())).unwrap_or(0)
+        }
+        _ => 0,
+    }
 }
 
 fn comm_str(c: &[u8; 16]) -> String {
@@ -63,7 +76,13 @@ impl Sampler {
             }
         }
         let (census_out, census_in) = census_baseline(&t.census);
+        let capacity = [
+            capacity(t, "DEST"),
+            capacity(t, "LOCAL_IN"),
+            capacity(t, "PROCS"),
+        ];
         Ok(Sampler {
+            capacity,
             cohort_out: take(t, "COHORT_OUT")?,
             cohort_in: take(t, "COHORT_IN")?,
             dest: take(t, "DEST")?,
@@ -99,6 +118,7 @@ impl Sampler {
 
     pub fn sample(&self) -> Result<Snapshot, String> {
         let err = |e: aya::maps::MapError| format!("reading BPF maps failed: {}", one_line(&e));
+        let t0 = Instant::now();
         let mut snap = Snapshot::empty(SystemTime::now());
         snap.elapsed = self.started.elapsed();
 
@@ -184,7 +204,23 @@ impl Sampler {
             processes: evicted(self.stat(STAT_PROC_INSERTS), live_procs),
         };
         let _ = STATS;
+        let [dest_cap, local_cap, proc_cap] = self.capacity;
+        snap.maps = MapsUse {
+            destinations: MapUse {
+                live: live_dest,
+                capacity: dest_cap,
+            },
+            locals: MapUse {
+                live: live_local,
+                capacity: local_cap,
+            },
+            processes: MapUse {
+                live: live_procs,
+                capacity: proc_cap,
+            },
+        };
         snap.lost_events = self.lost_events();
+        snap.sample_duration = t0.elapsed();
         Ok(snap)
     }
 }
