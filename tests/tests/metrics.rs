@@ -172,10 +172,6 @@ fn prometheus_stores_what_the_ndjson_says() {
             "{section}.{c}.{field}: Prometheus vs NDJSON snapshot {snapshot_no}"
         );
     }
-    // Quiet since: the summary agrees too.
-    assert_eq!(out.cohort("old"), counters(&snap["cohorts"]["old"]));
-    assert_eq!(out.cohort("new"), counters(&snap["cohorts"]["new"]));
-
     // Per destination: the traffic this test made, exactly.
     assert_eq!(
         dest_old,
