@@ -17,6 +17,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod prom;
+
 /// The binary under test: `TRACER_BIN` (set by `cargo xtask test`) or the release build.
 pub fn tracer_bin() -> PathBuf {
     let p = std::env::var_os("TRACER_BIN")
@@ -176,6 +178,11 @@ impl Run {
             thread::sleep(Duration::from_millis(20));
         }
         run
+    }
+
+    /// What tracer wrote to stderr so far (notes such as the metrics address).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {

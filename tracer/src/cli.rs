@@ -57,6 +57,22 @@ pub struct WatchArgs {
     /// Rows of destinations and processes per snapshot line.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Serve Prometheus/OpenMetrics text at http://ADDR:PORT/metrics (no authentication: bind
+    /// to localhost or a private interface).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Per-destination series for the top N destinations by activity (0 = none, at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "metrics",
+          value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub metrics_destinations: u16,
+    /// Per-process series for the top N processes (0 = none, at most 100).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "metrics",
+          value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub metrics_processes: u16,
+    /// A label on every metric series, e.g. site=fra1; repeatable.
+    #[arg(long, value_name = "KEY=VALUE", requires = "metrics",
+          value_parser = crate::metrics::labels::parse)]
+    pub label: Vec<(String, String)>,
 }
 
 /// `500ms`, `1s`, `2m`, `1h30m`, or a plain number of seconds.
@@ -99,11 +115,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Turn clap's multi-line error into one line with a hint.
 pub fn one_line_error(e: &clap::Error) -> String {
     let text = e.to_string();
-    let first = text
-        .lines()
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = lines
         .next()
         .unwrap_or("bad arguments")
-        .trim_start_matches("error: ");
+        .trim_start_matches("error: ")
+        .to_string();
+    // "the following required arguments were not provided:" names them on the next line.
+    if first.ends_with(':')
+        && let Some(next) = lines.next()
+    {
+        first = format!("{first} {next}");
+    }
     format!("{first}: see `tracer --help` or `tracer watch --help`")
 }
 
@@ -160,5 +183,37 @@ mod tests {
         assert_eq!(w.port, [80, 443]);
         assert_eq!(w.connect_hook, ConnectMode::Derived);
         assert_eq!(w.interval, Duration::from_millis(250));
+        assert_eq!(w.metrics, None);
+    }
+
+    #[test]
+    fn metrics_flags_parse_and_are_checked() {
+        let c = Cli::try_parse_from([
+            "tracer",
+            "watch",
+            "--metrics",
+            "127.0.0.1:9464",
+            "--metrics-destinations",
+            "5",
+            "--label",
+            "site=fra1",
+            "--label",
+            "service=api",
+        ])
+        .unwrap();
+        let Command::Watch(w) = c.command else {
+            panic!()
+        };
+        assert_eq!(w.metrics.as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(w.metrics_destinations, 5);
+        assert_eq!(w.label[1], ("service".into(), "api".into()));
+        let err = |args: &[&str]| {
+            let mut v = vec!["tracer", "watch"];
+            v.extend_from_slice(args);
+            one_line_error(&Cli::try_parse_from(v).unwrap_err())
+        };
+        assert!(err(&["--metrics", "x:1", "--label", "1x=y"]).contains("label name"));
+        assert!(err(&["--metrics", "x:1", "--metrics-processes", "500"]).contains("500"));
+        assert!(err(&["--label", "a=b"]).contains("--metrics"));
     }
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod kernel;
+mod metrics;
 mod model;
 mod ndjson;
 mod probe;

@@ -59,6 +59,20 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         None => Box::new(std::io::stdout()),
     };
     crate::require_root()?;
+    // Bind before tracing starts: a port in use or a bad address fails here, nothing loaded yet.
+    let metrics = match &args.metrics {
+        Some(addr) => {
+            let ep = crate::metrics::bind(addr)?;
+            eprintln!("tracer: serving metrics at http://{}/metrics", ep.local);
+            let opts = crate::metrics::Options {
+                labels: args.label.clone(),
+                destinations: args.metrics_destinations.into(),
+                processes: args.metrics_processes.into(),
+            };
+            Some(crate::metrics::start(ep, opts)?)
+        }
+        None => None,
+    };
     for s in old.iter().chain(new.iter()).filter(|s| s.resolved) {
         let addrs: Vec<String> = s.prefixes.iter().map(|p| p.addr.to_string()).collect();
         eprintln!("tracer: note: {} resolved to {}", s.text, addrs.join(", "));
@@ -91,7 +105,10 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         census_outbound: census_out,
         census_inbound: tracer.census.len() as u64 - census_out,
     };
-    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Writer::new(out, args.top))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Writer::new(out, args.top))];
+    if let Some(m) = metrics {
+        sinks.push(Box::new(m));
+    }
     let mut session = Session::new(sampler, info, sinks)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -13,7 +13,13 @@ const LLVM_PACKAGE: &str = "llvm-22-dev";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the integration tests use, with the binary that shows each is present.
-const TEST_PACKAGES: &[(&str, &str)] = &[("iproute2", "ip"), ("nftables", "nft"), ("tmux", "tmux")];
+/// (`prometheus`: the real server the metrics end-to-end test scrapes tracer with.)
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip"),
+    ("nftables", "nft"),
+    ("tmux", "tmux"),
+    ("prometheus", "prometheus"),
+];
 
 fn say(msg: &str) {
     eprintln!("xtask: {msg}");

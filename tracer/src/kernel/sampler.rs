@@ -21,7 +21,7 @@ use crate::model::{
     counters::{In, Out, evicted, sum_in, sum_out},
     failures::Reasons,
     latency::{Hist, Latency},
-    snapshot::{DestRow, Evicted, LocalRow, ProcId, ProcRow, Snapshot},
+    snapshot::{DestRow, Evicted, LocalRow, MapUse, MapsUse, ProcId, ProcRow, Snapshot},
 };
 
 pub struct Sampler {
@@ -41,6 +41,8 @@ pub struct Sampler {
     census_in: StdHashMap<IpAddr, u64>,
     started: Instant,
     ncpus: usize,
+    /// max_entries of DEST, LOCAL_IN, PROCS as the kernel created them.
+    capacity: [u64; 3],
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -70,6 +72,17 @@ fn entries<K: aya::Pod + Default, V: aya::Pod + Default>(
         .collect()
 }
 
+/// max_entries of a loaded map, as the kernel reports it (0 if it cannot be read).
+fn capacity(t: &Tracer, name: &str) -> u64 {
+    use aya::maps::Map;
+    match t.ebpf.map(name) {
+        Some(Map::PerCpuLruHashMap(d) | Map::PerCpuHashMap(d) | Map::LruHashMap(d)) => {
+            d.info().map(|i| u64::from(i.max_entries())).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
 fn comm_str(c: &[u8; 16]) -> String {
     let end = c.iter().position(|b| *b == 0).unwrap_or(c.len());
     String::from_utf8_lossy(&c[..end]).into_owned()
@@ -86,7 +99,13 @@ impl Sampler {
             }
         }
         let (census_out, census_in) = census_baseline(&t.census);
+        let capacity = [
+            capacity(t, "DEST"),
+            capacity(t, "LOCAL_IN"),
+            capacity(t, "PROCS"),
+        ];
         Ok(Sampler {
+            capacity,
             cohort_out: take(t, "COHORT_OUT")?,
             cohort_in: take(t, "COHORT_IN")?,
             dest: take(t, "DEST")?,
@@ -127,6 +146,7 @@ impl Sampler {
 
     pub fn sample(&self) -> Result<Snapshot, String> {
         let err = |e: aya::maps::MapError| format!("reading BPF maps failed: {}", one_line(&e));
+        let t0 = Instant::now();
         let mut snap = Snapshot::empty(SystemTime::now());
         snap.elapsed = self.started.elapsed();
 
@@ -210,7 +230,23 @@ impl Sampler {
             locals: evicted(self.stat(STAT_LOCAL_INSERTS), live_local),
             processes: evicted(self.stat(STAT_PROC_INSERTS), live_procs),
         };
+        let [dest_cap, local_cap, proc_cap] = self.capacity;
+        snap.maps = MapsUse {
+            destinations: MapUse {
+                live: live_dest,
+                capacity: dest_cap,
+            },
+            locals: MapUse {
+                live: live_local,
+                capacity: local_cap,
+            },
+            processes: MapUse {
+                live: live_procs,
+                capacity: proc_cap,
+            },
+        };
         snap.lost_events = self.lost_events();
+        snap.sample_duration = t0.elapsed();
         Ok(snap)
     }
 

@@ -56,6 +56,30 @@ pub struct Evicted {
     pub processes: u64,
 }
 
+/// Entries in use and capacity of one bounded (LRU) map: how close it is to evicting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapUse {
+    pub live: u64,
+    pub capacity: u64,
+}
+
+impl MapUse {
+    /// live / capacity, 0 for a map of unknown size.
+    pub fn ratio(&self) -> f64 {
+        if self.capacity == 0 {
+            return 0.0;
+        }
+        self.live as f64 / self.capacity as f64
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapsUse {
+    pub destinations: MapUse,
+    pub locals: MapUse,
+    pub processes: MapUse,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub at: SystemTime,
@@ -77,6 +101,10 @@ pub struct Snapshot {
     /// they belong to; an address with no failure has no entry.
     pub dest_reasons: HashMap<IpAddr, Reasons>,
     pub proc_reasons: HashMap<ProcId, Reasons>,
+    /// Fill of the bounded per-destination, per-local and per-process maps.
+    pub maps: MapsUse,
+    /// How long this sampling pass took (the reader's own cost).
+    pub sample_duration: Duration,
 }
 
 impl Snapshot {
@@ -95,6 +123,8 @@ impl Snapshot {
             latency: [Latency::default(); 3],
             dest_reasons: HashMap::new(),
             proc_reasons: HashMap::new(),
+            maps: MapsUse::default(),
+            sample_duration: Duration::ZERO,
         }
     }
 
@@ -117,5 +147,67 @@ impl Snapshot {
 
     pub fn cohort_in(&self, c: Cohort) -> &In {
         &self.inb[c as usize]
+    }
+
+    /// The `n` most active destinations: open connections first, then attempts, then address.
+    pub fn top_destinations(&self, n: usize) -> Vec<&DestRow> {
+        let mut rows: Vec<&DestRow> = self.destinations.iter().collect();
+        rows.sort_by(|a, b| {
+            (b.out.open, b.out.attempts, a.addr).cmp(&(a.out.open, a.out.attempts, b.addr))
+        });
+        rows.truncate(n);
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_destinations_by_open_then_attempts() {
+        let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH);
+        for (a, attempts, open) in [
+            ("127.10.0.1", 5, 0),
+            ("127.10.0.2", 1, 1),
+            ("127.10.0.3", 9, 0),
+        ] {
+            s.destinations.push(DestRow {
+                addr: a.parse().unwrap(),
+                cohort: Cohort::Old,
+                out: Out {
+                    attempts,
+                    open,
+                    ..Default::default()
+                },
+            });
+        }
+        let top: Vec<String> = s
+            .top_destinations(2)
+            .iter()
+            .map(|r| r.addr.to_string())
+            .collect();
+        assert_eq!(top, ["127.10.0.2", "127.10.0.3"]);
+        assert!(s.top_destinations(0).is_empty());
+    }
+
+    #[test]
+    fn fill_ratio_of_unknown_capacity_is_zero() {
+        assert_eq!(
+            MapUse {
+                live: 3,
+                capacity: 0
+            }
+            .ratio(),
+            0.0
+        );
+        assert_eq!(
+            MapUse {
+                live: 16,
+                capacity: 64
+            }
+            .ratio(),
+            0.25
+        );
     }
 }
