@@ -2,5 +2,6 @@
 pub mod addr;
 pub mod cohort;
 pub mod counters;
+pub mod share;
 pub mod snapshot;
 pub mod spec;
