@@ -17,6 +17,26 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A detached session of fixed size running a plain shell with a known prompt.
+    fn start(tag: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("tracer-tui-{tag}-{}", std::process::id()),
+        };
+        let size = ["-x", "100", "-y", "32"];
+        let shell = ["env", "PS1=tui-test$ ", "/bin/sh"];
+        let mut args = vec!["-f", "/dev/null", "new-session", "-d", "-s", "tui"];
+        args.extend(size);
+        args.extend(shell);
+        tmux.cmd(&args);
+        tmux
+    }
+
+    fn alternate_screen(&self) -> bool {
+        self.cmd(&["display", "-p", "-t", "tui", "#{alternate_on}"])
+            .trim()
+            == "1"
+    }
+
     fn cmd(&self, args: &[&str]) -> String {
         sh(Command::new(tool("tmux"))
             .args(["-L", &self.socket])
@@ -75,24 +95,7 @@ fn live_view_shows_open_counts_and_share_and_marks_cutover() {
     let exit = tmp_path("tui.exit");
     let _ = std::fs::remove_file(&json);
     let _ = std::fs::remove_file(&exit);
-    let tmux = Tmux {
-        socket: format!("tracer-tui-{}", std::process::id()),
-    };
-    tmux.cmd(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "100",
-        "-y",
-        "32",
-        "env",
-        "PS1=tui-test$ ",
-        "/bin/sh",
-    ]);
+    let tmux = Tmux::start("live");
     let (po, pn) = (old.addr.port().to_string(), new.addr.port().to_string());
     // Our own ports only, so other traffic on this host cannot change the counts.
     let cmd = format!(
@@ -103,11 +106,7 @@ fn live_view_shows_open_counts_and_share_and_marks_cutover() {
     );
     tmux.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
     tmux.wait_for("the live view", |s| s.contains("share on new"));
-    assert_eq!(
-        tmux.cmd(&["display", "-p", "-t", "tui", "#{alternate_on}"])
-            .trim(),
-        "1"
-    );
+    assert!(tmux.alternate_screen());
 
     let (n_old, n_new) = (3u64, 5u64);
     let _held_old = open_connections(old.addr, n_old as usize);
@@ -130,22 +129,9 @@ fn live_view_shows_open_counts_and_share_and_marks_cutover() {
     });
 
     tmux.cmd(&["send-keys", "-t", "tui", "q"]);
-    let t0 = Instant::now();
-    while !Path::new(&exit).exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "tracer did not quit on q"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
-    thread::sleep(Duration::from_millis(100));
-    assert_eq!(std::fs::read_to_string(&exit).unwrap().trim(), "EXIT=0");
+    assert_eq!(wait_exit(&exit), "EXIT=0");
     // The terminal is usable again: no alternate screen, the shell prompt is back.
-    assert_eq!(
-        tmux.cmd(&["display", "-p", "-t", "tui", "#{alternate_on}"])
-            .trim(),
-        "0"
-    );
+    assert!(!tmux.alternate_screen());
     tmux.wait_for("the shell prompt", |s| {
         s.lines()
             .filter(|l| l.trim().starts_with("tui-test$"))
@@ -173,4 +159,64 @@ fn live_view_shows_open_counts_and_share_and_marks_cutover() {
     assert_eq!(out.summary()["reason"], "quit");
     assert_eq!(out.cohort("old").4, n_old);
     assert_eq!(out.cohort("new").4, n_new);
+}
+
+/// The line the shell wrote after tracer ended (bounded wait).
+fn wait_exit(exit: &Path) -> String {
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(exit).unwrap_or_default();
+        if text.ends_with('\n') {
+            return text.trim().to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "tracer did not end");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pid of the shell's child (tracer) in the pane.
+fn tracer_pid(tmux: &Tmux) -> i32 {
+    let shell = tmux.cmd(&["display", "-p", "-t", "tui", "#{pane_pid}"]);
+    let shell = shell.trim();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+        .expect("children of the pane's shell");
+    let pids: Vec<i32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "one child of the shell: {pids:?}");
+    pids[0]
+}
+
+#[test]
+fn sigterm_and_sighup_restore_the_terminal_and_write_the_summary() {
+    require_root();
+    for (sig, reason) in [(libc::SIGTERM, "sigterm"), (libc::SIGHUP, "sighup")] {
+        let json = tmp_path(&format!("tui-{reason}.ndjson"));
+        let exit = tmp_path(&format!("tui-{reason}.exit"));
+        let _ = std::fs::remove_file(&json);
+        let _ = std::fs::remove_file(&exit);
+        let tmux = Tmux::start(reason);
+        let cmd = format!(
+            "{} watch --old 127.10.4.5 --new 127.20.4.5 --interval 200ms --json {}; echo EXIT=$? > {}",
+            tracer_bin().display(),
+            json.display(),
+            exit.display()
+        );
+        tmux.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
+        tmux.wait_for("the live view", |s| s.contains("share on new"));
+        assert!(tmux.alternate_screen());
+        // SAFETY: kill(2) to the tracer this test started.
+        assert_eq!(unsafe { libc::kill(tracer_pid(&tmux), sig) }, 0);
+        assert_eq!(wait_exit(&exit), "EXIT=0", "{reason}");
+        assert!(
+            !tmux.alternate_screen(),
+            "{reason}: alternate screen left on"
+        );
+        tmux.cmd(&["send-keys", "-t", "tui", "echo after-$((6*7))", "Enter"]);
+        tmux.wait_for("a command run after the view", |s| s.contains("after-42"));
+        let status = std::os::unix::process::ExitStatusExt::from_raw(0);
+        let out = read_output(&json, &tmp_path("tui.none"), status);
+        assert_eq!(out.summary()["reason"], reason);
+    }
 }

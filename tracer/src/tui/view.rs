@@ -119,7 +119,8 @@ pub fn render(f: &mut Frame, st: &ViewState) {
         .areas(mid);
     render_share(f, st, share);
     render_chart(f, st, chart);
-    let [dest, strag] = Layout::horizontal([Constraint::Percentage(58), Constraint::Fill(1)])
+    let split = if area.width >= 120 { 58 } else { 62 };
+    let [dest, strag] = Layout::horizontal([Constraint::Percentage(split), Constraint::Fill(1)])
         .spacing(1)
         .areas(tables);
     render_destinations(f, st, dest);
@@ -136,14 +137,15 @@ fn render_header(f: &mut Frame, st: &ViewState, area: Rect) {
     let d = st.data();
     let mut top = vec![
         Span::styled("tracer", bold()),
+        // Most important first: a narrow terminal cuts the kernel release, not the clock.
         Span::raw(format!(
-            " {} · kernel {} · hooks {}+{} · {} every {}",
+            " {} every {} · {} · hooks {}+{} · kernel {}",
+            clock(d.cur.elapsed),
+            interval(i.interval_ms),
             i.host,
-            i.kernel,
             i.hooks.connect.name(),
             i.hooks.state,
-            clock(d.cur.elapsed),
-            interval(i.interval_ms)
+            i.kernel,
         )),
     ];
     if d.cur.lost_events > 0 {
@@ -347,7 +349,7 @@ fn render_destinations(f: &mut Frame, st: &ViewState, area: Rect) {
     };
     let header = Row::new(vec![
         head(Sort::Addr, "address"),
-        "cohort".to_string(),
+        "side".to_string(),
         head(Sort::Open, "open"),
         head(Sort::Rate, "conn/s"),
         head(Sort::Failed, "failed"),
@@ -374,13 +376,14 @@ fn render_destinations(f: &mut Frame, st: &ViewState, area: Rect) {
         format!(", filter {}", st.filter)
     };
     let title = format!("destinations ({n}{filter}), sort {}", st.sort.label());
+    // The address keeps at least an IPv4 address's 15 columns at 80x24.
     let widths = [
-        Constraint::Fill(1),
-        Constraint::Length(6),
-        Constraint::Length(6),
-        Constraint::Length(7),
-        Constraint::Length(7),
+        Constraint::Min(15),
         Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(4),
     ];
     let t = Table::new(body, widths).header(header).block(pane_block(
         st,
@@ -449,7 +452,7 @@ fn render_footer(f: &mut Frame, st: &ViewState, area: Rect) {
             Span::raw("  Enter apply, Esc cancel; text or CIDR"),
         ]),
         None => Line::raw(
-            "q quit · p pause · s sort · / filter · Tab pane · ↑↓ PgUp PgDn · c cutover · ? help",
+            "q quit  p pause  s sort  / filter  Tab pane  ↑↓ PgUp PgDn  c cutover  ? help",
         ),
     };
     f.render_widget(Paragraph::new(line), area);
