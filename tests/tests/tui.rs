@@ -220,3 +220,26 @@ fn sigterm_and_sighup_restore_the_terminal_and_write_the_summary() {
         assert_eq!(out.summary()["reason"], reason);
     }
 }
+
+#[test]
+fn json_to_stdout_on_a_terminal_is_refused_in_one_line() {
+    require_root();
+    let exit = tmp_path("tui-stdout.exit");
+    let _ = std::fs::remove_file(&exit);
+    let tmux = Tmux::start("stdout");
+    let cmd = format!(
+        "{} watch --old 127.10.4.6 --json -; echo EXIT=$? > {}",
+        tracer_bin().display(),
+        exit.display()
+    );
+    tmux.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
+    assert_eq!(wait_exit(&exit), "EXIT=2");
+    // -J joins the error line where the 100-column pane wrapped it.
+    let screen = tmux.cmd(&["capture-pane", "-p", "-J", "-t", "tui"]);
+    let line = screen
+        .lines()
+        .find_map(|l| l.find("tracer: --json -").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no error line:\n{screen}"));
+    assert!(line.contains("--headless"), "{line}");
+    assert!(!tmux.alternate_screen());
+}
