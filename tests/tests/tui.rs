@@ -122,6 +122,16 @@ fn live_view_shows_open_counts_and_share_and_marks_cutover() {
     });
     assert!(screen.contains("stragglers on old"), "{screen}");
 
+    // Resizing to the smallest supported size redraws the whole view there.
+    tmux.cmd(&["resize-window", "-t", "tui", "-x", "80", "-y", "24"]);
+    tmux.wait_for("the view redrawn at 80x24", |s| {
+        s.lines().count() <= 24
+            && s.lines().all(|l| l.chars().count() <= 80)
+            && open_of(s, "old") == Some(n_old)
+            && open_of(s, "new") == Some(n_new)
+            && s.lines().last().is_some_and(|l| l.contains("? help"))
+    });
+
     tmux.cmd(&["send-keys", "-t", "tui", "c"]);
     tmux.wait_for("the cutover in the log", |s| {
         s.lines()
