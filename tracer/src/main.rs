@@ -7,6 +7,7 @@ mod model;
 mod ndjson;
 mod probe;
 mod session;
+mod tui;
 mod watch;
 
 use clap::Parser;

@@ -1,13 +1,19 @@
-//! `tracer watch`: set up (specs, output, kernel), then one sampling loop that feeds the sinks.
+//! `tracer watch`: set up (specs, output, kernel), then one sampling loop that feeds the sinks:
+//! the live view on a terminal, headless otherwise (or with --headless).
 
 use std::{
+    cell::RefCell,
     fs::File,
-    io::Write,
+    io::{IsTerminal, Write},
     path::Path,
+    rc::Rc,
     time::{Duration, SystemTime},
 };
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    time::{Instant, Interval},
+};
 
 use crate::{
     Fatal,
@@ -20,6 +26,7 @@ use crate::{
     },
     ndjson::Writer,
     session::{RunInfo, Session, Sink},
+    tui::{TuiSink, state::ViewState},
 };
 
 fn flatten(specs: &[Spec]) -> Vec<Prefix> {
@@ -54,9 +61,14 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         return Err("watch needs the address sets: give --old SPEC and/or --new SPEC (e.g. --old 203.0.113.0/24 --new 198.51.100.7)".into());
     }
     let sets = Sets::new(flatten(&old), flatten(&new))?;
-    let out = match &args.json {
-        Some(p) => open_output(p)?,
-        None => Box::new(std::io::stdout()),
+    let live = !args.headless && std::io::stdout().is_terminal();
+    if live && args.json.as_deref() == Some(Path::new("-")) {
+        return Err("--json - writes NDJSON to the terminal the live view uses: give --json a file path, or add --headless".into());
+    }
+    let out = match (&args.json, live) {
+        (Some(p), _) => Some(open_output(p)?),
+        (None, false) => Some(Box::new(std::io::stdout()) as Box<dyn Write + Send>),
+        (None, true) => None,
     };
     crate::require_root()?;
     // Bind before tracing starts: a port in use or a bad address fails here, nothing loaded yet.
@@ -105,7 +117,14 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         census_outbound: census_out,
         census_inbound: tracer.census.len() as u64 - census_out,
     };
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Writer::new(out, args.top))];
+    let mut sinks: Vec<Box<dyn Sink>> = vec![];
+    if let Some(out) = out {
+        sinks.push(Box::new(Writer::new(out, args.top)));
+    }
+    let view = live.then(|| Rc::new(RefCell::new(ViewState::new(info.clone()))));
+    if let Some(v) = &view {
+        sinks.push(Box::new(TuiSink(v.clone())));
+    }
     if let Some(m) = metrics {
         sinks.push(Box::new(m));
     }
@@ -115,33 +134,67 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let reason = rt.block_on(headless(&mut session, args.interval, args.duration))?;
+    let reason = rt.block_on(async {
+        let ends = Ends::new(args.duration)?;
+        match view {
+            Some(v) => crate::tui::run(&mut session, v, args.interval, ends).await,
+            None => headless(&mut session, args.interval, ends).await,
+        }
+    })?;
     session.finish(reason)?;
     drop(tracer);
     Ok(0)
+}
+
+/// What ends a run: SIGINT, SIGTERM, SIGHUP or the end of --duration.
+pub struct Ends {
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+    deadline: Instant,
+}
+
+impl Ends {
+    /// Install the handlers; must run inside the runtime.
+    pub fn new(duration: Option<Duration>) -> Result<Ends, Fatal> {
+        let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
+        Ok(Ends {
+            sigint: sig(SignalKind::interrupt())?,
+            sigterm: sig(SignalKind::terminate())?,
+            sighup: sig(SignalKind::hangup())?,
+            deadline: Instant::now() + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+        })
+    }
+
+    /// The reason the run ends (the summary's `reason`); cancel-safe, for `select!`.
+    pub async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.sigint.recv() => "sigint",
+            _ = self.sigterm.recv() => "sigterm",
+            _ = self.sighup.recv() => "sighup",
+            _ = tokio::time::sleep_until(self.deadline) => "duration",
+        }
+    }
+}
+
+/// Ticks every interval from one interval after now; a late tick is skipped, never bunched.
+pub fn ticker(interval: Duration) -> Interval {
+    let mut t = tokio::time::interval_at(Instant::now() + interval, interval);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    t
 }
 
 /// Sample every interval until the duration ends or a signal arrives.
 async fn headless(
     session: &mut Session,
     interval: Duration,
-    duration: Option<Duration>,
+    mut ends: Ends,
 ) -> Result<&'static str, Fatal> {
-    let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
-    let mut sigint = sig(SignalKind::interrupt())?;
-    let mut sigterm = sig(SignalKind::terminate())?;
-    let mut sighup = sig(SignalKind::hangup())?;
-    let start = tokio::time::Instant::now();
-    let mut ticker = tokio::time::interval_at(start + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let deadline = start + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
+    let mut ticker = ticker(interval);
     loop {
         tokio::select! {
             _ = ticker.tick() => session.tick()?,
-            _ = sigint.recv() => return Ok("sigint"),
-            _ = sigterm.recv() => return Ok("sigterm"),
-            _ = sighup.recv() => return Ok("sighup"),
-            _ = tokio::time::sleep_until(deadline) => return Ok("duration"),
+            reason = ends.next() => return Ok(reason),
         }
     }
 }

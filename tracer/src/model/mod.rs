@@ -4,5 +4,6 @@ pub mod cohort;
 pub mod counters;
 pub mod failures;
 pub mod latency;
+pub mod share;
 pub mod snapshot;
 pub mod spec;
