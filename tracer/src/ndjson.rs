@@ -14,7 +14,7 @@ use crate::{
     model::{
         cohort::Cohort,
         counters::{In, Out},
-        snapshot::{ProcRow, Snapshot},
+        snapshot::{DestRow, ProcRow, Snapshot},
         spec::Spec,
     },
     session::{Event, RunInfo, Sink},
@@ -81,17 +81,25 @@ pub fn meta(m: &RunInfo) -> Value {
         "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
         "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
         "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
+        "analysis": crate::analytics::params_json(&m.analysis),
+        "census_owners": crate::analytics::owners_json(&m.census_owners),
+        "watch_dns": m.watch_dns,
     })
 }
 
 /// Top destinations by activity: open connections first, then attempts.
-fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
+pub fn top_destinations(s: &Snapshot, top: usize) -> Vec<&DestRow> {
     let mut rows: Vec<_> = s.destinations.iter().collect();
     rows.sort_by(|a, b| {
         (b.out.open, b.out.attempts, a.addr).cmp(&(a.out.open, a.out.attempts, b.addr))
     });
-    rows.iter()
-        .take(top)
+    rows.truncate(top);
+    rows
+}
+
+fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
+    top_destinations(s, top)
+        .iter()
         .map(|r| {
             let mut v = out_json(&r.out);
             v["addr"] = json!(r.addr.to_string());
@@ -245,7 +253,6 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::snapshot::DestRow;
     use std::time::Duration;
 
     fn snap(old_attempts: u64, old_open: u64) -> Snapshot {

@@ -12,9 +12,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     Fatal,
     cli::WatchArgs,
+    dns::Watcher,
     kernel::{Config, Tracer, sampler::Sampler},
     model::{
         addr::Prefix,
+        analysis::Params,
         cohort::Sets,
         spec::{self, Spec},
     },
@@ -46,14 +48,39 @@ fn open_output(path: &Path) -> Result<Box<dyn Write + Send>, Fatal> {
 }
 
 pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
-    let old = spec::parse(&args.old, &spec::system_resolve, &spec::read_file)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let mut old = spec::parse(&args.old, &spec::system_resolve, &spec::read_file)
         .map_err(|e| format!("bad --old: {e}"))?;
     let new = spec::parse(&args.new, &spec::system_resolve, &spec::read_file)
         .map_err(|e| format!("bad --new: {e}"))?;
-    if old.is_empty() && new.is_empty() {
+    if old.is_empty() && new.is_empty() && args.watch_dns.is_empty() {
         return Err("watch needs the address sets: give --old SPEC and/or --new SPEC (e.g. --old 203.0.113.0/24 --new 198.51.100.7)".into());
     }
+    let auto_sets = old.is_empty() && new.is_empty();
+    let mut watcher = match args.watch_dns.is_empty() {
+        true => None,
+        false => Some(rt.block_on(Watcher::start(&args.watch_dns, auto_sets))?),
+    };
+    if let (true, Some(w)) = (auto_sets, &watcher) {
+        // The answers at start are the old side; new answers become the new side.
+        old = w
+            .watch
+            .answers
+            .iter()
+            .map(|a| Spec {
+                text: a.name.clone(),
+                prefixes: a.addrs.iter().map(|x| Prefix::host(*x)).collect(),
+                resolved: true,
+            })
+            .collect();
+    }
     let sets = Sets::new(flatten(&old), flatten(&new))?;
+    if let Some(w) = &mut watcher {
+        w.sets = sets.clone();
+    }
     let out = match &args.json {
         Some(p) => open_output(p)?,
         None => Box::new(std::io::stdout()),
@@ -90,15 +117,26 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         max_destinations: args.max_destinations,
         census_outbound: census_out,
         census_inbound: tracer.census.len() as u64 - census_out,
+        top: args.top,
+        analysis: Params {
+            threshold: args.threshold,
+            quiet_for_ms: args.quiet_for.as_millis() as u64,
+        },
+        census_owners: crate::kernel::owners::census_owners(&tracer.census, &cfg.sets),
+        cutover_at: args.cutover_at,
+        watch_dns: args.watch_dns.clone(),
     };
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Writer::new(out, args.top))];
     let mut session = Session::new(sampler, info, sinks)?;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let reason = rt.block_on(headless(&mut session, args.interval, args.duration))?;
+    let reason = rt.block_on(headless(
+        &mut session,
+        &mut tracer,
+        watcher.as_mut(),
+        args.interval,
+        args.duration,
+        args.exit_on_drain,
+    ))?;
     session.finish(reason)?;
     drop(tracer);
     Ok(0)
@@ -107,8 +145,11 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
 /// Sample every interval until the duration ends or a signal arrives.
 async fn headless(
     session: &mut Session,
+    tracer: &mut Tracer,
+    mut watcher: Option<&mut Watcher>,
     interval: Duration,
     duration: Option<Duration>,
+    exit_on_drain: bool,
 ) -> Result<&'static str, Fatal> {
     let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
     let mut sigint = sig(SignalKind::interrupt())?;
@@ -120,7 +161,15 @@ async fn headless(
     let deadline = start + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
     loop {
         tokio::select! {
-            _ = ticker.tick() => session.tick()?,
+            _ = ticker.tick() => {
+                session.tick()?;
+                if let Some(w) = watcher.as_deref_mut() {
+                    w.poll(session, tracer).await?;
+                }
+                if exit_on_drain && session.analysis.drained() {
+                    return Ok("drained");
+                }
+            }
             _ = sigint.recv() => return Ok("sigint"),
             _ = sigterm.recv() => return Ok("sigterm"),
             _ = sighup.recv() => return Ok("sighup"),

@@ -97,6 +97,11 @@ impl Sampler {
             .collect()
     }
 
+    /// The cohorts changed while running (`--watch-dns`): classify with the new sets from now on.
+    pub fn set_sets(&mut self, sets: Sets) {
+        self.sets = sets;
+    }
+
     pub fn sample(&self) -> Result<Snapshot, String> {
         let err = |e: aya::maps::MapError| format!("reading BPF maps failed: {}", one_line(&e));
         let mut snap = Snapshot::empty(SystemTime::now());

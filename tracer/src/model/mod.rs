@@ -4,3 +4,4 @@ pub mod cohort;
 pub mod counters;
 pub mod snapshot;
 pub mod spec;
+pub mod analysis;
