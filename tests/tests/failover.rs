@@ -1,6 +1,7 @@
 //! A simulated failover with real loopback traffic and a driver that keeps its own record:
 //! tracer's cutover, declaration gap and drain time must match that record within one interval,
-//! and `tracer report` on the NDJSON must give the same numbers as the live run.
+//! and `tracer report` on the NDJSON must give the same numbers as the live run. Its addresses
+//! (127.10.77.0/24 old, 127.20.77.0/24 new) are its own, apart from other tests on the host.
 //!
 //! Schedule (seconds after the driver starts; the driver records the real times):
 //!   0   main clients: ~200 connects/s to old; a sticky client (own process, comm "sticky")
@@ -104,10 +105,10 @@ fn assert_near(what: &str, tracer_ms: i64, driver_ms: i64) {
 #[test]
 fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
     let stop = Arc::new(AtomicBool::new(false));
-    let (old, h_old) = churn_server("127.10.0.1", stop.clone());
-    let (new, h_new) = churn_server("127.20.0.1", stop.clone());
-    let old_pool_srv = Server::start("127.10.0.2");
-    let new_pool_srv = Server::start("127.20.0.2");
+    let (old, h_old) = churn_server("127.10.77.1", stop.clone());
+    let (new, h_new) = churn_server("127.20.77.1", stop.clone());
+    let old_pool_srv = Server::start("127.10.77.2");
+    let new_pool_srv = Server::start("127.20.77.2");
     let old_pool = open_connections(old_pool_srv.addr, 30);
     old_pool_srv.wait_accepted(30);
 
@@ -118,7 +119,7 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
     let run = Run::start(
         "failover",
         &[
-            "--old", "127.10.0.0/16", "--new", "127.20.0.0/16", "--cutover-at", &cut_arg,
+            "--old", "127.10.77.0/24", "--new", "127.20.77.0/24", "--cutover-at", &cut_arg,
             "--quiet-for", "2s", "--exit-on-drain",
         ],
     );

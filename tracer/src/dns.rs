@@ -51,7 +51,7 @@ impl Resolver {
             .as_lookup()
             .answers()
             .iter()
-            .map(|rec| rec.ttl())
+            .map(|rec| rec.ttl)
             .min()
             .unwrap_or(0);
         Ok((addrs, ttl))
@@ -88,14 +88,6 @@ impl Watcher {
         })
     }
 
-    /// The addresses all names resolve to now.
-    pub fn addresses(&self) -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = self.watch.answers.iter().flat_map(|a| a.addrs.iter().copied()).collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
     /// Look every name up again (bounded by the resolver's timeout) and record what changed.
     pub async fn poll(
         &mut self,
@@ -110,7 +102,7 @@ impl Watcher {
             let Some(c) = self.watch.observe(i, session.now_ms(), r) else {
                 continue;
             };
-            let long = c.ttl > crate::model::analysis::dns::LONG_TTL_S;
+            let long = self.watch.answers[i].long_ttl();
             let strs = |s: &BTreeSet<IpAddr>| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
             let mut fields = json!({"name": c.name, "old": strs(&c.old), "new": strs(&c.new),
                                     "ttl": c.ttl, "long_ttl": long});

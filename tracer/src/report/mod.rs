@@ -4,7 +4,7 @@
 mod svg;
 mod text;
 
-use std::path::Path;
+use std::{io::Write, path::Path};
 
 use serde_json::{Value, json};
 
@@ -167,12 +167,19 @@ pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
         std::fs::write(out, svg)
             .map_err(|e| format!("cannot write --svg {}: {e}: choose a writable path", out.display()))?;
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&rec)).unwrap_or_default());
+    let out = if args.json {
+        serde_json::to_string_pretty(&to_json(&rec)).unwrap_or_default() + "\n"
     } else {
-        print!("{}", text::render(&rec));
+        text::render(&rec)
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the report: {e}"))
+        }
+        _ => Ok(0),
     }
-    Ok(0)
 }
 
 #[cfg(test)]

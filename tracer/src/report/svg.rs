@@ -63,7 +63,7 @@ fn marks(rec: &Recorded) -> Vec<Mark> {
     v
 }
 
-fn draw(rec: &Recorded, buf: &mut String) -> Result<(), Box<dyn std::error::Error + '_>> {
+fn draw(rec: &Recorded, buf: &mut String) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::with_string(buf, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let (upper, lower) = root.split_vertically(HEIGHT / 2);

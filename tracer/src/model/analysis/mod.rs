@@ -120,7 +120,6 @@ pub struct State {
 
 #[derive(Clone, Debug)]
 pub struct Analysis {
-    pub params: Params,
     pub cutover: Option<Cutover>,
     trackers: Vec<Tracker>,
     drain: Drain,
@@ -140,7 +139,6 @@ impl Analysis {
             }
         }
         Analysis {
-            params,
             cutover: None,
             trackers,
             drain: Drain::new(params.quiet_for_ms),

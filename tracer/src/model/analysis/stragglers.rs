@@ -115,6 +115,14 @@ impl Stragglers {
     /// Processes with any old-side use since the cutover (or since start without one), the
     /// heaviest first.
     pub fn top(&self, n: usize) -> Vec<Straggler> {
+        // The kernel names a process by the comm of the thread that connected, the census by
+        // the main thread's: the new side is reached if any row of the pid reached it.
+        let reached: std::collections::BTreeSet<(u32, u64)> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| r.new_attempts > 0)
+            .map(|((pid, _, cg), _)| (*pid, *cg))
+            .collect();
         let mut v: Vec<Straggler> = self
             .rows
             .iter()
@@ -127,7 +135,7 @@ impl Stragglers {
                 census_open: r.census_open,
                 first_old_ms: r.first_old_ms,
                 last_old_ms: r.last_old_ms,
-                reached_new: r.new_attempts > 0,
+                reached_new: reached.contains(&(*pid, *cgroup)),
             })
             .filter(|s| s.old_attempts_since_cutover + s.old_open + s.census_open > 0)
             .collect();
@@ -136,26 +144,6 @@ impl Stragglers {
         v.truncate(n);
         v
     }
-}
-
-/// The container or service unit a cgroup path names, if any: `nginx.service`,
-/// `docker:0123456789ab`, `kubepods:<pod>`; None for plain user sessions and the root.
-pub fn unit_of(cgroup_path: &str) -> Option<String> {
-    let last = cgroup_path.trim_end_matches('/').rsplit('/').next()?;
-    for (prefix, tag) in [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "crio"), ("libpod-", "podman")] {
-        if let Some(id) = last.strip_prefix(prefix) {
-            let id = id.trim_end_matches(".scope");
-            return Some(format!("{tag}:{}", &id[..id.len().min(12)]));
-        }
-    }
-    if let Some(pod) = cgroup_path.split('/').find(|s| s.starts_with("kubepods") && s.contains("-pod")) {
-        let id = pod.rsplit("-pod").next()?.trim_end_matches(".slice");
-        return Some(format!("kubepods:{id}"));
-    }
-    if last.ends_with(".service") || (last.ends_with(".scope") && !last.starts_with("session-")) {
-        return Some(last.to_string());
-    }
-    None
 }
 
 #[cfg(test)]
@@ -207,6 +195,12 @@ mod tests {
         s.cutover();
         let top = s.top(5);
         assert_eq!((top[0].pid, top[0].census_open, top[0].first_old_ms), (9, 40, Some(0)));
+        assert!(!top[0].reached_new);
+        // A thread of the same process (its own comm) reaches the new side.
+        let mut t = p(9, 0, 0, 3);
+        t.comm = "java-worker".into();
+        s.feed(1000, &[t]);
+        assert!(s.top(5)[0].reached_new);
     }
 
     #[test]
@@ -216,20 +210,5 @@ mod tests {
         s.cutover();
         s.feed(2000, &[p(1, 3, 0, 0)]);
         assert_eq!(s.top(1)[0].old_attempts_since_cutover, 3);
-    }
-
-    #[test]
-    fn units_from_cgroup_paths() {
-        assert_eq!(unit_of("/system.slice/nginx.service").as_deref(), Some("nginx.service"));
-        assert_eq!(
-            unit_of("/system.slice/docker-0123456789abcdef.scope").as_deref(),
-            Some("docker:0123456789ab")
-        );
-        assert_eq!(
-            unit_of("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice/cri-containerd-abc.scope").as_deref(),
-            Some("containerd:abc")
-        );
-        assert_eq!(unit_of("/user.slice/user-0.slice/session-3.scope"), None);
-        assert_eq!(unit_of("/"), None);
     }
 }
