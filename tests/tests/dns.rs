@@ -21,7 +21,8 @@ fn dns_server(
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<()> {
     let sock = UdpSocket::bind((ip, 53)).unwrap_or_else(|e| panic!("bind {ip}:53: {e}"));
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     thread::spawn(move || {
         let mut buf = [0u8; 512];
         while !stop.load(Ordering::Relaxed) {
@@ -66,7 +67,11 @@ fn a_dns_change_is_recorded_with_ttl_and_becomes_the_cutover_and_the_new_side() 
     let stop = Arc::new(AtomicBool::new(false));
     let h = dns_server(dns_ip, answer.clone(), stop.clone());
     let conf = tmp_path("resolv.conf");
-    std::fs::write(&conf, format!("nameserver {dns_ip}\noptions timeout:1 attempts:1\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("nameserver {dns_ip}\noptions timeout:1 attempts:1\n"),
+    )
+    .unwrap();
     // SAFETY: set before any thread of this test reads the environment; Run passes it on.
     unsafe { std::env::set_var("TRACER_RESOLV_CONF", &conf) };
 
@@ -82,7 +87,10 @@ fn a_dns_change_is_recorded_with_ttl_and_becomes_the_cutover_and_the_new_side() 
         .unwrap_or_default()
         .contains("\"dns_change\"")
     {
-        assert!(t0.elapsed() < Duration::from_secs(10), "no dns_change within 10 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no dns_change within 10 s"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     short_connections(new.addr, 7);

@@ -30,7 +30,10 @@ const INTERVAL_MS: i64 = 200;
 const SLACK_MS: i64 = 100;
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
@@ -119,8 +122,15 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
     let run = Run::start(
         "failover",
         &[
-            "--old", "127.10.77.0/24", "--new", "127.20.77.0/24", "--cutover-at", &cut_arg,
-            "--quiet-for", "2s", "--exit-on-drain",
+            "--old",
+            "127.10.77.0/24",
+            "--new",
+            "127.20.77.0/24",
+            "--cutover-at",
+            &cut_arg,
+            "--quiet-for",
+            "2s",
+            "--exit-on-drain",
         ],
     );
     thread::sleep(Duration::from_millis((t_start - now_ms()).max(0) as u64));
@@ -170,7 +180,11 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
     drop(new_pool);
 
     assert!(out.status.success(), "exit {}: {}", out.status, out.stderr);
-    assert_eq!(out.summary()["reason"], "drained", "--exit-on-drain ended the run");
+    assert_eq!(
+        out.summary()["reason"],
+        "drained",
+        "--exit-on-drain ended the run"
+    );
     let start = parse_rfc3339_ms(out.meta()["started_at"].as_str().unwrap());
     let rel = |t: i64| t - start;
 
@@ -182,12 +196,22 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
     // Attempts reach 95 % and 99 % when the sticky client stops; open connections when the old
     // pool closes.
     let gap = |metric: &str, level: u64| {
-        let e = event(&out, "gap", |e| e["metric"] == metric && e["level"] == level);
+        let e = event(&out, "gap", |e| {
+            e["metric"] == metric && e["level"] == level
+        });
         e["gap_ms"].as_i64().unwrap()
     };
     let cut_ms = n(&cut["elapsed_ms"]) as i64;
-    assert_near("attempts 95%", cut_ms + gap("attempts", 95), rel(t_sticky_last));
-    assert_near("attempts 99%", cut_ms + gap("attempts", 99), rel(t_sticky_last));
+    assert_near(
+        "attempts 95%",
+        cut_ms + gap("attempts", 95),
+        rel(t_sticky_last),
+    );
+    assert_near(
+        "attempts 99%",
+        cut_ms + gap("attempts", 99),
+        rel(t_sticky_last),
+    );
     assert_near("open 95%", cut_ms + gap("open", 95), rel(t_pool_close));
     assert!(t_switch > 0);
 
@@ -207,7 +231,11 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
     let json = tmp_path("failover.ndjson");
     let svg = tmp_path("failover.svg");
     let (code, stdout, stderr) = tracer(&[
-        "report", json.to_str().unwrap(), "--json", "--svg", svg.to_str().unwrap(),
+        "report",
+        json.to_str().unwrap(),
+        "--json",
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
     let rep: Value = serde_json::from_str(&stdout).expect("report --json is one JSON object");
@@ -228,7 +256,11 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
         .unwrap_or_else(|| panic!("sticky among the stragglers: {st:?}"));
     assert_eq!(s["reached_new"], false);
     assert!(n(&s["old_attempts_since_cutover"]) > 0);
-    assert_near("sticky last old contact", n(&s["last_old_ms"]) as i64, rel(t_sticky_last));
+    assert_near(
+        "sticky last old contact",
+        n(&s["last_old_ms"]) as i64,
+        rel(t_sticky_last),
+    );
     let text = std::fs::read_to_string(&svg).expect("the SVG is written");
     assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(100)]);
 
@@ -249,12 +281,35 @@ fn report_refuses_truncated_and_foreign_files_with_the_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
     let meta = "{\"type\":\"meta\",\"schema\":1,\"interval_ms\":200}\n";
-    std::fs::write(&bad, format!("{meta}{{\"type\":\"snapshot\",\"elapsed_ms\":20")).unwrap();
+    std::fs::write(
+        &bad,
+        format!("{meta}{{\"type\":\"snapshot\",\"elapsed_ms\":20"),
+    )
+    .unwrap();
     let (code, _, stderr) = tracer(&["report", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("line 2") && stderr.contains("truncated"), "{stderr}");
+    assert!(
+        stderr.contains("line 2") && stderr.contains("truncated"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = tracer(&["report", "/nonexistent/run.ndjson"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn bad_analysis_flags_are_one_line_with_exit_code_2() {
+    for args in [
+        ["--cutover-at", "yesterday"],
+        ["--threshold", "101"],
+        ["--quiet-for", "soon"],
+    ] {
+        let mut all = vec!["watch", "--headless", "--old", "127.10.77.0/24"];
+        all.extend(args);
+        let (code, _, stderr) = tracer(&all);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(args[0]), "{args:?}: {stderr}");
+    }
 }

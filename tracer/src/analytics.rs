@@ -89,7 +89,12 @@ pub fn sample_from_json(v: &Value) -> Result<Sample, String> {
         .map(|rows| {
             rows.iter()
                 .filter(|d| d["cohort"] == "old")
-                .map(|d| Ok((d["addr"].as_str().unwrap_or("?").into(), out_of(d, "destinations[]")?)))
+                .map(|d| {
+                    Ok((
+                        d["addr"].as_str().unwrap_or("?").into(),
+                        out_of(d, "destinations[]")?,
+                    ))
+                })
                 .collect::<Result<Vec<_>, String>>()
         })
         .transpose()?
@@ -156,9 +161,7 @@ pub fn params_json(p: &Params) -> Value {
 pub fn params_from_json(v: &Value) -> Params {
     let d = Params::default();
     Params {
-        threshold: v["threshold"]
-            .as_u64()
-            .map_or(d.threshold, |t| t as u32),
+        threshold: v["threshold"].as_u64().map_or(d.threshold, |t| t as u32),
         quiet_for_ms: v["quiet_for_ms"].as_u64().unwrap_or(d.quiet_for_ms),
     }
 }
@@ -282,7 +285,14 @@ mod tests {
         let kinds: Vec<_> = all.iter().map(|f| finding_event(f).0).collect();
         assert_eq!(kinds, ["threshold", "gap", "threshold", "gap"]);
         let (_, v) = finding_event(&all[1]);
-        assert_eq!((v["metric"].as_str(), v["level"].as_u64(), v["gap_ms"].as_i64()), (Some("attempts"), Some(95), Some(1000)));
+        assert_eq!(
+            (
+                v["metric"].as_str(),
+                v["level"].as_u64(),
+                v["gap_ms"].as_i64()
+            ),
+            (Some("attempts"), Some(95), Some(1000))
+        );
         let st = state_json(&a.state());
         assert_eq!(st["cutover"]["source"], "flag");
         assert_eq!(st["gaps"][0]["gap_ms"], 1000);

@@ -76,7 +76,9 @@ impl Watcher {
         for (i, n) in names.iter().enumerate() {
             let r = resolver.lookup(n).await;
             if let Err(e) = &r {
-                return Err(format!("--watch-dns {n}: cannot resolve it ({e}): check the name and the resolver"));
+                return Err(format!(
+                    "--watch-dns {n}: cannot resolve it ({e}): check the name and the resolver"
+                ));
             }
             watch.observe(i, 0, r);
         }
@@ -107,7 +109,11 @@ impl Watcher {
             let mut fields = json!({"name": c.name, "old": strs(&c.old), "new": strs(&c.new),
                                     "ttl": c.ttl, "long_ttl": long});
             if long {
-                fields["message"] = json!(format!("TTL {} s is above {} s: clients may keep the old answer that long", c.ttl, crate::model::analysis::dns::LONG_TTL_S));
+                fields["message"] = json!(format!(
+                    "TTL {} s is above {} s: clients may keep the old answer that long",
+                    c.ttl,
+                    crate::model::analysis::dns::LONG_TTL_S
+                ));
             }
             session.event("dns_change", fields)?;
             if self.auto_sets {
@@ -118,7 +124,10 @@ impl Watcher {
                     .filter(|p| !self.sets.old.contains(p) && !self.sets.new.contains(p))
                     .collect();
                 if !added.is_empty() {
-                    crate::kernel::insert_prefixes(&mut tracer.ebpf, added.iter().map(|p| (*p, Cohort::New)))?;
+                    crate::kernel::insert_prefixes(
+                        &mut tracer.ebpf,
+                        added.iter().map(|p| (*p, Cohort::New)),
+                    )?;
                     self.sets.new.extend(added);
                     session.set_sets(self.sets.clone());
                 }

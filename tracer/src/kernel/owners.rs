@@ -11,7 +11,10 @@ use crate::model::{
 
 /// `socket:[12345]` -> 12345.
 fn socket_inode(link: &str) -> Option<u32> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The cgroup v2 path from /proc/PID/cgroup (`0::/system.slice/x.service`).

@@ -1,7 +1,7 @@
 //! Pure types and functions: no aya, no I/O. Everything here is unit-tested without root.
 pub mod addr;
+pub mod analysis;
 pub mod cohort;
 pub mod counters;
 pub mod snapshot;
 pub mod spec;
-pub mod analysis;

@@ -52,9 +52,14 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
             format!("line {}: not a complete JSON object ({e}): the file is truncated or is not tracer NDJSON", no + 1)
         })
     };
-    let (no, first) = lines.next().ok_or("the file is empty: give the NDJSON file `tracer watch --json` wrote")?;
+    let (no, first) = lines
+        .next()
+        .ok_or("the file is empty: give the NDJSON file `tracer watch --json` wrote")?;
     let meta = parse(no, first).map_err(|_| {
-        format!("line {}: not a tracer meta line: this is not NDJSON written by `tracer watch --json`", no + 1)
+        format!(
+            "line {}: not a tracer meta line: this is not NDJSON written by `tracer watch --json`",
+            no + 1
+        )
     })?;
     if meta["type"] != "meta" {
         return Err(format!(
@@ -90,7 +95,10 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
     for (no, l) in lines {
         let v = parse(no, l)?;
         if rec.summary.is_some() {
-            return Err(format!("line {}: a line after the summary: two runs in one file? give one run per file", no + 1));
+            return Err(format!(
+                "line {}: a line after the summary: two runs in one file? give one run per file",
+                no + 1
+            ));
         }
         match v["type"].as_str() {
             Some("snapshot") => {
@@ -117,7 +125,10 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                     Some("cutover") => {
                         let source = v["source"].as_str().unwrap_or("event");
                         rec.findings.extend(
-                            analysis.mark_cutover(at, source).into_iter().map(|f| (at, f)),
+                            analysis
+                                .mark_cutover(at, source)
+                                .into_iter()
+                                .map(|f| (at, f)),
                         );
                     }
                     Some("dns_change") => rec.dns_changes.push(v),
@@ -135,8 +146,12 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
 }
 
 fn read(path: &Path) -> Result<String, Fatal> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("cannot read {}: {e}: give the NDJSON file `tracer watch --json` wrote", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}: give the NDJSON file `tracer watch --json` wrote",
+            path.display()
+        )
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         format!("{} is not text (invalid UTF-8 at byte {}): give the NDJSON file `tracer watch --json` wrote", path.display(), e.utf8_error().valid_up_to())
     })
@@ -164,8 +179,12 @@ pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
     let rec = replay(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
     if let Some(out) = &args.svg {
         let svg = svg::render(&rec);
-        std::fs::write(out, svg)
-            .map_err(|e| format!("cannot write --svg {}: {e}: choose a writable path", out.display()))?;
+        std::fs::write(out, svg).map_err(|e| {
+            format!(
+                "cannot write --svg {}: {e}: choose a writable path",
+                out.display()
+            )
+        })?;
     }
     let out = if args.json {
         serde_json::to_string_pretty(&to_json(&rec)).unwrap_or_default() + "\n"
@@ -174,7 +193,10 @@ pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush()) {
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(format!("cannot write the report: {e}"))
         }

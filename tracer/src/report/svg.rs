@@ -67,7 +67,11 @@ fn draw(rec: &Recorded, buf: &mut String) -> Result<(), Box<dyn std::error::Erro
     let root = SVGBackend::with_string(buf, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let (upper, lower) = root.split_vertically(HEIGHT / 2);
-    let end = rec.series.last().map_or(1.0, |p| p.ms as f64 / 1000.0).max(1.0);
+    let end = rec
+        .series
+        .last()
+        .map_or(1.0, |p| p.ms as f64 / 1000.0)
+        .max(1.0);
     let marks = marks(rec);
 
     let mut share = ChartBuilder::on(&upper)
@@ -142,7 +146,11 @@ fn draw(rec: &Recorded, buf: &mut String) -> Result<(), Box<dyn std::error::Erro
         .x_desc("seconds since start")
         .draw()?;
     for (name, color, pick) in [
-        ("old", OLD, (|p: &super::Point| p.old_rate) as fn(&super::Point) -> f64),
+        (
+            "old",
+            OLD,
+            (|p: &super::Point| p.old_rate) as fn(&super::Point) -> f64,
+        ),
         ("new", NEW, |p: &super::Point| p.new_rate),
     ] {
         rate.draw_series(LineSeries::new(

@@ -37,13 +37,17 @@ fn recording() -> (String, State) {
         lines.push(ndjson::snapshot(&cur, &prev, 20));
         live.feed(sample_of(&cur, &prev, 20));
         if i == 5 {
-            lines.push(json!({"type": "event", "elapsed_ms": 5000, "kind": "cutover", "source": "flag"}));
+            lines.push(
+                json!({"type": "event", "elapsed_ms": 5000, "kind": "cutover", "source": "flag"}),
+            );
             live.mark_cutover(5000, "flag");
         }
         prev = cur;
     }
     lines.push(json!({"type": "future_line_type", "x": 1}));
-    lines.push(json!({"type": "summary", "reason": "sigint", "cohorts": lines.last().unwrap()["cohorts"]}));
+    lines.push(
+        json!({"type": "summary", "reason": "sigint", "cohorts": lines.last().unwrap()["cohorts"]}),
+    );
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     (text, live.state())
 }
@@ -55,15 +59,26 @@ fn replay_gives_the_numbers_of_the_live_run() {
     assert_eq!(rec.state, live);
     assert_eq!(rec.snapshots, 16);
     assert_eq!(rec.state.cutover.as_ref().unwrap().at_ms, 5000);
-    assert_eq!(rec.state.gaps[0].gap_ms, Some(2000), "attempts moved at 7 s");
-    assert_eq!(rec.state.drain.drained_since, Some(9000), "last busy interval");
+    assert_eq!(
+        rec.state.gaps[0].gap_ms,
+        Some(2000),
+        "attempts moved at 7 s"
+    );
+    assert_eq!(
+        rec.state.drain.drained_since,
+        Some(9000),
+        "last busy interval"
+    );
     let j = to_json(&rec);
     assert_eq!(j["analysis"]["gaps"][0]["gap_ms"], 2000);
     assert_eq!(j["analysis"]["drain"]["since_ms"], 9000);
     assert_eq!(j["run"]["ended"], "sigint");
     let t = text::render(&rec);
     assert!(t.contains("cutover    at 5.0 s (marked by flag)"), "{t}");
-    assert!(t.contains("attempts 95%  2.0 s (reached at 7.0 s, held)"), "{t}");
+    assert!(
+        t.contains("attempts 95%  2.0 s (reached at 7.0 s, held)"),
+        "{t}"
+    );
     assert!(t.contains("drained at 9.0 s"), "{t}");
 }
 
@@ -77,14 +92,20 @@ fn truncated_and_foreign_files_name_the_line() {
     assert!(e.contains("truncated"), "{e}");
 
     let e = replay("hello world\n").err().unwrap();
-    assert!(e.starts_with("line 1:") && e.contains("not NDJSON written by"), "{e}");
+    assert!(
+        e.starts_with("line 1:") && e.contains("not NDJSON written by"),
+        "{e}"
+    );
     let e = replay("{\"type\":\"snapshot\"}\n").err().unwrap();
     assert!(e.starts_with("line 1:") && e.contains("meta"), "{e}");
     let e = replay("").err().unwrap();
     assert!(e.contains("empty"), "{e}");
-    let e = replay(&format!("{}\n{{\"type\":\"snapshot\",\"elapsed_ms\":1}}\n", meta()))
-        .err()
-        .unwrap();
+    let e = replay(&format!(
+        "{}\n{{\"type\":\"snapshot\",\"elapsed_ms\":1}}\n",
+        meta()
+    ))
+    .err()
+    .unwrap();
     assert!(e.starts_with("line 2: bad snapshot"), "{e}");
     let e = replay("{\"type\":\"meta\",\"schema\":9}\n").err().unwrap();
     assert!(e.contains("schema 9"), "{e}");
@@ -124,5 +145,8 @@ fn the_svg_renders_to_an_image_of_the_expected_size() {
         .iter()
         .filter(|p| p.red() != p.blue() || p.green() != p.blue())
         .count();
-    assert!(colored > 1000, "lines are drawn in colour: {colored} pixels");
+    assert!(
+        colored > 1000,
+        "lines are drawn in colour: {colored} pixels"
+    );
 }

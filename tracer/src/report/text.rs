@@ -19,9 +19,17 @@ fn signed_secs(ms: i64) -> String {
 fn list(v: &Value) -> String {
     let items: Vec<String> = v
         .as_array()
-        .map(|a| a.iter().map(|x| x.as_str().unwrap_or("?").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("?").to_string())
+                .collect()
+        })
         .unwrap_or_default();
-    if items.is_empty() { "-".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 pub fn render(rec: &Recorded) -> String {
@@ -41,10 +49,20 @@ pub fn render(rec: &Recorded) -> String {
         rec.snapshots,
         m["interval_ms"]
     );
-    let _ = writeln!(o, "sets       old: {}   new: {}", list(&m["old"]), list(&m["new"]));
+    let _ = writeln!(
+        o,
+        "sets       old: {}   new: {}",
+        list(&m["old"]),
+        list(&m["new"])
+    );
     match &st.cutover {
         Some(c) => {
-            let _ = writeln!(o, "cutover    at {} (marked by {})", secs(c.at_ms), c.source);
+            let _ = writeln!(
+                o,
+                "cutover    at {} (marked by {})",
+                secs(c.at_ms),
+                c.source
+            );
         }
         None => {
             let _ = writeln!(
@@ -56,8 +74,15 @@ pub fn render(rec: &Recorded) -> String {
     for g in &st.gaps {
         let what = format!("{} {}%", g.metric.name(), g.level);
         let line = match (g.holding, g.gap_ms, g.lost) {
-            (Some(c), Some(gap), _) => format!("{} (reached at {}, held)", signed_secs(gap), secs(c.reached_ms)),
-            (Some(c), None, _) => format!("reached at {} (no cutover to measure from)", secs(c.reached_ms)),
+            (Some(c), Some(gap), _) => format!(
+                "{} (reached at {}, held)",
+                signed_secs(gap),
+                secs(c.reached_ms)
+            ),
+            (Some(c), None, _) => format!(
+                "reached at {} (no cutover to measure from)",
+                secs(c.reached_ms)
+            ),
             (None, _, Some(l)) => format!(
                 "not held: reached at {}, lost at {}",
                 secs(l.reached_ms),
@@ -79,18 +104,27 @@ pub fn render(rec: &Recorded) -> String {
         }
         None => {
             let est = match &d.estimate {
-                Estimate::At(ms) => format!("expected quiet at {}, drained {} later", secs(*ms), secs(d.quiet_for_ms)),
+                Estimate::At(ms) => format!(
+                    "expected quiet at {}, drained {} later",
+                    secs(*ms),
+                    secs(d.quiet_for_ms)
+                ),
                 Estimate::NotPossible(why) => format!("no estimate: {why}"),
             };
             let _ = writeln!(
                 o,
                 "drain      not drained: {} open, {} attempts in the last minute, last busy at {}; {est}",
-                d.old_open, d.attempts_last_minute, secs(d.last_busy_ms)
+                d.old_open,
+                d.attempts_last_minute,
+                secs(d.last_busy_ms)
             );
         }
     }
     if let Some(t) = rec.summary.as_ref().or(rec.last.as_ref()) {
-        let _ = writeln!(o, "totals     cohort   attempts  established  failed   closed     open");
+        let _ = writeln!(
+            o,
+            "totals     cohort   attempts  established  failed   closed     open"
+        );
         for c in ["old", "new", "other"] {
             let v = &t["cohorts"][c];
             let n = |k: &str| v[k].as_u64().unwrap_or(0);
@@ -134,7 +168,11 @@ pub fn render(rec: &Recorded) -> String {
                 s.census_open,
                 t(s.first_old_ms),
                 t(s.last_old_ms),
-                if s.reached_new { "yes" } else { "NO (cached DNS?)" }
+                if s.reached_new {
+                    "yes"
+                } else {
+                    "NO (cached DNS?)"
+                }
             );
         }
     }
@@ -147,7 +185,11 @@ pub fn render(rec: &Recorded) -> String {
             list(&c["old"]),
             list(&c["new"]),
             c["ttl"],
-            if c["long_ttl"] == true { ", LONG: clients may keep the old answer" } else { "" }
+            if c["long_ttl"] == true {
+                ", LONG: clients may keep the old answer"
+            } else {
+                ""
+            }
         );
     }
     o

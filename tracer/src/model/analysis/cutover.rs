@@ -18,7 +18,9 @@ pub fn parse_cutover_at(s: &str) -> Result<CutoverAt, String> {
     }
     OffsetDateTime::parse(s, &Rfc3339)
         .map(|t| CutoverAt::At(t.into()))
-        .map_err(|_| format!("'{s}' is neither `now` nor an RFC 3339 time (e.g. 2026-11-23T11:22:19Z)"))
+        .map_err(|_| {
+            format!("'{s}' is neither `now` nor an RFC 3339 time (e.g. 2026-11-23T11:22:19Z)")
+        })
 }
 
 /// Milliseconds since the run started at which `at` falls; 0 if before the start.
@@ -45,7 +47,10 @@ mod tests {
     fn now_or_rfc3339_or_a_clear_error() {
         assert_eq!(parse_cutover_at("now"), Ok(CutoverAt::Now));
         let t = parse_cutover_at("1970-01-01T00:00:10Z").unwrap();
-        assert_eq!(t, CutoverAt::At(SystemTime::UNIX_EPOCH + Duration::from_secs(10)));
+        assert_eq!(
+            t,
+            CutoverAt::At(SystemTime::UNIX_EPOCH + Duration::from_secs(10))
+        );
         let e = parse_cutover_at("yesterday").unwrap_err();
         assert!(e.contains("RFC 3339"), "{e}");
     }

@@ -106,7 +106,10 @@ impl Tracker {
             self.crossings.push(c);
             Some(Change::Reached(c))
         } else {
-            let c = self.crossings.last_mut().expect("holding implies a crossing");
+            let c = self
+                .crossings
+                .last_mut()
+                .expect("holding implies a crossing");
             c.lost_ms = Some(self.streak_start);
             Some(Change::Lost(*c))
         }
@@ -132,7 +135,11 @@ mod tests {
         let mut t = Tracker::new(Metric::Attempts, 95);
         assert_eq!(t.feed(1000, 50, 50), None);
         assert_eq!(t.feed(2000, 1, 99), None);
-        assert_eq!(t.feed(3000, 0, 0), None, "empty interval neither counts nor breaks");
+        assert_eq!(
+            t.feed(3000, 0, 0),
+            None,
+            "empty interval neither counts nor breaks"
+        );
         assert_eq!(t.feed(4000, 0, 10), None);
         let c = t.feed(5000, 0, 10);
         assert_eq!(

@@ -261,7 +261,13 @@ impl Analysis {
                 estimate: self.drain.estimate(),
             },
             stragglers: self.stragglers.top(TOP),
-            old_destinations: self.last.old_destinations.iter().take(TOP).cloned().collect(),
+            old_destinations: self
+                .last
+                .old_destinations
+                .iter()
+                .take(TOP)
+                .cloned()
+                .collect(),
         }
     }
 }

@@ -177,7 +177,10 @@ mod tests {
         let top = s.top(10);
         assert_eq!(top.len(), 2, "pid 1 moved completely: {top:?}");
         assert_eq!((top[0].pid, top[0].old_attempts_since_cutover), (2, 30));
-        assert_eq!((top[0].first_old_ms, top[0].last_old_ms), (Some(1000), Some(3000)));
+        assert_eq!(
+            (top[0].first_old_ms, top[0].last_old_ms),
+            (Some(1000), Some(3000))
+        );
         assert!(!top[0].reached_new, "the cached-DNS-forever case");
         assert_eq!((top[1].pid, top[1].old_attempts_since_cutover), (3, 5));
         assert_eq!(top[1].last_old_ms, Some(2000));
@@ -194,7 +197,10 @@ mod tests {
         }]);
         s.cutover();
         let top = s.top(5);
-        assert_eq!((top[0].pid, top[0].census_open, top[0].first_old_ms), (9, 40, Some(0)));
+        assert_eq!(
+            (top[0].pid, top[0].census_open, top[0].first_old_ms),
+            (9, 40, Some(0))
+        );
         assert!(!top[0].reached_new);
         // A thread of the same process (its own comm) reaches the new side.
         let mut t = p(9, 0, 0, 3);

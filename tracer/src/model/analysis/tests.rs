@@ -98,7 +98,11 @@ fn a_full_failover_gives_gaps_and_a_drain_time() {
     assert_eq!(st.cutover.as_ref().unwrap().source, "flag");
     assert_eq!(st.drain.drained_since, Some(11_000));
     assert_eq!(st.share_attempts, Some(1000));
-    assert!(st.gaps.iter().all(|g| g.holding.is_some() && g.running_ms.is_none()));
+    assert!(
+        st.gaps
+            .iter()
+            .all(|g| g.holding.is_some() && g.running_ms.is_none())
+    );
     assert!(a.drained());
 }
 
@@ -123,8 +127,17 @@ fn without_a_cutover_crossings_are_found_but_no_gap() {
     assert_eq!(st.share_open, None, "no open connections on either side");
     // A later cutover gives the gap at once (negative: moved before it was declared).
     let late = a.mark_cutover(10_000, "key");
-    assert_eq!(gaps(&late), [(Metric::Attempts, 95, -9_000), (Metric::Attempts, 99, -9_000)]);
-    assert!(a.mark_cutover(20_000, "dns").is_empty(), "the first cutover wins");
+    assert_eq!(
+        gaps(&late),
+        [
+            (Metric::Attempts, 95, -9_000),
+            (Metric::Attempts, 99, -9_000)
+        ]
+    );
+    assert!(
+        a.mark_cutover(20_000, "dns").is_empty(),
+        "the first cutover wins"
+    );
     assert_eq!(a.state().cutover.unwrap().at_ms, 10_000);
 }
 
@@ -153,7 +166,7 @@ fn a_threshold_reached_and_lost_again_shows_the_loss_and_the_running_gap() {
     assert!(g95.holding.is_none());
     assert_eq!(g95.lost.unwrap().reached_ms, 1000);
     assert_eq!(g95.running_ms, Some(6000));
-    // 99 % was never reached (99 of 100 is exactly 99 %: reached), so check the 99 tracker too.
+    // 99 of 100 is exactly 99 %: reached at 1 s too, and lost with it.
     assert_eq!(st.gaps[1].lost.unwrap().reached_ms, 1000);
 }
 
@@ -177,21 +190,29 @@ fn a_side_that_never_drains() {
 
 #[test]
 fn a_counter_reset_is_not_a_burst() {
-    // After a reset the cumulative counters fall; the deltas the sampler records saturate at 0.
+    // After a reset (tracer reloaded, a row evicted and re-inserted) the cumulative counters
+    // fall; the interval's attempts are the snapshot's delta, which saturates at 0.
     let mut a = Analysis::new(params(2));
     let mut s = Series::new();
     a.feed(s.next(100, 0, 5, 0));
+    let prev = s.old;
     let mut reset = s.next(0, 0, 0, 0);
     reset.old = Out::default();
     reset.new = Out::default();
+    reset.old_attempts = reset.old.delta(&prev).attempts;
     let f = a.feed(reset);
     assert!(f.is_empty(), "{f:?}");
+    assert_eq!(
+        a.state().drain.attempts_last_minute,
+        100,
+        "no burst from the reset"
+    );
     let f: Vec<_> = (0..2).flat_map(|_| a.feed(s.next(0, 0, 0, 0))).collect();
     assert_eq!(
         f,
         [Finding::Drain(drain::Change::Drained {
             since_ms: 1000,
-            at_ms: 4000
+            at_ms: 3000
         })]
     );
 }
