@@ -167,7 +167,9 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
             break;
         }
     }
-    let sticky_out = read_all(sticky.stdout.unwrap());
+    let mut sticky = sticky;
+    let sticky_out = read_all(sticky.stdout.take().unwrap());
+    assert!(sticky.wait().expect("wait tconn").success(), "{sticky_out}");
     let t_sticky_last: i64 = sticky_out
         .split("last_ms=")
         .nth(1)
