@@ -291,10 +291,10 @@ mod tests {
                 v["level"].as_u64(),
                 v["gap_ms"].as_i64()
             ),
-            (Some("attempts"), Some(95), Some(1000))
+            (Some("attempts"), Some(95), Some(0))
         );
         let st = state_json(&a.state());
         assert_eq!(st["cutover"]["source"], "flag");
-        assert_eq!(st["gaps"][0]["gap_ms"], 1000);
+        assert_eq!(st["gaps"][0]["gap_ms"], 0);
     }
 }

@@ -115,7 +115,7 @@ impl Watcher {
                     crate::model::analysis::dns::LONG_TTL_S
                 ));
             }
-            session.event("dns_change", fields)?;
+            session.event_dated("dns_change", fields, c.at_ms)?;
             if self.auto_sets {
                 let added: Vec<Prefix> = c
                     .new
@@ -133,7 +133,8 @@ impl Watcher {
                 }
             }
             if session.analysis.cutover.is_none() && session.info.cutover_at.is_none() {
-                session.event("cutover", json!({"source": "dns", "name": c.name}))?;
+                let fields = json!({"source": "dns", "name": c.name});
+                session.event_dated("cutover", fields, c.at_ms)?;
             }
         }
         Ok(())

@@ -149,6 +149,12 @@ impl Session {
         self.event_at(kind, fields, now, self.elapsed_ms(now))
     }
 
+    /// An event that happened at `elapsed_ms` (e.g. a cutover at the moment of a DNS change).
+    pub fn event_dated(&mut self, kind: &str, fields: Value, elapsed_ms: u64) -> Result<(), Fatal> {
+        let at = self.info.started_at + std::time::Duration::from_millis(elapsed_ms);
+        self.event_at(kind, fields, at, elapsed_ms)
+    }
+
     fn event_at(
         &mut self,
         kind: &str,

@@ -61,8 +61,8 @@ fn replay_gives_the_numbers_of_the_live_run() {
     assert_eq!(rec.state.cutover.as_ref().unwrap().at_ms, 5000);
     assert_eq!(
         rec.state.gaps[0].gap_ms,
-        Some(2000),
-        "attempts moved at 7 s"
+        Some(1000),
+        "attempts moved during 6..7 s"
     );
     assert_eq!(
         rec.state.drain.drained_since,
@@ -70,13 +70,13 @@ fn replay_gives_the_numbers_of_the_live_run() {
         "last busy interval"
     );
     let j = to_json(&rec);
-    assert_eq!(j["analysis"]["gaps"][0]["gap_ms"], 2000);
+    assert_eq!(j["analysis"]["gaps"][0]["gap_ms"], 1000);
     assert_eq!(j["analysis"]["drain"]["since_ms"], 9000);
     assert_eq!(j["run"]["ended"], "sigint");
     let t = text::render(&rec);
     assert!(t.contains("cutover    at 5.0 s (marked by flag)"), "{t}");
     assert!(
-        t.contains("attempts 95%  2.0 s (reached at 7.0 s, held)"),
+        t.contains("attempts 95%  1.0 s (reached at 6.0 s, held)"),
         "{t}"
     );
     assert!(t.contains("drained at 9.0 s"), "{t}");
@@ -121,7 +121,7 @@ fn a_run_without_summary_or_cutover_still_reports() {
         .collect();
     let rec = replay(&text).unwrap();
     assert!(rec.state.cutover.is_none());
-    assert_eq!(rec.state.gaps[0].holding.unwrap().reached_ms, 7000);
+    assert_eq!(rec.state.gaps[0].holding.unwrap().reached_ms, 6000);
     let t = text::render(&rec);
     assert!(t.contains("no summary line"), "{t}");
     assert!(t.contains("none marked"), "{t}");

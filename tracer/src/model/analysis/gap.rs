@@ -36,14 +36,16 @@ pub fn at_or_above(old: u64, new: u64, level: u32) -> Option<bool> {
     (total > 0).then(|| new as u128 * 100 >= level as u128 * total)
 }
 
-/// One time the level was reached (and maybe lost again). Times in ms since start.
+/// One time the level was reached (and maybe lost again). Times in ms since start. A crossing
+/// happened during the first interval of its streak, so it is dated at that interval's start
+/// (the snapshot before): at most one interval early, never late.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Crossing {
-    /// First interval of the streak that reached the level.
+    /// Start of the first interval of the streak that reached the level.
     pub reached_ms: u64,
     /// The interval that completed the streak (when it became known).
     pub confirmed_ms: u64,
-    /// First interval of the streak that lost it.
+    /// Start of the first interval of the streak that lost it.
     pub lost_ms: Option<u64>,
 }
 
@@ -63,6 +65,8 @@ pub struct Tracker {
     /// Consecutive intervals on the other side of the level than the current state.
     streak: u32,
     streak_start: u64,
+    /// End of the previous interval: the start of the next.
+    prev_ms: u64,
 }
 
 impl Tracker {
@@ -73,6 +77,7 @@ impl Tracker {
             crossings: vec![],
             streak: 0,
             streak_start: 0,
+            prev_ms: 0,
         }
     }
 
@@ -83,6 +88,7 @@ impl Tracker {
 
     /// Feed one interval ending at `at_ms` with the old and new counts of this metric.
     pub fn feed(&mut self, at_ms: u64, old: u64, new: u64) -> Option<Change> {
+        let from_ms = std::mem::replace(&mut self.prev_ms, at_ms);
         let above = at_or_above(old, new, self.level)?;
         let holding = self.holding().is_some();
         if above == holding {
@@ -90,7 +96,7 @@ impl Tracker {
             return None;
         }
         if self.streak == 0 {
-            self.streak_start = at_ms;
+            self.streak_start = from_ms;
         }
         self.streak += 1;
         if self.streak < HOLD {
@@ -131,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn reached_after_three_intervals_dated_from_the_first() {
+    fn reached_after_three_intervals_dated_from_the_start_of_the_first() {
         let mut t = Tracker::new(Metric::Attempts, 95);
         assert_eq!(t.feed(1000, 50, 50), None);
         assert_eq!(t.feed(2000, 1, 99), None);
@@ -145,7 +151,7 @@ mod tests {
         assert_eq!(
             c,
             Some(Change::Reached(Crossing {
-                reached_ms: 2000,
+                reached_ms: 1000,
                 confirmed_ms: 5000,
                 lost_ms: None
             }))
@@ -165,13 +171,13 @@ mod tests {
         t.feed(6, 50, 50);
         t.feed(7, 50, 50);
         let lost = t.feed(8, 50, 50);
-        assert!(matches!(lost, Some(Change::Lost(c)) if c.lost_ms == Some(6) && c.reached_ms == 1));
+        assert!(matches!(lost, Some(Change::Lost(c)) if c.lost_ms == Some(5) && c.reached_ms == 0));
         assert!(t.holding().is_none());
         for ms in [9, 10, 11] {
             t.feed(ms, 0, 100);
         }
         assert_eq!(t.crossings.len(), 2);
-        assert_eq!(t.holding().unwrap().reached_ms, 9);
+        assert_eq!(t.holding().unwrap().reached_ms, 8);
     }
 
     #[test]
@@ -183,6 +189,6 @@ mod tests {
         t.feed(4, 0, 100);
         t.feed(5, 0, 100);
         assert!(t.holding().is_none());
-        assert!(matches!(t.feed(6, 0, 100), Some(Change::Reached(c)) if c.reached_ms == 4));
+        assert!(matches!(t.feed(6, 0, 100), Some(Change::Reached(c)) if c.reached_ms == 3));
     }
 }
