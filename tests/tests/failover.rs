@@ -99,6 +99,7 @@ fn event<'a>(out: &'a Output, kind: &str, pred: impl Fn(&Value) -> bool) -> &'a 
 
 fn assert_near(what: &str, tracer_ms: i64, driver_ms: i64) {
     let d = (tracer_ms - driver_ms).abs();
+    eprintln!("{what}: tracer {tracer_ms} ms, driver {driver_ms} ms, off by {d} ms");
     assert!(
         d <= INTERVAL_MS + SLACK_MS,
         "{what}: tracer says {tracer_ms} ms, the driver recorded {driver_ms} ms (off by {d} ms)"

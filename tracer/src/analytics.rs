@@ -26,6 +26,7 @@ pub fn sample_of(cur: &Snapshot, prev: &Snapshot, top: usize) -> Sample {
         .into_iter()
         .take(top)
         .map(|(pid, comm, cgroup, outs, _)| ProcSample {
+            unit: cur.units.get(&pid).cloned(),
             pid,
             comm,
             cgroup,
@@ -76,6 +77,7 @@ pub fn sample_from_json(v: &Value) -> Result<Sample, String> {
                         pid: u(&p["pid"], "processes[].pid")? as u32,
                         comm: p["comm"].as_str().unwrap_or("").into(),
                         cgroup: p["cgroup_id"].as_u64().unwrap_or(0),
+                        unit: p["unit"].as_str().map(String::from),
                         old: out_of(&p["cohorts"]["old"], "processes[].cohorts.old")?,
                         new: out_of(&p["cohorts"]["new"], "processes[].cohorts.new")?,
                     })
@@ -169,7 +171,7 @@ pub fn params_from_json(v: &Value) -> Params {
 pub fn owners_json(owners: &[CensusOwner]) -> Value {
     owners
         .iter()
-        .map(|o| json!({"pid": o.pid, "comm": o.comm, "cgroup_id": o.cgroup, "old_open": o.old_open}))
+        .map(|o| json!({"pid": o.pid, "comm": o.comm, "cgroup_id": o.cgroup, "unit": o.unit, "old_open": o.old_open}))
         .collect()
 }
 
@@ -182,6 +184,7 @@ pub fn owners_from_json(v: &Value) -> Vec<CensusOwner> {
                         pid: o["pid"].as_u64()? as u32,
                         comm: o["comm"].as_str().unwrap_or("").into(),
                         cgroup: o["cgroup_id"].as_u64().unwrap_or(0),
+                        unit: o["unit"].as_str().map(String::from),
                         old_open: o["old_open"].as_u64()?,
                     })
                 })
@@ -191,7 +194,7 @@ pub fn owners_from_json(v: &Value) -> Vec<CensusOwner> {
 }
 
 fn straggler_json(s: &Straggler) -> Value {
-    json!({"pid": s.pid, "comm": s.comm, "cgroup_id": s.cgroup,
+    json!({"pid": s.pid, "comm": s.comm, "cgroup_id": s.cgroup, "unit": s.unit,
            "old_attempts_since_cutover": s.old_attempts_since_cutover, "old_open": s.old_open,
            "census_open": s.census_open, "first_old_ms": s.first_old_ms, "last_old_ms": s.last_old_ms,
            "reached_new": s.reached_new})
@@ -248,6 +251,7 @@ mod tests {
             cohort: Cohort::Old,
             out: s.out[Cohort::Old as usize],
         });
+        s.units.insert(5, "app.service".into());
         s
     }
 
@@ -260,6 +264,7 @@ mod tests {
         let recorded = sample_from_json(&serde_json::from_str(&text).unwrap()).unwrap();
         assert_eq!(live, recorded);
         assert_eq!((live.old_attempts, live.new_attempts), (2, 30));
+        assert_eq!(recorded.processes[0].unit.as_deref(), Some("app.service"));
     }
 
     #[test]

@@ -98,7 +98,8 @@ impl Watcher {
     ) -> Result<(), Fatal> {
         use crate::model::{addr::Prefix, cohort::Cohort};
         use serde_json::json;
-        for i in 0..self.watch.answers.len() {
+        let answers = self.watch.answers.len();
+        for i in 0..answers {
             let name = self.watch.answers[i].name.clone();
             let r = self.resolver.lookup(&name).await;
             let Some(c) = self.watch.observe(i, session.now_ms(), r) else {
@@ -137,6 +138,7 @@ impl Watcher {
                 session.event_dated("cutover", fields, c.at_ms)?;
             }
         }
+        session.dns = self.watch.answers.clone();
         Ok(())
     }
 }

@@ -137,7 +137,11 @@ fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
                 .iter()
                 .map(|c| (c.name().to_string(), out_json(&outs[*c as usize])))
                 .collect();
-            json!({"pid": pid, "comm": comm, "cgroup_id": cgroup, "destinations": n, "cohorts": cohorts})
+            let mut v = json!({"pid": pid, "comm": comm, "cgroup_id": cgroup, "destinations": n, "cohorts": cohorts});
+            if let Some(u) = s.units.get(&pid) {
+                v["unit"] = json!(u);
+            }
+            v
         })
         .collect()
 }

@@ -81,6 +81,8 @@ pub struct Session {
     pub analysis: Analysis,
     /// A `--cutover-at` time still in the future.
     pending_cutover: Option<SystemTime>,
+    /// `--watch-dns` names with their current answer and TTL (for the header of a view).
+    pub dns: Vec<crate::model::analysis::dns::Answer>,
 }
 
 impl Session {
@@ -100,6 +102,7 @@ impl Session {
             reported_lost: 0,
             analysis,
             pending_cutover: None,
+            dns: vec![],
         };
         for sink in &mut s.sinks {
             sink.meta(&s.info)?;

@@ -128,6 +128,9 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     };
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Writer::new(out, args.top))];
     let mut session = Session::new(sampler, info, sinks)?;
+    if let Some(w) = &watcher {
+        session.dns = w.watch.answers.clone();
+    }
 
     let reason = rt.block_on(headless(
         &mut session,

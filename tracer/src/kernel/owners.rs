@@ -5,7 +5,7 @@ use std::{collections::HashMap, os::unix::fs::MetadataExt};
 
 use super::census::Conn;
 use crate::model::{
-    analysis::stragglers::CensusOwner,
+    analysis::stragglers::{CensusOwner, unit_of},
     cohort::{Cohort, Sets},
 };
 
@@ -20,6 +20,12 @@ fn socket_inode(link: &str) -> Option<u32> {
 /// The cgroup v2 path from /proc/PID/cgroup (`0::/system.slice/x.service`).
 pub fn cgroup_path(text: &str) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The container or service unit of a process, from its cgroup path.
+pub fn unit_of_pid(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    unit_of(cgroup_path(&text)?)
 }
 
 /// The cgroup id the kernel reports (bpf_get_current_cgroup_id): the inode of its directory.
@@ -84,6 +90,7 @@ pub fn census_owners(conns: &[Conn], sets: &Sets) -> Vec<CensusOwner> {
                 .map(|s| s.trim_end().to_string())
                 .unwrap_or_default(),
             cgroup: cgroup_id(pid),
+            unit: unit_of_pid(pid),
             old_open: n,
         })
         .collect();

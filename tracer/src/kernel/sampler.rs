@@ -34,6 +34,8 @@ pub struct Sampler {
     census_out: StdHashMap<IpAddr, u64>,
     census_in: StdHashMap<IpAddr, u64>,
     started: Instant,
+    /// Unit per pid, looked up once per pid (/proc/PID/cgroup), kept while the pid is listed.
+    units: std::cell::RefCell<StdHashMap<u32, Option<String>>>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -75,6 +77,7 @@ impl Sampler {
             census_out,
             census_in,
             started: Instant::now(),
+            units: Default::default(),
         })
     }
 
@@ -182,6 +185,18 @@ impl Sampler {
                 out: Out::from_kernel(&sum_out(values.iter()), 0),
             });
         }
+
+        let mut units = self.units.borrow_mut();
+        units.retain(|pid, _| snap.processes.iter().any(|p| p.pid == *pid));
+        for p in &snap.processes {
+            let unit = units
+                .entry(p.pid)
+                .or_insert_with(|| super::owners::unit_of_pid(p.pid));
+            if let Some(u) = unit {
+                snap.units.insert(p.pid, u.clone());
+            }
+        }
+        drop(units);
 
         snap.evicted = Evicted {
             destinations: evicted(self.stat(STAT_DEST_INSERTS), live_dest),

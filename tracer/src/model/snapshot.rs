@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub evicted: Evicted,
     /// BPF program runs the kernel skipped (recursion on the same CPU), all programs.
     pub lost_events: u64,
+    /// Container or service unit of the processes' pids, where their cgroup path names one.
+    pub units: std::collections::BTreeMap<u32, String>,
 }
 
 impl Snapshot {
@@ -70,6 +72,7 @@ impl Snapshot {
             processes: vec![],
             evicted: Evicted::default(),
             lost_events: 0,
+            units: Default::default(),
         }
     }
 

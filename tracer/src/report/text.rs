@@ -153,16 +153,16 @@ pub fn render(rec: &Recorded) -> String {
     } else {
         let _ = writeln!(
             o,
-            "stragglers pid      comm             cgroup   old attempts  old open  at start  first old  last old   reached new"
+            "stragglers pid      comm             cgroup / unit        old attempts  old open  at start  first old  last old   reached new"
         );
         for s in &st.stragglers {
             let t = |v: Option<u64>| v.map_or("-".into(), secs);
             let _ = writeln!(
                 o,
-                "           {:<8} {:<16} {:<8} {:>12} {:>9} {:>9}  {:>9} {:>9}   {}",
+                "           {:<8} {:<16} {:<20} {:>12} {:>9} {:>9}  {:>9} {:>9}   {}",
                 s.pid,
                 s.comm,
-                s.cgroup,
+                s.unit.clone().unwrap_or_else(|| s.cgroup.to_string()),
                 s.old_attempts_since_cutover,
                 s.old_open,
                 s.census_open,

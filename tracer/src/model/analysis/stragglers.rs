@@ -13,6 +13,8 @@ pub struct ProcSample {
     pub pid: u32,
     pub comm: String,
     pub cgroup: u64,
+    /// Container or service unit, if the cgroup path names one.
+    pub unit: Option<String>,
     pub old: Out,
     pub new: Out,
 }
@@ -23,6 +25,7 @@ pub struct CensusOwner {
     pub pid: u32,
     pub comm: String,
     pub cgroup: u64,
+    pub unit: Option<String>,
     /// Old-side connections it held at start.
     pub old_open: u64,
 }
@@ -31,6 +34,7 @@ type Key = (u32, String, u64);
 
 #[derive(Clone, Debug, Default)]
 struct Row {
+    unit: Option<String>,
     old_attempts: u64,
     old_open: u64,
     new_attempts: u64,
@@ -47,6 +51,7 @@ pub struct Straggler {
     pub pid: u32,
     pub comm: String,
     pub cgroup: u64,
+    pub unit: Option<String>,
     pub old_attempts_since_cutover: u64,
     pub old_open: u64,
     /// Old connections it held when tracing started (census).
@@ -70,6 +75,7 @@ impl Stragglers {
                 .entry((o.pid, o.comm.clone(), o.cgroup))
                 .or_default();
             r.census_open += o.old_open;
+            r.unit = r.unit.take().or(o.unit.clone());
             if o.old_open > 0 {
                 r.first_old_ms.get_or_insert(0);
                 r.last_old_ms.get_or_insert(0);
@@ -103,6 +109,9 @@ impl Stragglers {
                 r.first_old_ms.get_or_insert(at_ms);
                 r.last_old_ms = Some(at_ms);
             }
+            if p.unit.is_some() {
+                r.unit = p.unit.clone();
+            }
             r.old_attempts = p.old.attempts;
             r.old_open = p.old.open;
             r.new_attempts = r.new_attempts.max(p.new.attempts);
@@ -130,6 +139,7 @@ impl Stragglers {
                 pid: *pid,
                 comm: comm.clone(),
                 cgroup: *cgroup,
+                unit: r.unit.clone(),
                 old_attempts_since_cutover: r.old_attempts.saturating_sub(r.baseline.unwrap_or(0)),
                 old_open: r.old_open,
                 census_open: r.census_open,
@@ -146,6 +156,26 @@ impl Stragglers {
     }
 }
 
+/// The container or service unit a cgroup v2 path names: `nginx.service`, `docker:0123456789ab`,
+/// `containerd:…`, `podman:…`; None for the root and for login sessions.
+pub fn unit_of(cgroup_path: &str) -> Option<String> {
+    let last = cgroup_path.trim_end_matches('/').rsplit('/').next()?;
+    for (prefix, tag) in [
+        ("docker-", "docker"),
+        ("cri-containerd-", "containerd"),
+        ("crio-", "crio"),
+        ("libpod-", "podman"),
+    ] {
+        if let Some(id) = last.strip_prefix(prefix) {
+            let id = id.trim_end_matches(".scope");
+            return Some(format!("{tag}:{}", &id[..id.len().min(12)]));
+        }
+    }
+    let unit =
+        last.ends_with(".service") || (last.ends_with(".scope") && !last.starts_with("session-"));
+    unit.then(|| last.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +185,7 @@ mod tests {
             pid,
             comm: format!("p{pid}"),
             cgroup: 7,
+            unit: None,
             old: Out {
                 attempts: old_attempts,
                 open: old_open,
@@ -193,6 +224,7 @@ mod tests {
             pid: 9,
             comm: "java".into(),
             cgroup: 7,
+            unit: Some("app.service".into()),
             old_open: 40,
         }]);
         s.cutover();
@@ -202,6 +234,7 @@ mod tests {
             (9, 40, Some(0))
         );
         assert!(!top[0].reached_new);
+        assert_eq!(top[0].unit.as_deref(), Some("app.service"));
         // A thread of the same process (its own comm) reaches the new side.
         let mut t = p(9, 0, 0, 3);
         t.comm = "java-worker".into();
@@ -216,5 +249,24 @@ mod tests {
         s.cutover();
         s.feed(2000, &[p(1, 3, 0, 0)]);
         assert_eq!(s.top(1)[0].old_attempts_since_cutover, 3);
+    }
+
+    #[test]
+    fn units_from_cgroup_paths() {
+        let u = |p: &str| unit_of(p);
+        assert_eq!(
+            u("/system.slice/nginx.service").as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(
+            u("/system.slice/docker-0123456789abcdef.scope").as_deref(),
+            Some("docker:0123456789ab")
+        );
+        assert_eq!(
+            u("/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope").as_deref(),
+            Some("containerd:abc")
+        );
+        assert_eq!(u("/user.slice/user-0.slice/session-3.scope"), None);
+        assert_eq!(u("/"), None);
     }
 }

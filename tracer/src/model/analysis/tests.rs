@@ -227,6 +227,7 @@ fn stragglers_and_destinations_reach_the_state() {
         pid: 42,
         comm: "curl".into(),
         cgroup: 1,
+        unit: None,
         old: Out {
             attempts: 5,
             open: 1,
