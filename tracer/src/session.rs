@@ -231,6 +231,9 @@ impl Session {
 
     /// Final sample and summary to every sink.
     pub fn finish(&mut self, reason: &str) -> Result<(), Fatal> {
+        // The analysis as it stands, the same object `tracer report --json` computes.
+        let state = analytics::state_json(&self.analysis.state());
+        self.event("analysis", state)?;
         self.last = self.sampler.sample()?;
         for sink in &mut self.sinks {
             sink.summary(&self.last, &self.first, reason, self.snapshots)?;
