@@ -14,7 +14,7 @@ fn cohort_totals_stay_exact_beyond_max_destinations() {
         "eviction",
         &[
             "--old",
-            "127.10.0.0/16",
+            OLD,
             "--new",
             "127.20.0.0/16",
             "--max-destinations",

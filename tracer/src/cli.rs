@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::kernel::hooks::ConnectMode;
+use crate::{kernel::hooks::ConnectMode, model::analysis::cutover::CutoverAt};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +23,21 @@ pub enum Command {
     Watch(WatchArgs),
     /// Show what this kernel offers and which hooks `watch` would use.
     Probe,
+    /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// NDJSON file written by `tracer watch --headless --json FILE`.
+    #[arg(value_name = "FILE.ndjson")]
+    pub file: PathBuf,
+    /// Print the report as one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw the new side's share and connects/s over time into this SVG file.
+    #[arg(long, value_name = "OUT.svg")]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -73,6 +88,29 @@ pub struct WatchArgs {
     #[arg(long, value_name = "KEY=VALUE", requires = "metrics",
           value_parser = crate::metrics::labels::parse)]
     pub label: Vec<(String, String)>,
+    /// When the move was declared: `now` or an RFC 3339 time (else the `c` key or the first
+    /// DNS change marks it).
+    #[arg(long, value_name = "now|RFC3339", value_parser = parse_cutover_at)]
+    pub cutover_at: Option<CutoverAt>,
+    /// New-side share (percent) that declares the move done; 99 is reported as well.
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub threshold: u32,
+    /// The old side is drained after this long with no open connections and no attempts.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub quiet_for: Duration,
+    /// Headless: exit 0 once the old side is drained (for scripts that switch it off).
+    #[arg(long)]
+    pub exit_on_drain: bool,
+    /// Resolve NAME every interval and record changes of its answers (repeatable); the first
+    /// change is the cutover unless given. Without --old/--new the answers at start are the old
+    /// side and new answers the new side. Tests point the resolver elsewhere with the
+    /// TRACER_RESOLV_CONF environment variable (a resolv.conf path).
+    #[arg(long, value_name = "NAME")]
+    pub watch_dns: Vec<String>,
+}
+
+fn parse_cutover_at(s: &str) -> Result<CutoverAt, String> {
+    crate::model::analysis::cutover::parse_cutover_at(s)
 }
 
 /// `500ms`, `1s`, `2m`, `1h30m`, or a plain number of seconds.

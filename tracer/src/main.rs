@@ -1,11 +1,14 @@
 //! `tracer`: kernel-side TCP connection counting for moves from old to new addresses.
 
+mod analytics;
 mod cli;
+mod dns;
 mod kernel;
 mod metrics;
 mod model;
 mod ndjson;
 mod probe;
+mod report;
 mod session;
 mod tui;
 mod watch;
@@ -49,6 +52,7 @@ fn main() {
     let result = std::panic::catch_unwind(|| match cli.command {
         cli::Command::Watch(args) => watch::run(args),
         cli::Command::Probe => probe::run(),
+        cli::Command::Report(args) => report::run(args),
     });
     match result {
         Ok(Ok(code)) => std::process::exit(code),

@@ -16,7 +16,7 @@ use crate::{
         counters::{In, Out},
         failures::Reasons,
         latency::{Hist, Latency},
-        snapshot::{ProcRow, Snapshot},
+        snapshot::{DestRow, ProcRow, Snapshot},
         spec::Spec,
     },
     session::{Event, RunInfo, Sink},
@@ -105,17 +105,25 @@ pub fn meta(m: &RunInfo) -> Value {
         "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
         "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
         "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
+        "analysis": crate::analytics::params_json(&m.analysis),
+        "census_owners": crate::analytics::owners_json(&m.census_owners),
+        "watch_dns": m.watch_dns,
     })
 }
 
 /// Top destinations by activity: open connections first, then attempts.
-fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
+pub fn top_destinations(s: &Snapshot, top: usize) -> Vec<&DestRow> {
     let mut rows: Vec<_> = s.destinations.iter().collect();
     rows.sort_by(|a, b| {
         (b.out.open, b.out.attempts, a.addr).cmp(&(a.out.open, a.out.attempts, b.addr))
     });
-    rows.iter()
-        .take(top)
+    rows.truncate(top);
+    rows
+}
+
+fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
+    top_destinations(s, top)
+        .iter()
         .map(|r| {
             let mut v = out_json(&r.out);
             v["failed_by_reason"] = reasons_json(&s.dest_reasons(r.addr));
@@ -172,7 +180,11 @@ fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
                     (c.name().to_string(), v)
                 })
                 .collect();
-            json!({"pid": pid, "comm": comm, "cgroup_id": cgroup, "destinations": n, "cohorts": cohorts})
+            let mut v = json!({"pid": pid, "comm": comm, "cgroup_id": cgroup, "destinations": n, "cohorts": cohorts});
+            if let Some(u) = s.units.get(&pid) {
+                v["unit"] = json!(u);
+            }
+            v
         })
         .collect()
 }
@@ -291,7 +303,6 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::snapshot::DestRow;
     use std::time::Duration;
 
     fn snap(old_attempts: u64, old_open: u64) -> Snapshot {

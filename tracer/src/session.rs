@@ -6,9 +6,17 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::{
-    Fatal,
+    Fatal, analytics,
     kernel::{Hooks, sampler::Sampler},
-    model::{snapshot::Snapshot, spec::Spec},
+    model::{
+        analysis::{
+            Analysis, Params,
+            cutover::{CutoverAt, offset_ms},
+            stragglers::CensusOwner,
+        },
+        snapshot::Snapshot,
+        spec::Spec,
+    },
 };
 
 /// What is fixed for the whole run (the meta line, the live view's header).
@@ -25,6 +33,13 @@ pub struct RunInfo {
     pub max_destinations: u32,
     pub census_outbound: u64,
     pub census_inbound: u64,
+    /// Rows of destinations and processes per snapshot (the analysis sees the same rows).
+    pub top: usize,
+    pub analysis: Params,
+    /// Owners of the old-side connections found at start.
+    pub census_owners: Vec<CensusOwner>,
+    pub cutover_at: Option<CutoverAt>,
+    pub watch_dns: Vec<String>,
 }
 
 /// Something that happened: a hook fallback, evictions, lost events, a cutover mark.
@@ -62,12 +77,20 @@ pub struct Session {
     pub snapshots: u64,
     reported_evicted: u64,
     reported_lost: u64,
+    /// Cutover, threshold, gap and drain analysis: its `state()` is what a view shows.
+    pub analysis: Analysis,
+    /// A `--cutover-at` time still in the future.
+    pending_cutover: Option<SystemTime>,
+    /// `--watch-dns` names with their current answer and TTL (for the header of a view).
+    pub dns: Vec<crate::model::analysis::dns::Answer>,
 }
 
 impl Session {
     /// Takes the first (baseline) sample and announces the run to every sink.
     pub fn new(sampler: Sampler, info: RunInfo, sinks: Vec<Box<dyn Sink>>) -> Result<Self, Fatal> {
         let first = sampler.sample()?;
+        let mut analysis = Analysis::new(info.analysis);
+        analysis.census(&info.census_owners);
         let mut s = Session {
             sampler,
             sinks,
@@ -77,6 +100,9 @@ impl Session {
             snapshots: 0,
             reported_evicted: 0,
             reported_lost: 0,
+            analysis,
+            pending_cutover: None,
+            dns: vec![],
         };
         for sink in &mut s.sinks {
             sink.meta(&s.info)?;
@@ -94,19 +120,77 @@ impl Session {
                 json!({"path": crate::kernel::tracefs::TRACEFS}),
             )?;
         }
+        match s.info.cutover_at {
+            Some(CutoverAt::Now) => s.event("cutover", json!({"source": "flag"}))?,
+            Some(CutoverAt::At(t)) => {
+                s.pending_cutover = Some(t);
+                s.cutover_due(SystemTime::now())?;
+            }
+            None => {}
+        }
         Ok(s)
     }
 
-    /// Record an event and hand it to every sink.
+    /// New address sets while running (a DNS change); the kernel's trie is updated apart.
+    pub fn set_sets(&mut self, sets: crate::model::cohort::Sets) {
+        self.sampler.set_sets(sets);
+    }
+
+    /// Milliseconds since the run started.
+    pub fn now_ms(&self) -> u64 {
+        self.elapsed_ms(SystemTime::now())
+    }
+
+    fn elapsed_ms(&self, at: SystemTime) -> u64 {
+        offset_ms(self.info.started_at, at)
+    }
+
+    /// Record an event and hand it to every sink. A `cutover` event (from `--cutover-at`, the
+    /// live view's `c` key or a DNS change) also marks the cutover in the analysis.
     pub fn event(&mut self, kind: &str, fields: Value) -> Result<(), Fatal> {
+        let now = SystemTime::now();
+        self.event_at(kind, fields, now, self.elapsed_ms(now))
+    }
+
+    /// An event that happened at `elapsed_ms` (e.g. a cutover at the moment of a DNS change).
+    pub fn event_dated(&mut self, kind: &str, fields: Value, elapsed_ms: u64) -> Result<(), Fatal> {
+        let at = self.info.started_at + std::time::Duration::from_millis(elapsed_ms);
+        self.event_at(kind, fields, at, elapsed_ms)
+    }
+
+    fn event_at(
+        &mut self,
+        kind: &str,
+        fields: Value,
+        at: SystemTime,
+        elapsed_ms: u64,
+    ) -> Result<(), Fatal> {
         let ev = Event {
-            at: SystemTime::now(),
-            elapsed_ms: self.last.elapsed.as_millis() as u64,
+            at,
+            elapsed_ms,
             kind: kind.into(),
             fields,
         };
         for sink in &mut self.sinks {
             sink.event(&ev)?;
+        }
+        if kind == "cutover" {
+            let source = ev.fields["source"].as_str().unwrap_or("event");
+            let findings = self.analysis.mark_cutover(elapsed_ms, source);
+            for f in findings {
+                let (kind, fields) = analytics::finding_event(&f);
+                self.event_at(kind, fields, at, elapsed_ms)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A `--cutover-at` time that has come: record it, dated at the time given.
+    fn cutover_due(&mut self, now: SystemTime) -> Result<(), Fatal> {
+        if let Some(t) = self.pending_cutover.filter(|t| *t <= now) {
+            self.pending_cutover = None;
+            let fields = json!({"source": "flag", "at": crate::ndjson::rfc3339(t)});
+            self.event_at("cutover", fields, t, self.elapsed_ms(t))?;
         }
         Ok(())
     }
@@ -117,8 +201,15 @@ impl Session {
         for sink in &mut self.sinks {
             sink.snapshot(&cur, &self.last)?;
         }
+        let sample = analytics::sample_of(&cur, &self.last, self.info.top);
+        let at = cur.at;
         self.last = cur;
         self.snapshots += 1;
+        for f in self.analysis.feed(sample) {
+            let (kind, fields) = analytics::finding_event(&f);
+            self.event_at(kind, fields, at, self.last.elapsed.as_millis() as u64)?;
+        }
+        self.cutover_due(at)?;
         let ev = self.last.evicted.destinations;
         if ev > self.reported_evicted {
             self.event(
@@ -140,6 +231,9 @@ impl Session {
 
     /// Final sample and summary to every sink.
     pub fn finish(&mut self, reason: &str) -> Result<(), Fatal> {
+        // The analysis as it stands, the same object `tracer report --json` computes.
+        let state = analytics::state_json(&self.analysis.state());
+        self.event("analysis", state)?;
         self.last = self.sampler.sample()?;
         for sink in &mut self.sinks {
             sink.summary(&self.last, &self.first, reason, self.snapshots)?;

@@ -18,9 +18,11 @@ use tokio::{
 use crate::{
     Fatal,
     cli::WatchArgs,
+    dns::Watcher,
     kernel::{Config, Tracer, sampler::Sampler},
     model::{
         addr::Prefix,
+        analysis::Params,
         cohort::Sets,
         spec::{self, Spec},
     },
@@ -53,14 +55,39 @@ fn open_output(path: &Path) -> Result<Box<dyn Write + Send>, Fatal> {
 }
 
 pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
-    let old = spec::parse(&args.old, &spec::system_resolve, &spec::read_file)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let mut old = spec::parse(&args.old, &spec::system_resolve, &spec::read_file)
         .map_err(|e| format!("bad --old: {e}"))?;
     let new = spec::parse(&args.new, &spec::system_resolve, &spec::read_file)
         .map_err(|e| format!("bad --new: {e}"))?;
-    if old.is_empty() && new.is_empty() {
+    if old.is_empty() && new.is_empty() && args.watch_dns.is_empty() {
         return Err("watch needs the address sets: give --old SPEC and/or --new SPEC (e.g. --old 203.0.113.0/24 --new 198.51.100.7)".into());
     }
+    let auto_sets = old.is_empty() && new.is_empty();
+    let mut watcher = match args.watch_dns.is_empty() {
+        true => None,
+        false => Some(rt.block_on(Watcher::start(&args.watch_dns, auto_sets))?),
+    };
+    if let (true, Some(w)) = (auto_sets, &watcher) {
+        // The answers at start are the old side; new answers become the new side.
+        old = w
+            .watch
+            .answers
+            .iter()
+            .map(|a| Spec {
+                text: a.name.clone(),
+                prefixes: a.addrs.iter().map(|x| Prefix::host(*x)).collect(),
+                resolved: true,
+            })
+            .collect();
+    }
     let sets = Sets::new(flatten(&old), flatten(&new))?;
+    if let Some(w) = &mut watcher {
+        w.sets = sets.clone();
+    }
     let live = !args.headless && std::io::stdout().is_terminal();
     if live && args.json.as_deref() == Some(Path::new("-")) {
         return Err("--json - writes NDJSON to the terminal the live view uses: give --json a file path, or add --headless".into());
@@ -116,6 +143,14 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         max_destinations: args.max_destinations,
         census_outbound: census_out,
         census_inbound: tracer.census.len() as u64 - census_out,
+        top: args.top,
+        analysis: Params {
+            threshold: args.threshold,
+            quiet_for_ms: args.quiet_for.as_millis() as u64,
+        },
+        census_owners: crate::kernel::owners::census_owners(&tracer.census, &cfg.sets),
+        cutover_at: args.cutover_at,
+        watch_dns: args.watch_dns.clone(),
     };
     let mut sinks: Vec<Box<dyn Sink>> = vec![];
     if let Some(out) = out {
@@ -129,16 +164,21 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         sinks.push(Box::new(m));
     }
     let mut session = Session::new(sampler, info, sinks)?;
+    if let Some(w) = &watcher {
+        session.dns = w.watch.answers.clone();
+    }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let mut after = AfterTick {
+        tracer: &mut tracer,
+        watcher: watcher.as_mut(),
+        // The live view is watched by a person: only headless runs end by themselves on drain.
+        exit_on_drain: args.exit_on_drain && view.is_none(),
+    };
     let reason = rt.block_on(async {
         let ends = Ends::new(args.duration)?;
         match view {
-            Some(v) => crate::tui::run(&mut session, v, args.interval, ends).await,
-            None => headless(&mut session, args.interval, ends).await,
+            Some(v) => crate::tui::run(&mut session, v, args.interval, ends, &mut after).await,
+            None => headless(&mut session, args.interval, ends, &mut after).await,
         }
     })?;
     session.finish(reason)?;
@@ -184,16 +224,39 @@ pub fn ticker(interval: Duration) -> Interval {
     t
 }
 
+/// What follows every sample in either loop: DNS watching and the drain exit.
+pub struct AfterTick<'a> {
+    tracer: &'a mut Tracer,
+    watcher: Option<&'a mut Watcher>,
+    exit_on_drain: bool,
+}
+
+impl AfterTick<'_> {
+    /// `Some(reason)` when the run should end now.
+    pub async fn run(&mut self, session: &mut Session) -> Result<Option<&'static str>, Fatal> {
+        if let Some(w) = self.watcher.as_deref_mut() {
+            w.poll(session, self.tracer).await?;
+        }
+        Ok((self.exit_on_drain && session.analysis.drained()).then_some("drained"))
+    }
+}
+
 /// Sample every interval until the duration ends or a signal arrives.
 async fn headless(
     session: &mut Session,
     interval: Duration,
     mut ends: Ends,
+    after: &mut AfterTick<'_>,
 ) -> Result<&'static str, Fatal> {
     let mut ticker = ticker(interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => session.tick()?,
+            _ = ticker.tick() => {
+                session.tick()?;
+                if let Some(reason) = after.run(session).await? {
+                    return Ok(reason);
+                }
+            }
             reason = ends.next() => return Ok(reason),
         }
     }

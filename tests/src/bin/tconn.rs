@@ -6,6 +6,8 @@
 //! tconn [--comm NAME] hold ADDR N      listen on ADDR:0, hold N connections until stdin closes
 //! tconn [--comm NAME] giveup ADDR:PORT N MS  N connects, each abandoned (closed) after MS ms
 //!                                       without an answer; prints "ok=X failed=Y"
+//! tconn [--comm NAME] paced ADDR:PORT PER_SEC MS   PER_SEC connects a second for MS ms; prints
+//!                                       "ok=X failed=Y last_ms=T" (T: last connect, ms since epoch)
 
 use std::{
     io::Read,
@@ -83,6 +85,31 @@ fn main() {
                 }
             }
             println!("ok={ok} failed={failed}");
+        }
+        "paced" => {
+            let target: SocketAddr = args[1].parse().expect("ADDR:PORT");
+            let per_sec: u64 = args[2].parse().unwrap();
+            let ms: u64 = args[3].parse().unwrap();
+            let (mut ok, mut failed, mut last) = (0u64, 0u64, 0u128);
+            let t0 = Instant::now();
+            let step = Duration::from_micros(1_000_000 / per_sec.max(1));
+            for i in 0..per_sec * ms / 1000 {
+                // Paced on an absolute schedule, so a slow connect does not stretch the run.
+                let due = t0 + step * i as u32;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                assert!(Instant::now() < deadline, "tconn: time limit");
+                match TcpStream::connect(target) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+                last = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+            }
+            println!("ok={ok} failed={failed} last_ms={last}");
         }
         other => panic!("tconn: unknown mode {other}"),
     }

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod btf;
 pub mod census;
 pub mod hooks;
+pub mod owners;
 pub mod progstats;
 pub mod sampler;
 pub mod tracefs;
@@ -19,7 +20,10 @@ use tracer_common::{
     CONFIG_CONNECT_SOURCE, CensusInfo, DIR_IN, DIR_OUT, SockOffsets, TpOffsets, TupleKey,
 };
 
-use crate::model::{addr::to_key, cohort::Sets};
+use crate::model::{
+    addr::{Prefix, to_key},
+    cohort::{Cohort, Sets},
+};
 use hooks::{ConnectHook, ConnectMode, one_line};
 
 /// The eBPF object built by aya-build from tracer-ebpf.
@@ -119,15 +123,7 @@ pub fn load(
         .load(OBJECT)
         .map_err(|e| format!("loading the BPF object failed: {}", one_line(&e)))?;
 
-    let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(
-        ebpf.map_mut("COHORT_PREFIXES")
-            .ok_or("no COHORT_PREFIXES map")?,
-    )
-    .map_err(|e| one_line(&e))?;
-    for (p, c) in cfg.sets.entries() {
-        trie.insert(&Key::new(p.key_len(), to_key(p.addr)), c as u32, 0)
-            .map_err(|e| format!("cannot load prefix {p}: {}", one_line(&e)))?;
-    }
+    insert_prefixes(&mut ebpf, cfg.sets.entries())?;
     let mut ports: HashMap<_, u16, u8> =
         HashMap::try_from(ebpf.map_mut("PORTS").ok_or("no PORTS map")?)
             .map_err(|e| one_line(&e))?;
@@ -137,6 +133,24 @@ pub fn load(
             .map_err(|e| format!("cannot load port {p}: {}", one_line(&e)))?;
     }
     Ok(ebpf)
+}
+
+/// Put prefixes into the cohort trie, at load or while running (a DNS change adds the new
+/// side): connections counted before keep their cohort, later ones get the new one.
+pub fn insert_prefixes(
+    ebpf: &mut Ebpf,
+    entries: impl IntoIterator<Item = (Prefix, Cohort)>,
+) -> Result<(), String> {
+    let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(
+        ebpf.map_mut("COHORT_PREFIXES")
+            .ok_or("no COHORT_PREFIXES map")?,
+    )
+    .map_err(|e| one_line(&e))?;
+    for (p, c) in entries {
+        trie.insert(&Key::new(p.key_len(), to_key(p.addr)), c as u32, 0)
+            .map_err(|e| format!("cannot load prefix {p}: {}", one_line(&e)))?;
+    }
+    Ok(())
 }
 
 fn set_connect_source(ebpf: &mut Ebpf, hook: ConnectHook) -> Result<(), String> {

@@ -43,6 +43,8 @@ pub struct Sampler {
     ncpus: usize,
     /// max_entries of DEST, LOCAL_IN, PROCS as the kernel created them.
     capacity: [u64; 3],
+    /// Unit per pid, looked up once per pid (/proc/PID/cgroup), kept while the pid is listed.
+    units: std::cell::RefCell<StdHashMap<u32, Option<String>>>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -122,6 +124,7 @@ impl Sampler {
             census_in,
             started: Instant::now(),
             ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
+            units: Default::default(),
         })
     }
 
@@ -142,6 +145,11 @@ impl Sampler {
             .iter()
             .filter_map(|fd| progstats::read(fd.as_fd()).ok())
             .collect()
+    }
+
+    /// The cohorts changed while running (`--watch-dns`): classify with the new sets from now on.
+    pub fn set_sets(&mut self, sets: Sets) {
+        self.sets = sets;
     }
 
     pub fn sample(&self) -> Result<Snapshot, String> {
@@ -224,6 +232,18 @@ impl Sampler {
                 out: Out::from_kernel(&sum_out(values.iter()), 0),
             });
         }
+
+        let mut units = self.units.borrow_mut();
+        units.retain(|pid, _| snap.processes.iter().any(|p| p.pid == *pid));
+        for p in &snap.processes {
+            let unit = units
+                .entry(p.pid)
+                .or_insert_with(|| super::owners::unit_of_pid(p.pid));
+            if let Some(u) = unit {
+                snap.units.insert(p.pid, u.clone());
+            }
+        }
+        drop(units);
 
         snap.evicted = Evicted {
             destinations: evicted(self.stat(STAT_DEST_INSERTS), live_dest),

@@ -1,5 +1,6 @@
 //! Pure types and functions: no aya, no I/O. Everything here is unit-tested without root.
 pub mod addr;
+pub mod analysis;
 pub mod cohort;
 pub mod counters;
 pub mod failures;

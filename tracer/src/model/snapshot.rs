@@ -105,6 +105,8 @@ pub struct Snapshot {
     pub maps: MapsUse,
     /// How long this sampling pass took (the reader's own cost).
     pub sample_duration: Duration,
+    /// Container or service unit of the processes' pids, where their cgroup path names one.
+    pub units: std::collections::BTreeMap<u32, String>,
 }
 
 impl Snapshot {
@@ -125,6 +127,7 @@ impl Snapshot {
             proc_reasons: HashMap::new(),
             maps: MapsUse::default(),
             sample_duration: Duration::ZERO,
+            units: Default::default(),
         }
     }
 

@@ -53,6 +53,11 @@ pub fn info() -> RunInfo {
         max_destinations: 65536,
         census_outbound: 0,
         census_inbound: 0,
+        top: 20,
+        analysis: Default::default(),
+        census_owners: vec![],
+        cutover_at: None,
+        watch_dns: vec![],
     }
 }
 

@@ -96,6 +96,7 @@ pub async fn run(
     st: Rc<RefCell<ViewState>>,
     interval: Duration,
     mut ends: Ends,
+    after: &mut crate::watch::AfterTick<'_>,
 ) -> Result<&'static str, Fatal> {
     let _guard = terminal::Guard::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(io::stdout()))
@@ -109,6 +110,9 @@ pub async fn run(
         tokio::select! {
             _ = ticker.tick() => {
                 session.tick()?;
+                if let Some(reason) = after.run(session).await? {
+                    return Ok(reason);
+                }
                 draw(&mut term, &st)?;
             }
             ev = keys.recv() => match ev {

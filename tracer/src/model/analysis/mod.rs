@@ -1,0 +1,276 @@
+//! Failover analytics: a state machine fed with successive samples (one per snapshot) and
+//! cutover marks, yielding findings (threshold crossings, gaps, drain verdicts) and a current
+//! state for display. The live run and `tracer report` feed it the same data (what the NDJSON
+//! snapshot lines hold), so both give the same numbers.
+
+pub mod cutover;
+pub mod dns;
+pub mod drain;
+pub mod gap;
+pub mod stragglers;
+
+use super::counters::Out;
+use cutover::Cutover;
+use drain::{Drain, Estimate};
+use gap::{Crossing, Metric, Tracker};
+use stragglers::{CensusOwner, ProcSample, Straggler, Stragglers};
+
+/// Settings of the analysis (recorded in the meta line so a report uses the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Percent of the new side's share that declares the move (`--threshold`).
+    pub threshold: u32,
+    /// Quiet time after which the old side is drained (`--quiet-for`).
+    pub quiet_for_ms: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            threshold: 95,
+            quiet_for_ms: 60_000,
+        }
+    }
+}
+
+impl Params {
+    /// The threshold and 99 %, each reported.
+    pub fn levels(&self) -> Vec<u32> {
+        let mut v = vec![self.threshold, 99];
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// What one snapshot tells the analysis.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sample {
+    pub elapsed_ms: u64,
+    pub old: Out,
+    pub new: Out,
+    /// Attempts during the interval (the snapshot's `delta.attempts`).
+    pub old_attempts: u64,
+    pub new_attempts: u64,
+    pub processes: Vec<ProcSample>,
+    /// Old-side destinations of the snapshot, busiest first.
+    pub old_destinations: Vec<(String, Out)>,
+}
+
+/// Something the analysis decided, to be recorded as an event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Finding {
+    /// A level reached or lost; `gap_ms` from the cutover when one is known.
+    Threshold {
+        metric: Metric,
+        level: u32,
+        change: gap::Change,
+        gap_ms: Option<i64>,
+    },
+    /// The declaration gap became known (at a crossing after the cutover, or at a cutover
+    /// after the crossing). Negative: the traffic moved before the move was declared.
+    Gap {
+        metric: Metric,
+        level: u32,
+        reached_ms: u64,
+        gap_ms: i64,
+    },
+    Drain(drain::Change),
+}
+
+/// One metric at one level, for display.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GapState {
+    pub metric: Metric,
+    pub level: u32,
+    /// The crossing in effect (reached and held).
+    pub holding: Option<Crossing>,
+    /// The last crossing that was lost again, if not holding.
+    pub lost: Option<Crossing>,
+    /// Gap of the crossing in effect, if there is a cutover.
+    pub gap_ms: Option<i64>,
+    /// Time since the cutover while the level is not held (the gap running).
+    pub running_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainState {
+    /// Quiet since this time (ms since start), if drained.
+    pub drained_since: Option<u64>,
+    pub old_open: u64,
+    pub attempts_last_minute: u64,
+    pub quiet_for_ms: u64,
+    pub last_busy_ms: u64,
+    pub estimate: Estimate,
+}
+
+/// The analysis as plain data, for the live view and reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub now_ms: u64,
+    pub cutover: Option<Cutover>,
+    /// New-side share of attempts in the last interval, and of open connections, per mille.
+    pub share_attempts: Option<u32>,
+    pub share_open: Option<u32>,
+    pub gaps: Vec<GapState>,
+    pub drain: DrainState,
+    pub stragglers: Vec<Straggler>,
+    pub old_destinations: Vec<(String, Out)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    pub cutover: Option<Cutover>,
+    trackers: Vec<Tracker>,
+    drain: Drain,
+    stragglers: Stragglers,
+    last: Sample,
+}
+
+/// Rows of stragglers and destinations kept in the state.
+pub const TOP: usize = 10;
+
+impl Analysis {
+    pub fn new(params: Params) -> Self {
+        let mut trackers = vec![];
+        for metric in [Metric::Attempts, Metric::Open] {
+            for level in params.levels() {
+                trackers.push(Tracker::new(metric, level));
+            }
+        }
+        Analysis {
+            cutover: None,
+            trackers,
+            drain: Drain::new(params.quiet_for_ms),
+            stragglers: Stragglers::default(),
+            last: Sample::default(),
+        }
+    }
+
+    pub fn census(&mut self, owners: &[CensusOwner]) {
+        self.stragglers.census(owners);
+    }
+
+    fn gap(&self, c: &Crossing) -> Option<i64> {
+        self.cutover
+            .as_ref()
+            .map(|k| c.reached_ms as i64 - k.at_ms as i64)
+    }
+
+    /// Mark the cutover; only the first mark counts. Crossings already held get their gap.
+    pub fn mark_cutover(&mut self, at_ms: u64, source: &str) -> Vec<Finding> {
+        if self.cutover.is_some() {
+            return vec![];
+        }
+        self.cutover = Some(Cutover {
+            at_ms,
+            source: source.into(),
+        });
+        self.stragglers.cutover();
+        self.trackers
+            .iter()
+            .filter_map(|t| {
+                let c = t.holding()?;
+                Some(Finding::Gap {
+                    metric: t.metric,
+                    level: t.level,
+                    reached_ms: c.reached_ms,
+                    gap_ms: self.gap(c)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Feed the next snapshot.
+    pub fn feed(&mut self, s: Sample) -> Vec<Finding> {
+        let at = s.elapsed_ms;
+        let mut out = vec![];
+        for i in 0..self.trackers.len() {
+            let t = &mut self.trackers[i];
+            let change = match t.metric {
+                Metric::Attempts => t.feed(at, s.old_attempts, s.new_attempts),
+                Metric::Open => t.feed(at, s.old.open, s.new.open),
+            };
+            let Some(change) = change else { continue };
+            let (metric, level) = (t.metric, t.level);
+            let (gap::Change::Reached(c) | gap::Change::Lost(c)) = change;
+            let gap_ms = self.gap(&c);
+            out.push(Finding::Threshold {
+                metric,
+                level,
+                change,
+                gap_ms,
+            });
+            if let (gap::Change::Reached(c), Some(gap_ms)) = (change, gap_ms) {
+                out.push(Finding::Gap {
+                    metric,
+                    level,
+                    reached_ms: c.reached_ms,
+                    gap_ms,
+                });
+            }
+        }
+        if let Some(c) = self.drain.feed(at, s.old.open, s.old_attempts) {
+            out.push(Finding::Drain(c));
+        }
+        self.stragglers.feed(at, &s.processes);
+        self.last = s;
+        out
+    }
+
+    pub fn drained(&self) -> bool {
+        self.drain.drained_since.is_some()
+    }
+
+    pub fn state(&self) -> State {
+        let now = self.last.elapsed_ms;
+        let gaps = self
+            .trackers
+            .iter()
+            .map(|t| {
+                let holding = t.holding().copied();
+                GapState {
+                    metric: t.metric,
+                    level: t.level,
+                    holding,
+                    lost: if holding.is_none() {
+                        t.crossings.last().copied()
+                    } else {
+                        None
+                    },
+                    gap_ms: holding.as_ref().and_then(|c| self.gap(c)),
+                    running_ms: match (&self.cutover, holding) {
+                        (Some(k), None) => Some(now.saturating_sub(k.at_ms)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        State {
+            now_ms: now,
+            cutover: self.cutover.clone(),
+            share_attempts: gap::share_permille(self.last.old_attempts, self.last.new_attempts),
+            share_open: gap::share_permille(self.last.old.open, self.last.new.open),
+            gaps,
+            drain: DrainState {
+                drained_since: self.drain.drained_since,
+                old_open: self.drain.open(),
+                attempts_last_minute: self.drain.attempts_last_minute(),
+                quiet_for_ms: self.drain.quiet_for_ms,
+                last_busy_ms: self.drain.last_busy_ms,
+                estimate: self.drain.estimate(),
+            },
+            stragglers: self.stragglers.top(TOP),
+            old_destinations: self
+                .last
+                .old_destinations
+                .iter()
+                .take(TOP)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+//! `tracer report FILE.ndjson`: replay a recorded run through the same analysis the live run
+//! uses, then print it as text or JSON, and optionally draw it as SVG.
+
+mod svg;
+mod text;
+
+use std::{io::Write, path::Path};
+
+use serde_json::{Value, json};
+
+use crate::{
+    Fatal, analytics,
+    cli::ReportArgs,
+    model::analysis::{Analysis, Finding, Params, State, gap::share_permille},
+    ndjson::SCHEMA,
+};
+
+/// One point of the time series the SVG draws.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    pub ms: u64,
+    /// New-side share of attempts and of open connections, per mille.
+    pub share_attempts: Option<u32>,
+    pub share_open: Option<u32>,
+    /// Connects per second on each side over the interval.
+    pub old_rate: f64,
+    pub new_rate: f64,
+}
+
+/// A recorded run, replayed.
+pub struct Recorded {
+    pub meta: Value,
+    pub params: Params,
+    pub state: State,
+    pub findings: Vec<(u64, Finding)>,
+    pub series: Vec<Point>,
+    pub summary: Option<Value>,
+    /// The last snapshot line (totals when there is no summary).
+    pub last: Option<Value>,
+    pub dns_changes: Vec<Value>,
+    pub snapshots: u64,
+}
+
+/// Replay NDJSON text. Errors name the line and what is wrong with it.
+pub fn replay(text: &str) -> Result<Recorded, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let parse = |no: usize, l: &str| -> Result<Value, String> {
+        serde_json::from_str(l).map_err(|e| {
+            format!("line {}: not a complete JSON object ({e}): the file is truncated or is not tracer NDJSON", no + 1)
+        })
+    };
+    let (no, first) = lines
+        .next()
+        .ok_or("the file is empty: give the NDJSON file `tracer watch --json` wrote")?;
+    let meta = parse(no, first).map_err(|_| {
+        format!(
+            "line {}: not a tracer meta line: this is not NDJSON written by `tracer watch --json`",
+            no + 1
+        )
+    })?;
+    if meta["type"] != "meta" {
+        return Err(format!(
+            "line {}: the first line must be a tracer meta line (\"type\":\"meta\"): this is not NDJSON written by `tracer watch --json`",
+            no + 1
+        ));
+    }
+    match meta["schema"].as_u64() {
+        Some(s) if s <= SCHEMA => {}
+        other => {
+            return Err(format!(
+                "line {}: schema {} is not known to this tracer (knows {SCHEMA}): use a newer tracer",
+                no + 1,
+                other.map_or("missing".into(), |s| s.to_string())
+            ));
+        }
+    }
+    let params = analytics::params_from_json(&meta["analysis"]);
+    let mut analysis = Analysis::new(params);
+    analysis.census(&analytics::owners_from_json(&meta["census_owners"]));
+    let mut rec = Recorded {
+        meta: Value::Null,
+        params,
+        state: analysis.state(),
+        findings: vec![],
+        series: vec![],
+        summary: None,
+        last: None,
+        dns_changes: vec![],
+        snapshots: 0,
+    };
+    let mut prev_ms = 0u64;
+    for (no, l) in lines {
+        let v = parse(no, l)?;
+        if rec.summary.is_some() {
+            return Err(format!(
+                "line {}: a line after the summary: two runs in one file? give one run per file",
+                no + 1
+            ));
+        }
+        match v["type"].as_str() {
+            Some("snapshot") => {
+                let s = analytics::sample_from_json(&v)
+                    .map_err(|e| format!("line {}: bad snapshot: {e}", no + 1))?;
+                let secs = (s.elapsed_ms.saturating_sub(prev_ms)).max(1) as f64 / 1000.0;
+                prev_ms = s.elapsed_ms;
+                rec.series.push(Point {
+                    ms: s.elapsed_ms,
+                    share_attempts: share_permille(s.old_attempts, s.new_attempts),
+                    share_open: share_permille(s.old.open, s.new.open),
+                    old_rate: s.old_attempts as f64 / secs,
+                    new_rate: s.new_attempts as f64 / secs,
+                });
+                let at = s.elapsed_ms;
+                rec.findings
+                    .extend(analysis.feed(s).into_iter().map(|f| (at, f)));
+                rec.snapshots += 1;
+                rec.last = Some(v);
+            }
+            Some("event") => {
+                let at = v["elapsed_ms"].as_u64().unwrap_or(prev_ms);
+                match v["kind"].as_str() {
+                    Some("cutover") => {
+                        let source = v["source"].as_str().unwrap_or("event");
+                        rec.findings.extend(
+                            analysis
+                                .mark_cutover(at, source)
+                                .into_iter()
+                                .map(|f| (at, f)),
+                        );
+                    }
+                    Some("dns_change") => rec.dns_changes.push(v),
+                    _ => {}
+                }
+            }
+            Some("summary") => rec.summary = Some(v),
+            // Forward compatible: line types of later versions are skipped.
+            _ => {}
+        }
+    }
+    rec.state = analysis.state();
+    rec.meta = meta;
+    Ok(rec)
+}
+
+fn read(path: &Path) -> Result<String, Fatal> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e}: give the NDJSON file `tracer watch --json` wrote",
+            path.display()
+        )
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!("{} is not text (invalid UTF-8 at byte {}): give the NDJSON file `tracer watch --json` wrote", path.display(), e.utf8_error().valid_up_to())
+    })
+}
+
+/// The report as one JSON object.
+pub fn to_json(rec: &Recorded) -> Value {
+    let totals = rec.summary.as_ref().or(rec.last.as_ref());
+    json!({
+        "schema": SCHEMA,
+        "run": {"started_at": rec.meta["started_at"], "host": rec.meta["host"],
+                "interval_ms": rec.meta["interval_ms"], "snapshots": rec.snapshots,
+                "end_ms": rec.state.now_ms,
+                "ended": rec.summary.as_ref().map(|s| s["reason"].clone())},
+        "sets": {"old": rec.meta["old"], "new": rec.meta["new"], "resolved": rec.meta["resolved"]},
+        "params": analytics::params_json(&rec.params),
+        "analysis": analytics::state_json(&rec.state),
+        "totals": totals.map(|t| json!({"cohorts": t["cohorts"], "inbound": t["inbound"]})),
+        "dns_changes": rec.dns_changes,
+    })
+}
+
+pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
+    let text = read(&args.file)?;
+    let rec = replay(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    if let Some(out) = &args.svg {
+        let svg = svg::render(&rec);
+        std::fs::write(out, svg).map_err(|e| {
+            format!(
+                "cannot write --svg {}: {e}: choose a writable path",
+                out.display()
+            )
+        })?;
+    }
+    let out = if args.json {
+        serde_json::to_string_pretty(&to_json(&rec)).unwrap_or_default() + "\n"
+    } else {
+        text::render(&rec)
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the report: {e}"))
+        }
+        _ => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests;

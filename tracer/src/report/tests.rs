@@ -1,0 +1,152 @@
+//! `tracer report` on synthetic recordings made with the same NDJSON writer as a live run.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use super::*;
+use crate::{
+    analytics::sample_of,
+    model::{cohort::Cohort, counters::Out, snapshot::Snapshot},
+    ndjson,
+};
+
+fn meta() -> Value {
+    json!({"type": "meta", "schema": 1, "started_at": "2026-01-01T00:00:00.000Z", "host": "h",
+           "old": ["127.10.0.0/16"], "new": ["127.20.0.0/16"], "interval_ms": 1000,
+           "analysis": {"threshold": 95, "quiet_for_ms": 3000}, "census_owners": [],
+           "some_future_field": {"x": 1}})
+}
+
+/// A failover: all old for 5 s, cutover at 5 s, moved at 7 s, old pool closed at 10 s.
+fn recording() -> (String, State) {
+    let mut lines = vec![meta()];
+    let mut live = Analysis::new(analytics::params_from_json(&meta()["analysis"]));
+    let mut prev = Snapshot::empty(SystemTime::UNIX_EPOCH);
+    let (mut old, mut new) = (Out::default(), Out::default());
+    for i in 1..=16u64 {
+        let (o, n) = if i < 7 { (100, 0) } else { (0, 100) };
+        old.attempts += o;
+        new.attempts += n;
+        old.open = if i < 10 { 20 } else { 0 };
+        new.open = if i < 7 { 0 } else { 20 };
+        let mut cur = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(i));
+        cur.elapsed = Duration::from_secs(i);
+        cur.out[Cohort::Old as usize] = old;
+        cur.out[Cohort::New as usize] = new;
+        lines.push(ndjson::snapshot(&cur, &prev, 20));
+        live.feed(sample_of(&cur, &prev, 20));
+        if i == 5 {
+            lines.push(
+                json!({"type": "event", "elapsed_ms": 5000, "kind": "cutover", "source": "flag"}),
+            );
+            live.mark_cutover(5000, "flag");
+        }
+        prev = cur;
+    }
+    lines.push(json!({"type": "future_line_type", "x": 1}));
+    lines.push(
+        json!({"type": "summary", "reason": "sigint", "cohorts": lines.last().unwrap()["cohorts"]}),
+    );
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    (text, live.state())
+}
+
+#[test]
+fn replay_gives_the_numbers_of_the_live_run() {
+    let (text, live) = recording();
+    let rec = replay(&text).unwrap();
+    assert_eq!(rec.state, live);
+    assert_eq!(rec.snapshots, 16);
+    assert_eq!(rec.state.cutover.as_ref().unwrap().at_ms, 5000);
+    assert_eq!(
+        rec.state.gaps[0].gap_ms,
+        Some(1000),
+        "attempts moved during 6..7 s"
+    );
+    assert_eq!(
+        rec.state.drain.drained_since,
+        Some(9000),
+        "last busy interval"
+    );
+    let j = to_json(&rec);
+    assert_eq!(j["analysis"]["gaps"][0]["gap_ms"], 1000);
+    assert_eq!(j["analysis"]["drain"]["since_ms"], 9000);
+    assert_eq!(j["run"]["ended"], "sigint");
+    let t = text::render(&rec);
+    assert!(t.contains("cutover    at 5.0 s (marked by flag)"), "{t}");
+    assert!(
+        t.contains("attempts 95%  1.0 s (reached at 6.0 s, held)"),
+        "{t}"
+    );
+    assert!(t.contains("drained at 9.0 s"), "{t}");
+}
+
+#[test]
+fn truncated_and_foreign_files_name_the_line() {
+    let (text, _) = recording();
+    let cut = &text[..text.len() - 40];
+    let e = replay(cut).err().unwrap();
+    let last = cut.lines().count();
+    assert!(e.starts_with(&format!("line {last}: ")), "{e}");
+    assert!(e.contains("truncated"), "{e}");
+
+    let e = replay("hello world\n").err().unwrap();
+    assert!(
+        e.starts_with("line 1:") && e.contains("not NDJSON written by"),
+        "{e}"
+    );
+    let e = replay("{\"type\":\"snapshot\"}\n").err().unwrap();
+    assert!(e.starts_with("line 1:") && e.contains("meta"), "{e}");
+    let e = replay("").err().unwrap();
+    assert!(e.contains("empty"), "{e}");
+    let e = replay(&format!(
+        "{}\n{{\"type\":\"snapshot\",\"elapsed_ms\":1}}\n",
+        meta()
+    ))
+    .err()
+    .unwrap();
+    assert!(e.starts_with("line 2: bad snapshot"), "{e}");
+    let e = replay("{\"type\":\"meta\",\"schema\":9}\n").err().unwrap();
+    assert!(e.contains("schema 9"), "{e}");
+}
+
+#[test]
+fn a_run_without_summary_or_cutover_still_reports() {
+    let (text, _) = recording();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains("\"summary\"") && !l.contains("\"cutover\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let rec = replay(&text).unwrap();
+    assert!(rec.state.cutover.is_none());
+    assert_eq!(rec.state.gaps[0].holding.unwrap().reached_ms, 6000);
+    let t = text::render(&rec);
+    assert!(t.contains("no summary line"), "{t}");
+    assert!(t.contains("none marked"), "{t}");
+}
+
+#[test]
+fn the_svg_renders_to_an_image_of_the_expected_size() {
+    let (text, _) = recording();
+    let rec = replay(&text).unwrap();
+    let svg = svg::render(&rec);
+    assert!(svg.contains("cutover (flag)"), "the cutover is marked");
+    let tree = resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).unwrap();
+    assert_eq!(
+        (tree.size().width() as u32, tree.size().height() as u32),
+        (svg::WIDTH, svg::HEIGHT)
+    );
+    let mut pix = resvg::tiny_skia::Pixmap::new(svg::WIDTH, svg::HEIGHT).unwrap();
+    resvg::render(&tree, Default::default(), &mut pix.as_mut());
+    let colored = pix
+        .pixels()
+        .iter()
+        .filter(|p| p.red() != p.blue() || p.green() != p.blue())
+        .count();
+    assert!(
+        colored > 1000,
+        "lines are drawn in colour: {colored} pixels"
+    );
+}

@@ -1,0 +1,196 @@
+//! The report as text for a terminal: one section per question an operator asks.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::Recorded;
+use crate::model::analysis::{drain::Estimate, gap::HOLD};
+
+/// Milliseconds as seconds with one decimal.
+pub fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn signed_secs(ms: i64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn list(v: &Value) -> String {
+    let items: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+pub fn render(rec: &Recorded) -> String {
+    let mut o = String::new();
+    let st = &rec.state;
+    let m = &rec.meta;
+    let ended = match &rec.summary {
+        Some(s) => format!("ended by {}", s["reason"].as_str().unwrap_or("?")),
+        None => "no summary line: the run did not end cleanly (killed?)".into(),
+    };
+    let _ = writeln!(
+        o,
+        "run        {} on {}: {} recorded, {} snapshots every {} ms, {ended}",
+        m["started_at"].as_str().unwrap_or("?"),
+        m["host"].as_str().unwrap_or("?"),
+        secs(st.now_ms),
+        rec.snapshots,
+        m["interval_ms"]
+    );
+    let _ = writeln!(
+        o,
+        "sets       old: {}   new: {}",
+        list(&m["old"]),
+        list(&m["new"])
+    );
+    match &st.cutover {
+        Some(c) => {
+            let _ = writeln!(
+                o,
+                "cutover    at {} (marked by {})",
+                secs(c.at_ms),
+                c.source
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "cutover    none marked (--cutover-at, the c key or --watch-dns mark it): gaps cannot be given, crossings are shown from the start"
+            );
+        }
+    }
+    for g in &st.gaps {
+        let what = format!("{} {}%", g.metric.name(), g.level);
+        let line = match (g.holding, g.gap_ms, g.lost) {
+            (Some(c), Some(gap), _) => format!(
+                "{} (reached at {}, held)",
+                signed_secs(gap),
+                secs(c.reached_ms)
+            ),
+            (Some(c), None, _) => format!(
+                "reached at {} (no cutover to measure from)",
+                secs(c.reached_ms)
+            ),
+            (None, _, Some(l)) => format!(
+                "not held: reached at {}, lost at {}",
+                secs(l.reached_ms),
+                secs(l.lost_ms.unwrap_or(0))
+            ),
+            (None, _, None) => format!("never reached for {HOLD} intervals in a row"),
+        };
+        let _ = writeln!(o, "gap        {what:<13} {line}");
+    }
+    let d = &st.drain;
+    match d.drained_since {
+        Some(since) => {
+            let _ = writeln!(
+                o,
+                "drain      drained at {} (no open connections and no attempts for {} after it)",
+                secs(since),
+                secs(d.quiet_for_ms)
+            );
+        }
+        None => {
+            let est = match &d.estimate {
+                Estimate::At(ms) => format!(
+                    "expected quiet at {}, drained {} later",
+                    secs(*ms),
+                    secs(d.quiet_for_ms)
+                ),
+                Estimate::NotPossible(why) => format!("no estimate: {why}"),
+            };
+            let _ = writeln!(
+                o,
+                "drain      not drained: {} open, {} attempts in the last minute, last busy at {}; {est}",
+                d.old_open,
+                d.attempts_last_minute,
+                secs(d.last_busy_ms)
+            );
+        }
+    }
+    if let Some(t) = rec.summary.as_ref().or(rec.last.as_ref()) {
+        let _ = writeln!(
+            o,
+            "totals     cohort   attempts  established  failed   closed     open"
+        );
+        for c in ["old", "new", "other"] {
+            let v = &t["cohorts"][c];
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                o,
+                "           {c:<6} {:>10} {:>12} {:>7} {:>8} {:>8}",
+                n("attempts"),
+                n("established"),
+                n("failed"),
+                n("closed"),
+                n("open")
+            );
+        }
+    }
+    if !st.old_destinations.is_empty() {
+        let top: Vec<String> = st
+            .old_destinations
+            .iter()
+            .take(5)
+            .map(|(a, o)| format!("{a} ({} open, {} attempts)", o.open, o.attempts))
+            .collect();
+        let _ = writeln!(o, "old dests  {}", top.join(", "));
+    }
+    if st.stragglers.is_empty() {
+        let _ = writeln!(o, "stragglers none");
+    } else {
+        let _ = writeln!(
+            o,
+            "stragglers pid      comm             cgroup / unit        old attempts  old open  at start  first old  last old   reached new"
+        );
+        for s in &st.stragglers {
+            let t = |v: Option<u64>| v.map_or("-".into(), secs);
+            let _ = writeln!(
+                o,
+                "           {:<8} {:<16} {:<20} {:>12} {:>9} {:>9}  {:>9} {:>9}   {}",
+                s.pid,
+                s.comm,
+                s.unit.clone().unwrap_or_else(|| s.cgroup.to_string()),
+                s.old_attempts_since_cutover,
+                s.old_open,
+                s.census_open,
+                t(s.first_old_ms),
+                t(s.last_old_ms),
+                if s.reached_new {
+                    "yes"
+                } else {
+                    "NO (cached DNS?)"
+                }
+            );
+        }
+    }
+    for c in &rec.dns_changes {
+        let _ = writeln!(
+            o,
+            "dns        {} at {}: {} -> {} (ttl {} s{})",
+            c["name"].as_str().unwrap_or("?"),
+            secs(c["elapsed_ms"].as_u64().unwrap_or(0)),
+            list(&c["old"]),
+            list(&c["new"]),
+            c["ttl"],
+            if c["long_ttl"] == true {
+                ", LONG: clients may keep the old answer"
+            } else {
+                ""
+            }
+        );
+    }
+    o
+}
