@@ -95,8 +95,8 @@ pub fn spread_addr(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(127, second, hi as u8, lo as u8)
 }
 
-/// Accept, read what the client sent until it closes, close: a full, ordinary lifecycle on both
-/// halves (no reset from unread data).
+/// Accept, read what the client sent until it shuts down its side, close: a full, ordinary
+/// lifecycle on both halves (no reset from unread data).
 fn serve(l: TcpListener) {
     let mut buf = [0u8; 64];
     loop {
@@ -110,6 +110,33 @@ fn serve(l: TcpListener) {
     }
 }
 
+/// Acceptor threads per listener: the clients wait for the server (see `exchange`), so the
+/// servers must keep up with all client threads.
+const ACCEPTORS: usize = 2;
+
+fn serve_with(l: TcpListener) -> Result<()> {
+    for _ in 1..ACCEPTORS {
+        let l2 = l.try_clone()?;
+        thread::spawn(move || serve(l2));
+    }
+    thread::spawn(move || serve(l));
+    Ok(())
+}
+
+/// One connection: connect, send a byte, shut down our side and wait for the server to close
+/// (EOF). Waiting keeps the clients in step with the servers: no accept queue overflows, no SYN
+/// retransmits stalling a client for a second, and every counted connect really completed.
+/// The client still closes first (client `FIN_WAIT1 -> FIN_WAIT2 -> TIME_WAIT`).
+fn exchange(to: SocketAddr) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(to)?;
+    s.write_all(b"x")?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = [0u8; 8];
+    while s.read(&mut buf)? != 0 {}
+    Ok(())
+}
+
 fn churn(threads: usize, secs: Duration, target: Target) -> Result<()> {
     let (dests, names): (Vec<SocketAddr>, Vec<String>) = match &target {
         Target::Listen(addrs) => {
@@ -117,16 +144,14 @@ fn churn(threads: usize, secs: Duration, target: Target) -> Result<()> {
             for a in addrs {
                 let l = TcpListener::bind((*a, 0)).with_context(|| format!("bind {a}:0"))?;
                 dests.push(l.local_addr()?);
-                thread::spawn(move || serve(l));
+                serve_with(l)?;
             }
             (dests, addrs.iter().map(|a| a.to_string()).collect())
         }
         Target::Spread(n) => {
             let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).context("bind 0.0.0.0:0")?;
             let port = l.local_addr()?.port();
-            let l2 = l.try_clone()?;
-            thread::spawn(move || serve(l));
-            thread::spawn(move || serve(l2));
+            serve_with(l)?;
             let dests = (0..*n)
                 .map(|i| SocketAddr::from((spread_addr(i), port)))
                 .collect();
@@ -149,14 +174,12 @@ fn churn(threads: usize, secs: Duration, target: Target) -> Result<()> {
             );
             thread::spawn(move || {
                 let mut ok = 0u64;
-                let mut i = t;
+                // Each thread walks all destinations, starting at its own offset.
+                let mut d = t % dests.len();
                 while ok < MAX_CONNECTS_PER_THREAD && Instant::now() < deadline {
-                    let d = i % dests.len();
-                    i += threads;
-                    match TcpStream::connect(dests[d]) {
-                        Ok(mut s) => {
-                            let _ = s.write_all(b"x");
-                            drop(s);
+                    d = (d + 1) % dests.len();
+                    match exchange(dests[d]) {
+                        Ok(()) => {
                             ok += 1;
                             if let Some(c) = per_dest.get(d) {
                                 c.fetch_add(1, Ordering::Relaxed);

@@ -80,7 +80,7 @@ impl Contender {
         let _ = std::fs::remove_file(&out);
         let child = match self {
             Contender::Baseline => None,
-            Contender::Tracer(mode) => Some(start_tracer(ctx, mode, "1s", &out, &err)?),
+            Contender::Tracer(mode) => Some(start_tracer(ctx, mode, "1s", 200, &out, &err)?),
             Contender::Bpftrace => {
                 let child = Command::new(&ctx.bpftrace)
                     .args(["-e", BPFTRACE_SCRIPT])
@@ -125,26 +125,23 @@ impl Contender {
 }
 
 /// `tracer watch --headless` writing NDJSON to `out`, started and traced (meta line written).
+/// `top` rows per line: the default 20 for the cost figures, more for the accuracy runs so the
+/// workload's addresses are found among other tests' destinations.
 pub fn start_tracer(
     ctx: &Ctx,
     mode: &str,
     interval: &str,
+    top: usize,
     out: &Path,
     err: &Path,
 ) -> Result<Child> {
+    // A stale file from the previous run would look ready at once.
+    let _ = std::fs::remove_file(out);
     let mut child = Command::new(&ctx.tracer)
         .args(["watch", "--headless", "--interval", interval, "--json"])
         .arg(out)
-        .args([
-            "--old",
-            OLD,
-            "--new",
-            NEW,
-            "--connect-hook",
-            mode,
-            "--top",
-            "200",
-        ])
+        .args(["--old", OLD, "--new", NEW, "--connect-hook", mode, "--top"])
+        .arg(top.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(err)?)

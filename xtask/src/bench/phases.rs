@@ -314,7 +314,7 @@ pub fn destinations(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<DestTrial>
                 round + 1,
                 plan.dest_rounds
             );
-            let mut child = start_tracer(ctx, mode, "1s", &out, &err)?;
+            let mut child = start_tracer(ctx, mode, "1s", 20, &out, &err)?;
             let pid = child.id();
             let cpu0 = procstat::cpu_ns(pid);
             let t0 = Instant::now();
@@ -459,7 +459,7 @@ pub fn scan_cost(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<ScanCost>> {
                 "established",
             ]))?);
         }
-        let mut tracer = start_tracer(ctx, mode, "100ms", &out, &err)?;
+        let mut tracer = start_tracer(ctx, mode, "100ms", 20, &out, &err)?;
         let pid = tracer.id();
         thread::sleep(Duration::from_millis(500));
         let (c0, s0) = (procstat::cpu_ns(pid), count_snapshots(&out));

@@ -95,6 +95,14 @@ fn cell(v: &Value, scale: f64, digits: usize) -> String {
     })
 }
 
+/// A share as a percentage, or `n/a`.
+fn pct(v: &Value) -> String {
+    match cell(v, 100.0, 3) {
+        s if s == "n/a" => s,
+        s => s + " %",
+    }
+}
+
 impl Report<'_> {
     fn throughput(&self) -> Value {
         let base = |round: usize| {
@@ -205,6 +213,7 @@ impl Report<'_> {
             "took_s": self.took.as_secs(),
             "workload": {"targets": TARGETS.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
                          "bpftrace_script": BPFTRACE_SCRIPT, "procscan": PROCSCAN_PIPELINE, "ss": SS_COMMAND},
+            "contenders": self.contenders.iter().map(Contender::key).collect::<Vec<_>>(),
             "throughput": self.throughput(),
             "bpf_cost": self.bpf_cost(),
             "destinations": self.destinations(),
@@ -265,14 +274,20 @@ pub fn render(v: &Value) -> String {
         "| contender | connects/s | share of baseline | counted / workload | missed per run | lost events | entries in /proc/net/tcp |",
     );
     w("|---|---|---|---|---|---|---|");
-    if let Some(rows) = v["throughput"]["summary"].as_object() {
-        for (key, r) in rows {
+    for key in v["contenders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let r = &v["throughput"]["summary"][key];
+        {
             w(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} |",
                 r["label"].as_str().unwrap_or(key),
                 cell(&r["connects_per_s"], 1.0, 0),
                 cell(&r["share_of_baseline"], 1.0, 3),
-                cell(&r["counted_share"], 100.0, 3) + " %",
+                pct(&r["counted_share"]),
                 cell(&r["missed"], 1.0, 0),
                 cell(&r["lost_events"], 1.0, 0),
                 cell(&r["tcp_entries"], 1.0, 0)
