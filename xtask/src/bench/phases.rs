@@ -417,6 +417,23 @@ impl Drop for Holders {
     }
 }
 
+/// Earlier churn (this bench's, other tests') leaves TIME_WAIT sockets for 60 s, which every
+/// /proc scan walks too: wait (at most 65 s) until few are left, so "0 open sockets" means it.
+fn drain_time_wait() {
+    let t0 = Instant::now();
+    let mut said = false;
+    while tcp_entries() > 5000 && t0.elapsed() < Duration::from_secs(65) {
+        if !said {
+            eprintln!(
+                "xtask: bench: waiting (at most 65 s) for {} sockets, mostly TIME_WAIT, to expire",
+                tcp_entries()
+            );
+            said = true;
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// CPU of one run of `cmd` (and everything it started), in ns.
 fn cpu_of(cmd: &mut Command) -> Result<f64> {
     let before = procstat::children_cpu_ns();
@@ -443,6 +460,9 @@ pub fn scan_cost(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<ScanCost>> {
     let out = ctx.work.join("snap.ndjson");
     let err = ctx.work.join("snap.err");
     let mut rows = Vec::new();
+    if !plan.quick {
+        drain_time_wait();
+    }
     for &sockets in &plan.socket_counts {
         eprintln!("xtask: bench: scan cost with {sockets} open sockets");
         let holders = Holders::start(ctx, sockets)?;
