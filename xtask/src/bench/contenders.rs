@@ -80,7 +80,7 @@ impl Contender {
         let _ = std::fs::remove_file(&out);
         let child = match self {
             Contender::Baseline => None,
-            Contender::Tracer(mode) => Some(start_tracer(ctx, mode, "1s", 200, &out, &err)?),
+            Contender::Tracer(mode) => Some(start_tracer(ctx, mode, "1s", 200, &[], &out, &err)?),
             Contender::Bpftrace => {
                 let child = Command::new(&ctx.bpftrace)
                     .args(["-e", BPFTRACE_SCRIPT])
@@ -132,6 +132,7 @@ pub fn start_tracer(
     mode: &str,
     interval: &str,
     top: usize,
+    extra: &[&str],
     out: &Path,
     err: &Path,
 ) -> Result<Child> {
@@ -142,6 +143,7 @@ pub fn start_tracer(
         .arg(out)
         .args(["--old", OLD, "--new", NEW, "--connect-hook", mode, "--top"])
         .arg(top.to_string())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(err)?)

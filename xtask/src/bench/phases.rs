@@ -314,7 +314,7 @@ pub fn destinations(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<DestTrial>
                 round + 1,
                 plan.dest_rounds
             );
-            let mut child = start_tracer(ctx, mode, "1s", 20, &out, &err)?;
+            let mut child = start_tracer(ctx, mode, "1s", 20, &[], &out, &err)?;
             let pid = child.id();
             let cpu0 = procstat::cpu_ns(pid);
             let t0 = Instant::now();
@@ -358,6 +358,8 @@ pub struct ScanCost {
     pub ss_ns: Vec<f64>,
     pub snapshot_ns: f64,
     pub snapshots: u64,
+    /// The same with `--max-destinations 1024` (measured at the first size only).
+    pub snapshot_small_maps_ns: Option<f64>,
     pub census: Option<u64>,
 }
 
@@ -366,6 +368,7 @@ impl ScanCost {
         json!({"sockets": self.sockets, "tcp_entries": self.tcp_entries,
                "procscan_cpu_ns": self.procscan_ns, "ss_cpu_ns": self.ss_ns,
                "tracer_snapshot_cpu_ns": self.snapshot_ns, "tracer_snapshots": self.snapshots,
+               "tracer_snapshot_small_maps_cpu_ns": self.snapshot_small_maps_ns,
                "tracer_census": self.census})
     }
 }
@@ -456,9 +459,35 @@ fn count_snapshots(path: &std::path::Path) -> u64 {
         .count() as u64
 }
 
-pub fn scan_cost(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<ScanCost>> {
+/// tracer's CPU per snapshot at a 100 ms interval, the snapshots it took, and its meta line.
+fn snapshot_cost(ctx: &Ctx, plan: &Plan, mode: &str, extra: &[&str]) -> Result<(f64, u64, Value)> {
     let out = ctx.work.join("snap.ndjson");
     let err = ctx.work.join("snap.err");
+    let mut tracer = start_tracer(ctx, mode, "100ms", 20, extra, &out, &err)?;
+    let pid = tracer.id();
+    thread::sleep(Duration::from_millis(500));
+    let (c0, s0) = (procstat::cpu_ns(pid), count_snapshots(&out));
+    thread::sleep(plan.snap_window);
+    let (c1, s1) = (procstat::cpu_ns(pid), count_snapshots(&out));
+    let st = stop_child(&mut tracer, libc::SIGINT, false)?;
+    if !st.success() {
+        bail!(
+            "tracer failed ({st}): {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+    }
+    if s1 <= s0 {
+        bail!("tracer wrote no snapshot in {:?}", plan.snap_window);
+    }
+    let meta: Value = std::fs::read_to_string(&out)?
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    Ok(((c1 - c0) as f64 / (s1 - s0) as f64, s1 - s0, meta))
+}
+
+pub fn scan_cost(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<ScanCost>> {
     let mut rows = Vec::new();
     if !plan.quick {
         drain_time_wait();
@@ -479,35 +508,22 @@ pub fn scan_cost(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<ScanCost>> {
                 "established",
             ]))?);
         }
-        let mut tracer = start_tracer(ctx, mode, "100ms", 20, &out, &err)?;
-        let pid = tracer.id();
-        thread::sleep(Duration::from_millis(500));
-        let (c0, s0) = (procstat::cpu_ns(pid), count_snapshots(&out));
-        thread::sleep(plan.snap_window);
-        let (c1, s1) = (procstat::cpu_ns(pid), count_snapshots(&out));
-        let st = stop_child(&mut tracer, libc::SIGINT, false)?;
-        if !st.success() {
-            bail!(
-                "tracer failed ({st}): {}",
-                std::fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        let meta: Value = std::fs::read_to_string(&out)?
-            .lines()
-            .next()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or_default();
+        let (snapshot_ns, snapshots, meta) = snapshot_cost(ctx, plan, mode, &[])?;
+        // Profile of the idle snapshot, once: the same with maps of 1024 instead of 65536 entries.
+        let small = if rows.is_empty() {
+            Some(snapshot_cost(ctx, plan, mode, &["--max-destinations", "1024"])?.0)
+        } else {
+            None
+        };
         drop(holders);
-        if s1 <= s0 {
-            bail!("tracer wrote no snapshot in {:?}", plan.snap_window);
-        }
         rows.push(ScanCost {
             sockets,
             tcp_entries: entries,
             procscan_ns,
             ss_ns,
-            snapshot_ns: (c1 - c0) as f64 / (s1 - s0) as f64,
-            snapshots: s1 - s0,
+            snapshot_ns,
+            snapshots,
+            snapshot_small_maps_ns: small,
             census: meta["census"]["outbound"].as_u64(),
         });
     }

@@ -199,6 +199,7 @@ impl Report<'_> {
                 json!({"sockets": s.sockets, "tcp_entries": s.tcp_entries, "census": s.census,
                 "procscan_cpu_ns": sj(&s.procscan_ns), "ss_cpu_ns": sj(&s.ss_ns),
                 "tracer_snapshot_cpu_ns": s.snapshot_ns,
+                "tracer_snapshot_small_maps_cpu_ns": s.snapshot_small_maps_ns,
                 "procscan_per_snapshot": r(&s.procscan_ns), "ss_per_snapshot": r(&s.ss_ns)})
             })
             .collect();
