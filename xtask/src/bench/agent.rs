@@ -37,7 +37,7 @@ pub fn main(args: &[String]) -> Result<()> {
         ["churn", threads, secs, target] => {
             let threads: usize = threads.parse().context("churn THREADS")?;
             let secs: f64 = secs.parse().context("churn SECS")?;
-            if !(1..=64).contains(&threads) || !(secs > 0.0 && secs <= MAX_SECS) {
+            if !((1..=64).contains(&threads) && secs > 0.0 && secs <= MAX_SECS) {
                 bail!("churn wants 1-64 threads and 0-{MAX_SECS} seconds");
             }
             churn(
@@ -91,7 +91,7 @@ fn parse_target(s: &str) -> Result<Target> {
 pub fn spread_addr(i: u32) -> Ipv4Addr {
     let k = i / 2;
     let (hi, lo) = (k / 254, k % 254 + 1);
-    let second = if i % 2 == 0 { 10 } else { 20 };
+    let second = if i.is_multiple_of(2) { 10 } else { 20 };
     Ipv4Addr::new(127, second, hi as u8, lo as u8)
 }
 
