@@ -24,6 +24,11 @@ pub const BPFTRACE_SCRIPT: &str = "BEGIN { printf(\"ready\\n\"); } \
 tracepoint:sock:inet_sock_set_state /args->protocol == 6/ \
 { @t[ntop(args->daddr), args->oldstate, args->newstate] = count(); }";
 
+/// The floor: the same probe with only the protocol filter, no map. Measured next to the others
+/// in the BPF cost rounds, it shows what attaching to this tracepoint costs on this host today.
+pub const BPFTRACE_FLOOR_SCRIPT: &str = "BEGIN { printf(\"ready\\n\"); } \
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { }";
+
 /// The status quo pipeline from the issue, once a second.
 pub const PROCSCAN_PIPELINE: &str =
     "cat /proc/net/tcp /proc/net/tcp6 | awk '$4==\"01\"{print $3}' | cut -d: -f1 | sort | uniq -c";
@@ -42,6 +47,8 @@ pub enum Contender {
     Baseline,
     Tracer(String),
     Bpftrace,
+    /// BPF cost rounds only: bpftrace with an empty action.
+    BpftraceFloor,
     ProcScan,
     Ss,
 }
@@ -53,6 +60,7 @@ impl Contender {
             Contender::Baseline => "none".into(),
             Contender::Tracer(m) => format!("tracer-{m}"),
             Contender::Bpftrace => "bpftrace".into(),
+            Contender::BpftraceFloor => "bpftrace-floor".into(),
             Contender::ProcScan => "procscan".into(),
             Contender::Ss => "ss".into(),
         }
@@ -64,13 +72,17 @@ impl Contender {
             Contender::Baseline => "none (baseline)".into(),
             Contender::Tracer(m) => format!("tracer (connect hook {m})"),
             Contender::Bpftrace => "bpftrace (same tracepoint)".into(),
+            Contender::BpftraceFloor => "bpftrace, protocol filter only (floor)".into(),
             Contender::ProcScan => "/proc/net/tcp awk loop, 1 s".into(),
             Contender::Ss => "`ss -tn state established`, 1 s".into(),
         }
     }
 
     pub fn is_bpf(&self) -> bool {
-        matches!(self, Contender::Tracer(_) | Contender::Bpftrace)
+        matches!(
+            self,
+            Contender::Tracer(_) | Contender::Bpftrace | Contender::BpftraceFloor
+        )
     }
 
     /// Start it and wait until it is really watching; `max` bounds the scanner loops.
@@ -81,9 +93,14 @@ impl Contender {
         let child = match self {
             Contender::Baseline => None,
             Contender::Tracer(mode) => Some(start_tracer(ctx, mode, "1s", 200, &[], &out, &err)?),
-            Contender::Bpftrace => {
+            Contender::Bpftrace | Contender::BpftraceFloor => {
+                let script = if *self == Contender::Bpftrace {
+                    BPFTRACE_SCRIPT
+                } else {
+                    BPFTRACE_FLOOR_SCRIPT
+                };
                 let child = Command::new(&ctx.bpftrace)
-                    .args(["-e", BPFTRACE_SCRIPT])
+                    .args(["-e", script])
                     .stdin(Stdio::null())
                     .stdout(std::fs::File::create(&out)?)
                     .stderr(std::fs::File::create(&err)?)
@@ -247,6 +264,7 @@ impl Running {
                 }
                 tracer_counted(&text, targets).ok_or_else(|| fail("no summary line"))?
             }
+            Contender::BpftraceFloor => Counted::default(),
             Contender::Bpftrace => Counted {
                 connections: Some(bpftrace_attempts(&text, targets)),
                 lost_events: None,

@@ -56,8 +56,8 @@ impl Plan {
             Plan {
                 quick,
                 threads,
-                rounds: 5,
-                churn_secs: 5.0,
+                rounds: 7,
+                churn_secs: 4.0,
                 bpf_rounds: 5,
                 dest_counts: vec![1, 1000, 60_000],
                 dest_secs: 8.0,

@@ -205,15 +205,22 @@ fn prog_delta(before: &[Prog], after: &[Prog]) -> Vec<Prog> {
         .collect()
 }
 
+/// The BPF contenders, plus the bpftrace floor.
+pub fn bpf_contenders(contenders: &[Contender]) -> Vec<Contender> {
+    let mut v: Vec<Contender> = contenders.iter().filter(|c| c.is_bpf()).cloned().collect();
+    v.push(Contender::BpftraceFloor);
+    v
+}
+
 /// BPF cost per event and per connection, with run-time statistics enabled only here.
 pub fn bpf_cost(ctx: &Ctx, plan: &Plan, contenders: &[Contender]) -> Result<Vec<BpfTrial>> {
     let target = format!("addrs={},{}", TARGETS[0], TARGETS[1]);
-    let bpf: Vec<&Contender> = contenders.iter().filter(|c| c.is_bpf()).collect();
+    let bpf = bpf_contenders(contenders);
     let _stats = BpfStats::enable()?;
     let mut trials = Vec::new();
     for round in 0..plan.bpf_rounds {
         for i in 0..bpf.len() {
-            let c = bpf[(i + round) % bpf.len()];
+            let c = &bpf[(i + round) % bpf.len()];
             eprintln!(
                 "xtask: bench: BPF cost round {} / {}: {}",
                 round + 1,

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::{
     Plan,
-    contenders::{BPFTRACE_SCRIPT, Contender, PROCSCAN_PIPELINE, SS_COMMAND},
+    contenders::{
+        BPFTRACE_FLOOR_SCRIPT, BPFTRACE_SCRIPT, Contender, PROCSCAN_PIPELINE, SS_COMMAND,
+    },
     phases::{BpfTrial, DestTrial, ScanCost, TARGETS, Trial},
     stats::{Spread, ratio},
 };
@@ -136,7 +138,7 @@ impl Report<'_> {
 
     fn bpf_cost(&self) -> Value {
         let mut summary = Vec::new();
-        for c in self.contenders.iter().filter(|c| c.is_bpf()) {
+        for c in &super::phases::bpf_contenders(self.contenders) {
             let ts: Vec<&BpfTrial> = self.bpf.iter().filter(|t| t.contender == *c).collect();
             let per = |g: &dyn Fn(u64, u64, u64, u64) -> f64| {
                 sj(&ts
@@ -295,7 +297,7 @@ pub fn render(v: &Value) -> String {
             ));
         }
     }
-    w("\n## BPF cost (kernel.bpf_stats_enabled: run_time_ns / run_cnt)\n");
+    w("\n## BPF cost (run_time_ns / run_cnt with run-time statistics on, as kernel.bpf_stats_enabled=1 does)\n");
     w(
         "All programs of the contender together, during the churn only. On loopback one connection is both",
     );
@@ -421,7 +423,7 @@ pub fn render(v: &Value) -> String {
     }
     w(&format!("\n{}", super::targets::NOTES));
     w(&format!(
-        "\n## The contenders, exactly\n\n- bpftrace: `{BPFTRACE_SCRIPT}`\n- /proc scan: `{PROCSCAN_PIPELINE}` every second\n- ss: `{SS_COMMAND}` every second\n- tracer: `tracer watch --headless --interval 1s --json FILE --old 127.10.0.0/16 --new 127.20.0.0/16 --connect-hook MODE`"
+        "\n## The contenders, exactly\n\n- bpftrace: `{BPFTRACE_SCRIPT}`\n- bpftrace floor (BPF cost rounds only): `{BPFTRACE_FLOOR_SCRIPT}`\n- /proc scan: `{PROCSCAN_PIPELINE}` every second\n- ss: `{SS_COMMAND}` every second\n- tracer: `tracer watch --headless --interval 1s --json FILE --old 127.10.0.0/16 --new 127.20.0.0/16 --connect-hook MODE`"
     ));
     s
 }
