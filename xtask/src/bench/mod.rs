@@ -33,6 +33,8 @@ pub struct Plan {
     pub socket_counts: Vec<usize>,
     pub scan_reps: usize,
     pub snap_window: Duration,
+    /// Runs of each side of the idle-snapshot profile (default maps against small maps).
+    pub profile_reps: usize,
 }
 
 impl Plan {
@@ -51,6 +53,7 @@ impl Plan {
                 socket_counts: vec![0, 2000],
                 scan_reps: 2,
                 snap_window: Duration::from_secs(1),
+                profile_reps: 1,
             }
         } else {
             Plan {
@@ -64,7 +67,8 @@ impl Plan {
                 dest_rounds: 3,
                 socket_counts: vec![0, 10_000, 70_000],
                 scan_reps: 5,
-                snap_window: Duration::from_secs(3),
+                snap_window: Duration::from_secs(2),
+                profile_reps: 3,
             }
         }
     }
@@ -74,7 +78,8 @@ impl Plan {
             "churn_secs": self.churn_secs, "bpf_rounds": self.bpf_rounds,
             "destinations": self.dest_counts, "dest_secs": self.dest_secs,
             "dest_rounds": self.dest_rounds, "open_sockets": self.socket_counts,
-            "scan_reps": self.scan_reps, "snapshot_window_ms": self.snap_window.as_millis() as u64})
+            "scan_reps": self.scan_reps, "snapshot_window_ms": self.snap_window.as_millis() as u64,
+            "profile_reps": self.profile_reps})
     }
 }
 

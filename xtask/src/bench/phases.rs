@@ -365,7 +365,7 @@ pub struct ScanCost {
     pub ss_ns: Vec<f64>,
     pub snapshot_ns: f64,
     pub snapshots: u64,
-    /// The same with `--max-destinations 1024` (measured at the first size only).
+    /// The same with `--max-destinations 1024` (first size only; there both are medians).
     pub snapshot_small_maps_ns: Option<f64>,
     pub census: Option<u64>,
 }
@@ -515,13 +515,23 @@ pub fn scan_cost(ctx: &Ctx, plan: &Plan, mode: &str) -> Result<Vec<ScanCost>> {
                 "established",
             ]))?);
         }
-        let (snapshot_ns, snapshots, meta) = snapshot_cost(ctx, plan, mode, &[])?;
-        // Profile of the idle snapshot, once: the same with maps of 1024 instead of 65536 entries.
-        let small = if rows.is_empty() {
-            Some(snapshot_cost(ctx, plan, mode, &["--max-destinations", "1024"])?.0)
-        } else {
-            None
-        };
+        let (mut snapshot_ns, snapshots, meta) = snapshot_cost(ctx, plan, mode, &[])?;
+        // Profile of the idle snapshot, at the first size only: default maps (65536 entries)
+        // against maps of 1024, interleaved, median of each.
+        let mut small = None;
+        if rows.is_empty() {
+            let (mut big_v, mut small_v) = (vec![snapshot_ns], Vec::new());
+            for i in 0..2 * plan.profile_reps - 1 {
+                if i % 2 == 0 {
+                    small_v
+                        .push(snapshot_cost(ctx, plan, mode, &["--max-destinations", "1024"])?.0);
+                } else {
+                    big_v.push(snapshot_cost(ctx, plan, mode, &[])?.0);
+                }
+            }
+            snapshot_ns = super::stats::Spread::of(&big_v).map_or(snapshot_ns, |s| s.median);
+            small = super::stats::Spread::of(&small_v).map(|s| s.median);
+        }
         drop(holders);
         rows.push(ScanCost {
             sockets,
