@@ -21,6 +21,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
 ];
 
+/// Debian packages only `cargo xtask bench` needs: the contender bpftrace, and bpftool to name
+/// BPF programs in the per-program cost table.
+const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "bpftrace"), ("bpftool", "bpftool")];
+
 fn say(msg: &str) {
     eprintln!("xtask: {msg}");
 }
@@ -148,8 +152,17 @@ pub fn build_tools() -> Result<()> {
 
 /// The Debian tools the integration tests drive.
 pub fn test_tools() -> Result<()> {
+    install_missing(TEST_PACKAGES)
+}
+
+/// The Debian tools the benchmark compares against (installed by `cargo xtask bench` only).
+pub fn bench_tools() -> Result<()> {
+    install_missing(BENCH_PACKAGES)
+}
+
+fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
     let mut apt = Apt { updated: false };
-    let missing: Vec<&str> = TEST_PACKAGES
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, bin)| find_bin(bin).is_none())
         .map(|(pkg, _)| *pkg)

@@ -1,6 +1,8 @@
 //! Project tasks: `cargo xtask run -- <tracer args>`, `cargo xtask test`, `cargo xtask lint`,
-//! `cargo xtask bootstrap`. Each installs what it needs first (see bootstrap.rs).
+//! `cargo xtask bootstrap`, `cargo xtask bench [--quick]`. Each installs what it needs first
+//! (see bootstrap.rs).
 
+mod bench;
 mod bootstrap;
 mod vm;
 
@@ -20,7 +22,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   lint            cargo fmt --check and clippy -D warnings (workspace and eBPF crate)
   build           build tracer (release)
   vm-test         run the BPF integration tests in Debian kernels under qemu, once per connect hook
-  bootstrap       install build and test tools if missing";
+  bootstrap       install build and test tools if missing
+  bench [--quick] tracer against no tracing, bpftrace, a /proc/net/tcp loop and ss (root);
+                  writes bench/RESULTS.md and bench/results.json (--quick: target/bench-quick/)";
 
 pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,6 +44,17 @@ fn build() -> Result<PathBuf> {
     bootstrap::build_tools()?;
     run_ok(cargo().args(["build", "--release", "-p", "tracer"]))?;
     Ok(root().join("target/release/tracer"))
+}
+
+/// Release builds of tracer and of xtask itself (the workload agent runs from the release
+/// xtask, so the driver's own overhead stays small and the same for every contender).
+fn bench(quick: bool) -> Result<()> {
+    bootstrap::build_tools()?;
+    bootstrap::test_tools()?;
+    bootstrap::bench_tools()?;
+    run_ok(cargo().args(["build", "--release", "-p", "tracer", "-p", "xtask"]))?;
+    let target = root().join("target/release");
+    bench::run(&root(), target.join("tracer"), target.join("xtask"), quick)
 }
 
 fn lint() -> Result<()> {
@@ -133,6 +148,16 @@ fn real_main() -> Result<()> {
             build()?;
         }
         "lint" => lint()?,
+        "bench" => match args.get(1).map(String::as_str) {
+            None => bench(false)?,
+            Some("--quick") => bench(true)?,
+            Some(other) => {
+                eprintln!("xtask: bench takes only --quick, not '{other}'\n{USAGE}");
+                std::process::exit(2);
+            }
+        },
+        // The workload of the bench, run as a subprocess (not for humans).
+        "bench-agent" => bench::agent::main(&args[1..])?,
         "test" => test()?,
         "vm-test" => vm::vm_test()?,
         "run" => {

@@ -1,0 +1,271 @@
+//! The issue's targets, judged from results.json, each with the measured number and, where it is
+//! missed, the reason as far as the other figures of the same run show it.
+
+use serde_json::{Value, json};
+
+/// Fixed notes printed under the targets table.
+pub const NOTES: &str = "\
+### Reading these numbers
+
+- The dev host is a shared 2-CPU VM where other engineers compile and test at the same time (see
+  the load average above): the throughput ratios carry several percent of noise, which is why every
+  figure shows its range. The lead re-runs `cargo xtask bench` on a quiet machine.
+- The churn is loopback, so both halves of every connection run on this host: the BPF programs fire
+  for the client and the server socket (about 10 transitions per connection), twice what a proxy
+  that only connects out would see. The per-connection figures are therefore an upper bound.
+- Run time per event is measured with BPF run-time statistics on, which add two clock reads per
+  program run; throughput rounds run with them off.
+
+### Ideas to close the gaps (not done in this change: the kernel code and sampler belong to other issues)
+
+- Attach the state program as `tp_btf` (or raw tracepoint) instead of the classic tracepoint: no
+  perf-event trampoline and no copy of the trace record (design notes: ~10 ns -> ~3 ns per event),
+  and the fields come from BTF instead of offsets read at start.
+- Return earlier for transitions nothing counts (`FIN_WAIT1 -> FIN_WAIT2`, `LAST_ACK -> CLOSE`, ...):
+  the filter on (oldstate, newstate) is already first, but every run still pays the attach cost; a
+  program per interesting transition is not possible with one tracepoint, so the attach cost is
+  the floor.
+- Server half: `SYN_RECV -> ESTABLISHED` inserts a per-socket record only to attribute the close
+  of an inbound connection; keep inbound counting in a cheaper per-CPU array keyed by cohort when
+  no per-local-address detail is asked for.
+- Sampler: read the per-CPU hashes with `BPF_MAP_LOOKUP_BATCH` instead of one syscall per key
+  (userspace CPU grows with the number of destinations); skip unchanged keys.
+";
+
+fn med(v: &Value) -> Option<f64> {
+    v["median"].as_f64()
+}
+
+fn row(target: &str, measured: String, met: Option<bool>, why: String) -> Value {
+    json!({"target": target, "measured": measured, "met": met, "why": why})
+}
+
+/// The tracer row of a per-contender summary object (the first connect hook).
+fn tracer_key(v: &Value) -> Option<String> {
+    v["throughput"]["summary"]
+        .as_object()?
+        .keys()
+        .find(|k| k.starts_with("tracer-"))
+        .cloned()
+}
+
+pub fn evaluate(v: &Value) -> Value {
+    let quick = v["plan"]["quick"] == true;
+    let mut rows = Vec::new();
+    let tk = tracer_key(v).unwrap_or_default();
+    let tp = &v["throughput"]["summary"];
+    let t = &tp[&tk];
+    let bpf: Vec<&Value> = v["bpf_cost"]["summary"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let tb = bpf.iter().find(|r| r["contender"] == tk.as_str());
+    let bb = bpf.iter().find(|r| r["contender"] == "bpftrace");
+    let bt = bb.and_then(|r| med(&r["ns_per_event"]));
+    let floor = bpf
+        .iter()
+        .find(|r| r["contender"] == "bpftrace-floor")
+        .and_then(|r| med(&r["ns_per_event"]));
+
+    // Throughput.
+    let share = med(&t["share_of_baseline"]);
+    let min_share = t["share_of_baseline"]["min"].as_f64();
+    let base_rate = med(&tp["none"]["connects_per_s"]);
+    let ns_conn = tb.and_then(|r| med(&r["ns_per_connection"]));
+    let nproc = v["machine"]["nproc"].as_f64().unwrap_or(1.0);
+    let why = match (ns_conn, base_rate) {
+        (Some(ns), Some(rate)) => format!(
+            "the workload costs at most ~{:.0} ns of CPU per connection ({} CPUs / {:.0} connects/s, less on a busy host); tracer's programs add ~{:.0} ns, so a share of ~{:.3} or lower is expected from BPF time alone; the rest is noise between rounds (see the range)",
+            nproc * 1e9 / rate,
+            nproc,
+            rate,
+            ns,
+            1.0 / (1.0 + ns * rate / (nproc * 1e9))
+        ),
+        _ => String::new(),
+    };
+    rows.push(row(
+        ">= 99% of baseline connect throughput (never below 97%)",
+        share.map_or("n/a".into(), |s| {
+            format!(
+                "{:.1}% (lowest round {:.1}%)",
+                s * 100.0,
+                min_share.unwrap_or(s) * 100.0
+            )
+        }),
+        share.map(|s| s >= 0.99 && min_share.unwrap_or(s) >= 0.97),
+        why,
+    ));
+
+    // BPF per connection.
+    let events = tb.and_then(|r| med(&r["events_per_connection"]));
+    let per_event = tb.and_then(|r| med(&r["ns_per_event"]));
+    rows.push(row("<= 300 ns BPF time per connection lifecycle, all programs",
+        ns_conn.map_or("n/a".into(), |n| format!("{n:.0} ns")),
+        ns_conn.map(|n| n <= 300.0),
+        match (events, per_event, bt, floor) {
+            (Some(e), Some(p), Some(b), Some(f)) => format!(
+                "{e:.1} program runs per loopback connection (both halves) x {p:.1} ns; one side alone is about half. \
+                 In the same run an empty program on the same tracepoint (the floor) took {f:.1} ns per event and \
+                 bpftrace's one-map program {b:.1} ns, so tracer's own work is ~{:.0} ns per event above the floor. \
+                 The busy VM inflates all of these (the design notes measured a 32 ns floor and 149 ns for bpftrace on \
+                 a quieter host); scaled by bpftrace's figure, tracer would still take ~{:.0} ns per connection",
+                p - f,
+                p / b * 149.0 * e
+            ),
+            (Some(e), Some(p), _, _) => format!("{e:.1} program runs per loopback connection (both halves) x {p:.1} ns"),
+            _ => String::new(),
+        },
+    ));
+
+    // Userspace CPU and RSS at the largest destination count.
+    let d = v["destinations"]["summary"]
+        .as_array()
+        .and_then(|a| a.last());
+    let n_dest = d.and_then(|d| d["destinations"].as_u64()).unwrap_or(0);
+    let cpu = d.and_then(|d| med(&d["cpu_percent"]));
+    let rss = d.and_then(|d| med(&d["peak_rss_mib"]));
+    let measured_60k = n_dest >= 60_000;
+    rows.push(row(
+        "userspace <= 1% of one core and <= 50 MiB RSS at 1 s interval, 60k destinations",
+        match (cpu, rss) {
+            (Some(c), Some(r)) => format!("{c:.2}% CPU, {r:.1} MiB at {n_dest} destinations"),
+            _ => "n/a".into(),
+        },
+        match (cpu, rss) {
+            (Some(c), Some(r)) if measured_60k => Some(c <= 1.0 && r <= 50.0),
+            _ => None,
+        },
+        match (cpu, measured_60k) {
+            (_, false) => "the quick run stops at fewer destinations".into(),
+            (Some(c), true) if c > 1.0 => format!(
+                "~{:.0} ms of CPU per 1 s snapshot, ~{:.1} µs per destination: the sampler reads DEST, LOCAL_IN \
+                 and PROCS key by key (a get-next-key and a per-CPU lookup syscall per key), and the spread churn \
+                 fills all three with one entry per address; RSS is {}",
+                c * 10.0,
+                c * 10_000.0 / n_dest.max(1) as f64,
+                if rss.is_some_and(|r| r <= 50.0) { "within its target" } else { "over its target too" }
+            ),
+            _ => String::new(),
+        },
+    ));
+
+    // Snapshot vs scan at the most sockets.
+    let s = v["scan_cost"]["summary"].as_array().and_then(|a| a.last());
+    let n_sock = s.and_then(|s| s["sockets"].as_u64()).unwrap_or(0);
+    let r = s.and_then(|s| med(&s["procscan_per_snapshot"]));
+    rows.push(row(
+        "tracer snapshot >= 100x cheaper in CPU than one /proc scan at 70k open sockets",
+        r.map_or("n/a".into(), |r| format!("{r:.0}x at {n_sock} sockets")),
+        r.filter(|_| n_sock >= 70_000).map(|r| r >= 100.0),
+        if n_sock >= 70_000 {
+            String::new()
+        } else {
+            format!("measured up to {n_sock} open sockets only")
+        },
+    ));
+
+    // Exact counts.
+    let missed_max = t["missed"]["max"].as_f64();
+    let missed_min = t["missed"]["min"].as_f64();
+    let lost = t["lost_events"]["max"].as_f64();
+    rows.push(row("exact counts: 0 missed connections at full churn rate",
+        missed_max.map_or("n/a".into(), |m| format!("missed {:.0} to {m:.0} per run; lost events up to {:.0}", missed_min.unwrap_or(m), lost.unwrap_or(0.0))),
+        missed_max.map(|m| m == 0.0 && missed_min == Some(0.0)),
+        match lost {
+            Some(l) if l > 0.0 => "the kernel skipped program runs that would have nested on one CPU (recursion_misses, reported as lost_events)".into(),
+            _ if missed_max.is_some_and(|m| m != 0.0) => "a difference without lost events: counted includes any other connection to the same two addresses during the run, or misses connects that failed before SYN_SENT".into(),
+            _ => String::new(),
+        }));
+
+    // Per event against bpftrace.
+    rows.push(row("at least as cheap per event as the bpftrace equivalent",
+        match (per_event, bt) {
+            (Some(a), Some(b)) => format!("tracer {a:.1} ns vs bpftrace {b:.1} ns per event"),
+            _ => "n/a".into(),
+        },
+        per_event.zip(bt).map(|(a, b)| a <= b),
+        match (per_event, bt) {
+            (Some(a), Some(b)) if a > b => format!(
+                "tracer does more per event than one hash update: cohort LPM lookup, per-socket record, per-destination, \
+                 per-process and per-local-address counters{}",
+                floor.map_or(String::new(), |f| format!(" (above the {f:.1} ns floor: tracer {:.1} ns, bpftrace {:.1} ns)", a - f, b - f))
+            ),
+            _ => String::new(),
+        }));
+    let _ = quick;
+    Value::Array(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spread(m: f64, lo: f64, hi: f64) -> Value {
+        json!({"median": m, "min": lo, "max": hi, "n": 5})
+    }
+
+    fn sample() -> Value {
+        json!({
+            "plan": {"quick": false},
+            "machine": {"nproc": 2},
+            "throughput": {"summary": {
+                "none": {"connects_per_s": spread(50000.0, 49000.0, 51000.0)},
+                "tracer-derived": {"share_of_baseline": spread(0.95, 0.93, 0.97),
+                    "missed": spread(0.0, 0.0, 0.0), "lost_events": spread(0.0, 0.0, 0.0)}}},
+            "bpf_cost": {"summary": [
+                {"contender": "tracer-derived", "ns_per_connection": spread(900.0, 850.0, 950.0),
+                 "events_per_connection": spread(10.0, 10.0, 10.0), "ns_per_event": spread(90.0, 85.0, 95.0)},
+                {"contender": "bpftrace", "ns_per_event": spread(150.0, 140.0, 160.0)},
+                {"contender": "bpftrace-floor", "ns_per_event": spread(30.0, 28.0, 32.0)}]},
+            "destinations": {"summary": [{"destinations": 60000, "cpu_percent": spread(0.5, 0.4, 0.6),
+                                          "peak_rss_mib": spread(20.0, 20.0, 21.0)}]},
+            "scan_cost": {"summary": [{"sockets": 70000, "procscan_per_snapshot": spread(500.0, 400.0, 600.0)}]},
+        })
+    }
+
+    #[test]
+    fn verdicts_follow_the_numbers() {
+        let rows = evaluate(&sample());
+        let met: Vec<Option<bool>> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["met"].as_bool())
+            .collect();
+        assert_eq!(
+            met,
+            [
+                Some(false),
+                Some(false),
+                Some(true),
+                Some(true),
+                Some(true),
+                Some(true)
+            ]
+        );
+        assert!(
+            rows[0]["why"].as_str().unwrap().contains("0.978 or lower"),
+            "{}",
+            rows[0]["why"]
+        );
+        assert!(
+            rows[1]["why"]
+                .as_str()
+                .unwrap()
+                .contains("~60 ns per event above the floor"),
+            "{}",
+            rows[1]["why"]
+        );
+    }
+
+    #[test]
+    fn small_runs_are_not_judged_on_the_large_targets() {
+        let mut v = sample();
+        v["destinations"]["summary"][0]["destinations"] = json!(1000);
+        v["scan_cost"]["summary"][0]["sockets"] = json!(2000);
+        let rows = evaluate(&v);
+        assert!(rows[2]["met"].is_null());
+        assert!(rows[3]["met"].is_null());
+    }
+}
