@@ -11,11 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::model::{
-    cohort::Cohort,
-    counters::{Out, new_share},
-    snapshot::Snapshot,
-};
+use crate::model::{cohort::Cohort, counters::Out, share, snapshot::Snapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -292,13 +288,11 @@ fn share_family(cur: &Snapshot, prev: &Snapshot) -> Family {
         &["basis"],
         "Outbound share of the new side: new / (old + new), of the attempts in the last interval or of the open connections; absent while both are zero.",
     );
-    let d = |c| cur.cohort_out(c).delta(prev.cohort_out(c));
-    if let Some(x) = new_share(d(Cohort::Old).attempts, d(Cohort::New).attempts) {
-        f.float(&["attempts"], x);
+    if let Some(s) = share::attempts(cur, prev) {
+        f.float(&["attempts"], s.ratio());
     }
-    let o = |c| cur.cohort_out(c).open;
-    if let Some(x) = new_share(o(Cohort::Old), o(Cohort::New)) {
-        f.float(&["open"], x);
+    if let Some(s) = share::open(cur) {
+        f.float(&["open"], s.ratio());
     }
     f
 }

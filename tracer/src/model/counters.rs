@@ -117,13 +117,6 @@ pub fn evicted(inserts: u64, live: u64) -> u64 {
     inserts.saturating_sub(live)
 }
 
-/// Share of the new side: new / (old + new), or None while both are zero (no traffic yet is
-/// not a share of 0).
-pub fn new_share(old: u64, new: u64) -> Option<f64> {
-    let total = old.saturating_add(new);
-    (total > 0).then(|| new as f64 / total as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,13 +184,6 @@ mod tests {
                 open: 5
             }
         );
-    }
-
-    #[test]
-    fn share_is_absent_without_traffic() {
-        assert_eq!(new_share(0, 0), None);
-        assert_eq!(new_share(1, 3), Some(0.75));
-        assert_eq!(new_share(0, 5), Some(1.0));
     }
 
     #[test]

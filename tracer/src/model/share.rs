@@ -4,29 +4,44 @@
 
 use super::{cohort::Cohort, snapshot::Snapshot};
 
-/// `new` out of `total` (old + new), with the counts behind the percentage.
+/// `new` out of old + new, with the counts behind the percentage. The one definition of the
+/// share: the live view, the metrics and the failover analysis all use it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Share {
     pub new: u64,
-    pub total: u64,
+    pub old: u64,
 }
 
 impl Share {
     /// None when neither side has any traffic.
     pub fn of(new: u64, old: u64) -> Option<Share> {
-        let total = new.saturating_add(old);
-        (total > 0).then_some(Share { new, total })
+        (new > 0 || old > 0).then_some(Share { new, old })
+    }
+
+    /// old + new, exact (no overflow).
+    pub fn total(&self) -> u128 {
+        self.new as u128 + self.old as u128
     }
 
     /// Between 0.0 and 1.0.
     pub fn ratio(&self) -> f64 {
-        self.new as f64 / self.total as f64
+        self.new as f64 / self.total() as f64
     }
 
     /// Whole percent, rounded down: 100% only once nothing at all is left on the old side, and
     /// the counts beside it tell a tiny share from none.
     pub fn percent(&self) -> u64 {
-        (self.new as u128 * 100 / self.total as u128) as u64
+        (self.new as u128 * 100 / self.total()) as u64
+    }
+
+    /// Per mille, rounded down (the analysis keeps one decimal of a percent).
+    pub fn permille(&self) -> u32 {
+        (self.new as u128 * 1000 / self.total()) as u32
+    }
+
+    /// `new / (old + new) >= level %`, in exact integer math.
+    pub fn reaches(&self, level: u32) -> bool {
+        self.new as u128 * 100 >= level as u128 * self.total()
     }
 }
 
@@ -79,7 +94,7 @@ mod tests {
         let prev = snap((100, 0), (0, 0), (0, 0));
         let cur = snap((103, 0), (5, 0), (40, 0));
         let s = attempts(&cur, &prev).unwrap();
-        assert_eq!((s.new, s.total), (5, 8));
+        assert_eq!((s.new, s.total()), (5, 8));
         assert_eq!(s.percent(), 62);
         assert!((s.ratio() - 0.625).abs() < 1e-9);
     }
@@ -87,11 +102,11 @@ mod tests {
     #[test]
     fn open_share_counts_old_and_new_only() {
         let s = open(&snap((0, 3), (0, 5), (0, 100))).unwrap();
-        assert_eq!((s.new, s.total), (5, 8));
+        assert_eq!((s.new, s.total()), (5, 8));
         let all_new = open(&snap((0, 0), (0, 9), (0, 0))).unwrap();
         assert_eq!(all_new.percent(), 100);
         let all_old = open(&snap((0, 4), (0, 0), (0, 0))).unwrap();
-        assert_eq!((all_old.percent(), all_old.new, all_old.total), (0, 0, 4));
+        assert_eq!((all_old.percent(), all_old.new, all_old.total()), (0, 0, 4));
     }
 
     #[test]
@@ -99,5 +114,13 @@ mod tests {
         assert_eq!(Share::of(999, 1).unwrap().percent(), 99);
         assert_eq!(Share::of(1, 999).unwrap().percent(), 0);
         assert_eq!(Share::of(u64::MAX, 0).unwrap().percent(), 100);
+        assert_eq!(Share::of(u64::MAX, u64::MAX).unwrap().percent(), 50);
+    }
+
+    #[test]
+    fn permille_and_levels_are_exact() {
+        assert_eq!(Share::of(19, 1).unwrap().permille(), 950);
+        assert!(Share::of(19, 1).unwrap().reaches(95));
+        assert!(!Share::of(19, 2).unwrap().reaches(95));
     }
 }

@@ -241,7 +241,7 @@ fn gauge(s: Option<Share>, width: u16, none: &str) -> Line<'static> {
     let Some(s) = s else {
         return Line::raw(format!("  {none}"));
     };
-    let label = format!(" {:>3}% {}/{}", s.percent(), s.new, s.total);
+    let label = format!(" {:>3}% {}/{}", s.percent(), s.new, s.total());
     let bar = (width as usize)
         .saturating_sub(label.chars().count() + 2)
         .max(4);

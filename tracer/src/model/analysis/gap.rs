@@ -3,6 +3,8 @@
 //! below it, so one noisy interval neither declares nor cancels a move. Intervals with nothing to
 //! share (no attempts, no open connections) neither count nor break a streak.
 
+use crate::model::share::Share;
+
 /// Consecutive intervals needed to reach or lose a level.
 pub const HOLD: u32 = 3;
 
@@ -26,14 +28,12 @@ impl Metric {
 
 /// New-side share in per mille, or None when both sides are zero.
 pub fn share_permille(old: u64, new: u64) -> Option<u32> {
-    let total = old.checked_add(new)?;
-    (total > 0).then(|| ((new as u128 * 1000) / total as u128) as u32)
+    Share::of(new, old).map(|s| s.permille())
 }
 
 /// `new / (old + new) >= level %`, in exact integer math.
 pub fn at_or_above(old: u64, new: u64, level: u32) -> Option<bool> {
-    let total = old as u128 + new as u128;
-    (total > 0).then(|| new as u128 * 100 >= level as u128 * total)
+    Share::of(new, old).map(|s| s.reaches(level))
 }
 
 /// One time the level was reached (and maybe lost again). Times in ms since start. A crossing
