@@ -18,7 +18,8 @@ use bootstrap::run_ok;
 
 const USAGE: &str = "usage: cargo xtask <command>
   run -- ARGS     build tracer (release) and run it with ARGS, e.g. run -- watch --old 10.0.0.0/8 --new 10.1.0.0/16
-  test            lint, unit tests, integration tests against the real kernel (root), vm-test
+  test            lint, unit tests, integration tests against the real kernel (root),
+                  bench --quick, vm-test
   lint            cargo fmt --check and clippy -D warnings (workspace and eBPF crate)
   build           build tracer (release)
   vm-test         run the BPF integration tests in Debian kernels under qemu, once per connect hook
@@ -121,6 +122,10 @@ fn test() -> Result<()> {
             ])
             .env("TRACER_BIN", &bin),
     )?;
+    // The bench harness runs on every test so it never rots (quick: a few seconds per phase,
+    // results in target/bench-quick/, the committed bench/RESULTS.md is left alone).
+    eprintln!("xtask: quick benchmark (harness check)");
+    bench(true)?;
     eprintln!("xtask: kernel matrix (other kernels under qemu, every connect hook)");
     vm::vm_test()?;
     eprintln!("xtask: all tests passed in {:.0?}", t0.elapsed());
