@@ -43,6 +43,7 @@ fn prometheus_stores_what_the_ndjson_says() {
     let old = Server::start("127.10.0.5");
     let new = Server::start("127.20.0.5");
     let refused: SocketAddr = format!("127.10.0.95:{}", old.addr.port()).parse().unwrap();
+    let before_start = now();
     let run = Run::start(
         "metrics-e2e",
         &[
@@ -50,6 +51,8 @@ fn prometheus_stores_what_the_ndjson_says() {
             OLD,
             "--new",
             NEW,
+            "--cutover-at",
+            "now",
             "--metrics",
             "127.0.0.1:0",
             "--metrics-destinations",
@@ -154,6 +157,17 @@ fn prometheus_stores_what_the_ndjson_says() {
     .map(|n| dest("127.10.0.5", n) as u64);
     let dest_refused = dest("127.10.0.95", "tracer_destination_connections_failed_total");
     let hooks = prom.query(r#"tracer_hooks_info{job="tracer"}"#, Some(at));
+    // Latency histogram per cohort, and the milestones of the analysis.
+    let latency_count = |c: &str| {
+        q(&format!(
+            r#"tracer_connect_latency_seconds_count{{job="tracer",cohort="{c}"}}"#
+        ))
+    };
+    let latency = [latency_count("old"), latency_count("new")];
+    let latency_inf =
+        q(r#"tracer_connect_latency_seconds_bucket{job="tracer",cohort="new",le="+Inf"}"#);
+    let cutover_time = q(r#"tracer_cutover_time_seconds{job="tracer"}"#);
+    let drained = q(r#"tracer_old_drained{job="tracer"}"#);
 
     let out = run.stop();
     drop((held_old, held_new, prom));
@@ -202,6 +216,22 @@ fn prometheus_stores_what_the_ndjson_says() {
     assert_eq!(holding_old.len(), 1, "{holding_old:?}");
     assert_eq!(holding_old[0].0["instance"], target.to_string());
     assert_eq!(holding_old[0].1, open("old"));
+    let lat = |c: &str| n(&snap["cohorts"][c]["latency_us"]["count"]) as f64;
+    assert_eq!(
+        latency,
+        [lat("old"), lat("new")],
+        "latency _count vs NDJSON"
+    );
+    assert_eq!(latency_inf, lat("new"));
+    assert!(
+        lat("new") >= 76.0,
+        "every connect to the new side was timed"
+    );
+    assert!(
+        cutover_time >= before_start.floor() && cutover_time <= mark,
+        "cutover {cutover_time} not in [{before_start}, {mark}]"
+    );
+    assert_eq!(drained, 0.0, "old connections are held open");
     assert_eq!(hooks.len(), 1);
     assert_eq!(
         hooks[0].0["connect"],

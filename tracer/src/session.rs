@@ -10,8 +10,9 @@ use crate::{
     kernel::{Hooks, sampler::Sampler},
     model::{
         analysis::{
-            Analysis, Params,
+            Analysis, Params, State,
             cutover::{CutoverAt, offset_ms},
+            dns::Answer,
             stragglers::CensusOwner,
         },
         snapshot::Snapshot,
@@ -57,6 +58,12 @@ pub trait Sink {
     fn meta(&mut self, _info: &RunInfo) -> Result<(), Fatal> {
         Ok(())
     }
+    /// The failover analysis and the watched DNS names after each sample, just before that
+    /// sample's `snapshot` (the live view's header, the metrics' milestones). The NDJSON
+    /// records the findings and DNS changes as events instead.
+    fn analysis(&mut self, _state: &State, _dns: &[Answer]) -> Result<(), Fatal> {
+        Ok(())
+    }
     fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<(), Fatal>;
     fn event(&mut self, ev: &Event) -> Result<(), Fatal>;
     fn summary(
@@ -82,7 +89,7 @@ pub struct Session {
     /// A `--cutover-at` time still in the future.
     pending_cutover: Option<SystemTime>,
     /// `--watch-dns` names with their current answer and TTL (for the header of a view).
-    pub dns: Vec<crate::model::analysis::dns::Answer>,
+    pub dns: Vec<Answer>,
 }
 
 impl Session {
@@ -198,14 +205,17 @@ impl Session {
     /// Sample once and feed the snapshot, and the events it implies, to every sink.
     pub fn tick(&mut self) -> Result<(), Fatal> {
         let cur = self.sampler.sample()?;
+        let sample = analytics::sample_of(&cur, &self.last, self.info.top);
+        let findings = self.analysis.feed(sample);
+        let state = self.analysis.state();
         for sink in &mut self.sinks {
+            sink.analysis(&state, &self.dns)?;
             sink.snapshot(&cur, &self.last)?;
         }
-        let sample = analytics::sample_of(&cur, &self.last, self.info.top);
         let at = cur.at;
         self.last = cur;
         self.snapshots += 1;
-        for f in self.analysis.feed(sample) {
+        for f in findings {
             let (kind, fields) = analytics::finding_event(&f);
             self.event_at(kind, fields, at, self.last.elapsed.as_millis() as u64)?;
         }

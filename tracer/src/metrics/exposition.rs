@@ -5,13 +5,15 @@
 //! family `x` has `x_info`); the Prometheus form names the metadata after the sample and types
 //! info as gauge. Both formats carry the same series with the same values.
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    time::{Duration, SystemTime},
-};
+use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
 
-use crate::model::{cohort::Cohort, counters::Out, share, snapshot::Snapshot};
+use crate::model::{
+    cohort::Cohort,
+    counters::Out,
+    latency::{Hist, bucket_upper_s},
+    share,
+    snapshot::Snapshot,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -57,14 +59,15 @@ pub struct Fixed {
     pub processes: usize,
 }
 
-/// Milestones of the move, each absent until known. This is the place for the cutover,
-/// declaration gap and drain gauges: the model that computes them fills this struct.
+/// Milestones of the move, each absent until known, from the failover analysis.
 #[derive(Clone, Debug, Default)]
 pub struct Milestones {
-    /// When the new side took over (`tracer_cutover_time_seconds`, Unix time).
+    /// When the move was declared (`tracer_cutover_time_seconds`, Unix time).
     pub cutover: Option<SystemTime>,
-    /// Time from the declared switch to the observed cutover (`tracer_declaration_gap_seconds`).
-    pub declaration_gap: Option<Duration>,
+    /// Declaration gaps known so far (`tracer_declaration_gap_seconds{basis,level}`): basis
+    /// `attempts` or `open`, level in percent, seconds from the cutover until the new side's
+    /// share reached the level and held it (negative: it moved before it was declared).
+    pub gaps: Vec<(&'static str, u32, f64)>,
     /// Whether the old side has drained (`tracer_old_drained`, 0 or 1).
     pub drained: Option<bool>,
 }
@@ -82,6 +85,7 @@ enum Kind {
     Counter,
     Gauge,
     Info,
+    Histogram,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -97,7 +101,16 @@ struct Family {
     help: &'static str,
     unit: Option<&'static str>,
     labels: &'static [&'static str],
-    samples: Vec<(Vec<String>, Num)>,
+    samples: Vec<Sample>,
+}
+
+/// One line: the suffix after the family's sample name (`_bucket`, `_sum`, `_count` of a
+/// histogram; empty otherwise), label values in the order of the family's labels, then `le`.
+struct Sample {
+    suffix: &'static str,
+    values: Vec<String>,
+    le: Option<f64>,
+    n: Num,
 }
 
 impl Family {
@@ -131,9 +144,31 @@ impl Family {
     }
 
     fn push(&mut self, values: &[&str], n: Num) {
+        self.push_part("", values, None, n);
+    }
+
+    fn push_part(&mut self, suffix: &'static str, values: &[&str], le: Option<f64>, n: Num) {
         debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
-        let v = values.iter().map(|s| s.to_string()).collect();
-        self.samples.push((v, n));
+        let values = values.iter().map(|s| s.to_string()).collect();
+        self.samples.push(Sample {
+            suffix,
+            values,
+            le,
+            n,
+        });
+    }
+
+    /// A log2 latency histogram as cumulative `le` buckets (those of `LE_BUCKETS`, then
+    /// +Inf), `_sum` (bucket midpoints) and `_count`.
+    fn histogram(&mut self, values: &[&str], h: &Hist) {
+        for i in LE_BUCKETS {
+            let n = Num::Int(h.count_upto(i));
+            self.push_part("_bucket", values, Some(bucket_upper_s(i)), n);
+        }
+        let count = h.count();
+        self.push_part("_bucket", values, Some(f64::INFINITY), Num::Int(count));
+        self.push_part("_sum", values, None, Num::Float(h.approx_sum_s()));
+        self.push_part("_count", values, None, Num::Int(count));
     }
 }
 
@@ -167,7 +202,7 @@ fn write_family(out: &mut String, f: &Family, user: &[(String, String)], fmt: Fo
     let sample_name = match f.kind {
         Kind::Counter => format!("{}_total", f.name),
         Kind::Info => format!("{}_info", f.name),
-        Kind::Gauge => f.name.to_string(),
+        Kind::Gauge | Kind::Histogram => f.name.to_string(),
     };
     let (meta_name, type_name) = match (fmt, f.kind) {
         (Format::OpenMetrics, Kind::Info) => (f.name.to_string(), "info"),
@@ -180,13 +215,22 @@ fn write_family(out: &mut String, f: &Family, user: &[(String, String)], fmt: Fo
     if let (Format::OpenMetrics, Some(u)) = (fmt, f.unit) {
         let _ = writeln!(out, "# UNIT {meta_name} {u}");
     }
-    for (values, n) in &f.samples {
+    for Sample {
+        suffix,
+        values,
+        le,
+        n,
+    } in &f.samples
+    {
         out.push_str(&sample_name);
+        out.push_str(suffix);
+        let le = le.map(fmt_float);
         let pairs = f
             .labels
             .iter()
             .copied()
             .zip(values.iter().map(String::as_str))
+            .chain(le.as_deref().map(|v| ("le", v)))
             .chain(user.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut first = true;
         for (k, v) in pairs {
@@ -213,6 +257,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Counter => "counter",
         Kind::Gauge => "gauge",
         Kind::Info => "gauge",
+        Kind::Histogram => "histogram",
     }
 }
 
@@ -226,6 +271,10 @@ fn fmt_float(x: f64) -> String {
         format!("{x}")
     }
 }
+
+/// Latency buckets exported: `le` from 2^10 ns (~1 us) to 2^36 ns (~69 s), a factor of two
+/// apart like the kernel's; shorter durations are in the first, longer ones only in +Inf.
+const LE_BUCKETS: std::ops::RangeInclusive<usize> = 9..=35;
 
 const CD: &[&str] = &["cohort", "direction"];
 const CDR: &[&str] = &["cohort", "direction", "reason"];
@@ -297,12 +346,26 @@ fn share_family(cur: &Snapshot, prev: &Snapshot) -> Family {
     f
 }
 
+/// Connect latency per cohort (outbound connects that reached ESTABLISHED).
+fn latency_family(s: &Snapshot) -> Family {
+    let mut f = Family::new(
+        "tracer_connect_latency_seconds",
+        Kind::Histogram,
+        &["cohort"],
+        "Time from connect to ESTABLISHED, outbound, since start. Buckets are exact (the kernel's log2 histogram); _sum is approximated by bucket midpoints (within a factor of 1.5).",
+    );
+    for c in Cohort::ALL {
+        f.histogram(&[c.name()], &s.cohort_latency(c).established);
+    }
+    f
+}
+
 fn milestone_families(m: &Milestones) -> Vec<Family> {
     let mut cutover = Family::new(
         "tracer_cutover_time_seconds",
         Kind::Gauge,
         &[],
-        "When the new side took over (Unix time); absent until a cutover is seen.",
+        "When the move was declared (--cutover-at, the live view's c key or a DNS change), Unix time; absent until then.",
     )
     .unit("seconds");
     if let Some(t) = m.cutover {
@@ -315,12 +378,12 @@ fn milestone_families(m: &Milestones) -> Vec<Family> {
     let mut gap = Family::new(
         "tracer_declaration_gap_seconds",
         Kind::Gauge,
-        &[],
-        "Time from the declared switch to the observed cutover; absent until known.",
+        &["basis", "level"],
+        "From the cutover until the new side's share (of attempts or open connections) reached the level (percent) and held it; negative if it moved first; absent until known.",
     )
     .unit("seconds");
-    if let Some(g) = m.declaration_gap {
-        gap.float(&[], g.as_secs_f64());
+    for (basis, level, secs) in &m.gaps {
+        gap.float(&[basis, &level.to_string()], *secs);
     }
     let mut drained = Family::new(
         "tracer_old_drained",
@@ -494,6 +557,7 @@ pub fn render(
     if let Some(f) = frame {
         families.extend(connection_families(f.cur));
         families.push(share_family(f.cur, f.prev));
+        families.push(latency_family(f.cur));
         families.extend(milestone_families(milestones));
         if fixed.destinations > 0 {
             families.extend(destination_families(f.cur, fixed.destinations));

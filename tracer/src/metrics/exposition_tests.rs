@@ -1,7 +1,7 @@
 //! The exposition checked with an independent parser (openmetrics-parser), in both formats:
 //! names, types, HELP, label escaping, values equal to the snapshot's.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use openmetrics_parser::{
     OpenMetricsType, OpenMetricsValue, PrometheusType, PrometheusValue, openmetrics, prometheus,
@@ -35,6 +35,11 @@ fn parse_prom(text: &str) -> (Series, Meta) {
                     c.value.as_f64()
                 }
                 PrometheusValue::Gauge(g) => g.as_f64(),
+                PrometheusValue::Histogram(h) => {
+                    let labels = s.get_labelset().unwrap();
+                    insert_histogram(&mut series, name, labels.iter(), h);
+                    continue;
+                }
                 other => panic!("unexpected {other:?} in {name}"),
             };
             let labels = s.get_labelset().unwrap();
@@ -65,6 +70,11 @@ fn parse_om(text: &str) -> (Series, Meta) {
                 OpenMetricsValue::Counter(c) => c.value.as_f64(),
                 OpenMetricsValue::Gauge(g) => g.as_f64(),
                 OpenMetricsValue::Info => 1.0,
+                OpenMetricsValue::Histogram(h) => {
+                    let labels = s.get_labelset().unwrap();
+                    insert_histogram(&mut series, name, labels.iter(), h);
+                    continue;
+                }
                 other => panic!("unexpected {other:?} in {name}"),
             };
             let labels = s.get_labelset().unwrap();
@@ -74,6 +84,32 @@ fn parse_om(text: &str) -> (Series, Meta) {
         }
     }
     (series, meta)
+}
+
+/// A parsed histogram as its `_bucket{le}`, `_sum` and `_count` series.
+fn insert_histogram<'a>(
+    series: &mut Series,
+    name: &str,
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+    h: &openmetrics_parser::HistogramValue,
+) {
+    let base: Vec<(String, String)> = labels
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let sorted = |mut l: Vec<(String, String)>| {
+        l.sort();
+        l
+    };
+    for b in &h.buckets {
+        let mut l = base.clone();
+        l.push(("le".into(), fmt_float(b.upper_bound)));
+        series.insert((format!("{name}_bucket"), sorted(l)), b.count.as_f64());
+    }
+    let sum = h.sum.as_ref().expect("histogram has _sum").as_f64();
+    series.insert((format!("{name}_sum"), sorted(base.clone())), sum);
+    let count = h.count.expect("histogram has _count") as f64;
+    series.insert((format!("{name}_count"), sorted(base)), count);
 }
 
 fn out(attempts: u64, established: u64, failed: u64, closed: u64, open: u64) -> Out {
@@ -266,6 +302,7 @@ fn types_and_help_of_every_family() {
         match ty.as_str() {
             "counter" => assert!(name.ends_with("_total"), "{name}"),
             "gauge" => assert!(!name.ends_with("_total"), "{name}"),
+            "histogram" => assert!(name.ends_with("_seconds"), "{name}"),
             other => panic!("{name}: type {other}"),
         }
     }
@@ -274,6 +311,7 @@ fn types_and_help_of_every_family() {
     assert_eq!(ty("tracer_connections_open"), "Gauge");
     assert_eq!(ty("tracer_build"), "Info");
     assert_eq!(ty("tracer_hooks"), "Info");
+    assert_eq!(ty("tracer_connect_latency_seconds"), "Histogram");
     assert_eq!(pmeta["tracer_build_info"].0, "gauge");
 }
 
@@ -341,7 +379,7 @@ fn share_is_absent_without_traffic_and_milestones_when_known() {
     };
     let m = Milestones {
         cutover: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-        declaration_gap: Some(Duration::from_millis(2500)),
+        gaps: vec![("attempts", 95, 2.5), ("open", 99, -1.0)],
         drained: Some(false),
     };
     for (series, meta) in both(&fixed(0, 0), Some(&frame), &m) {
@@ -354,7 +392,13 @@ fn share_is_absent_without_traffic_and_milestones_when_known() {
             series[&key("tracer_cutover_time_seconds", &[])],
             1_700_000_000.0
         );
-        assert_eq!(series[&key("tracer_declaration_gap_seconds", &[])], 2.5);
+        let gap = |basis, level| {
+            series[&key(
+                "tracer_declaration_gap_seconds",
+                &[("basis", basis), ("level", level)],
+            )]
+        };
+        assert_eq!((gap("attempts", "95"), gap("open", "99")), (2.5, -1.0));
         assert_eq!(series[&key("tracer_old_drained", &[])], 0.0);
     }
 }
@@ -382,4 +426,70 @@ fn negotiation_prefers_openmetrics_when_accepted() {
     assert_eq!(Format::from_accept("*/*"), Format::Prometheus);
     assert_eq!(Format::from_accept(""), Format::Prometheus);
     assert!(Format::OpenMetrics.content_type().contains("version=1.0.0"));
+}
+
+#[test]
+fn latency_is_a_histogram_per_cohort_from_the_log2_buckets() {
+    let (mut cur, prev) = snapshots();
+    // Old: 3 connects in bucket 15 (32-65 us), 1 in bucket 29 (~1 s); new: 2 in bucket 5,
+    // below the first exported bucket.
+    let h = &mut cur.latency[Cohort::Old as usize].established;
+    h.0[15] = 3;
+    h.0[29] = 1;
+    cur.latency[Cohort::New as usize].established.0[5] = 2;
+    let frame = Frame {
+        cur: &cur,
+        prev: &prev,
+        snapshots: 9,
+    };
+    let le = |i: usize| fmt_float(crate::model::latency::bucket_upper_s(i));
+    for (series, meta) in both(&fixed(0, 0), Some(&frame), &Milestones::default()) {
+        let name = "tracer_connect_latency_seconds";
+        let bucket = |cohort, le: &str| {
+            series[&key(&format!("{name}_bucket"), &[("cohort", cohort), ("le", le)])]
+        };
+        assert_eq!(bucket("old", &le(14)), 0.0);
+        assert_eq!(bucket("old", &le(15)), 3.0);
+        assert_eq!(bucket("old", &le(28)), 3.0);
+        assert_eq!(bucket("old", &le(29)), 4.0);
+        assert_eq!(bucket("old", "+Inf"), 4.0);
+        assert_eq!(
+            bucket("new", &le(9)),
+            2.0,
+            "shorter ones are in the first bucket"
+        );
+        assert_eq!(bucket("other", "+Inf"), 0.0);
+        let count = |c| series[&key(&format!("{name}_count"), &[("cohort", c)])];
+        assert_eq!(
+            (count("old"), count("new"), count("other")),
+            (4.0, 2.0, 0.0)
+        );
+        let sum = series[&key(&format!("{name}_sum"), &[("cohort", "old")])];
+        let want = cur.latency[Cohort::Old as usize].established.approx_sum_s();
+        assert!((sum - want).abs() < 1e-12, "{sum} vs {want}");
+        let (kind, help) = &meta[name];
+        assert!(kind.to_lowercase().contains("histogram"), "{kind}");
+        assert!(help.contains("midpoints"), "{help}");
+    }
+}
+
+#[test]
+fn milestones_come_from_the_analysis_state() {
+    use crate::model::analysis::{Analysis, Params, Sample};
+    let mut a = Analysis::new(Params::default());
+    a.mark_cutover(1000, "flag");
+    for i in 1..=4u64 {
+        a.feed(Sample {
+            elapsed_ms: 1000 + i * 1000,
+            new_attempts: 10,
+            ..Default::default()
+        });
+    }
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+    let m = super::super::milestones(&a.state(), start);
+    assert_eq!(m.cutover, Some(start + Duration::from_millis(1000)));
+    // Reached at the start of the first interval of the streak (0 ms, the run's start), one
+    // second before the cutover at 1 s: a negative gap, at both levels.
+    assert_eq!(m.gaps, [("attempts", 95, -1.0), ("attempts", 99, -1.0)]);
+    assert_eq!(m.drained, Some(false));
 }

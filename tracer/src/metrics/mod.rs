@@ -9,9 +9,14 @@ pub mod server;
 use exposition::{Fixed, Format, Frame, Milestones, render};
 use server::{Endpoint, Latest};
 
+use std::time::{Duration, SystemTime};
+
 use crate::{
     Fatal,
-    model::snapshot::Snapshot,
+    model::{
+        analysis::{State, dns::Answer},
+        snapshot::Snapshot,
+    },
     session::{Event, RunInfo, Sink},
 };
 
@@ -27,8 +32,25 @@ pub struct MetricsSink {
     fixed: Fixed,
     latest: Latest,
     snapshots: u64,
-    /// Cutover, gap and drain, once the model computes them (absent until then).
+    /// Cutover, gap and drain from the analysis (absent until known).
     milestones: Milestones,
+    started_at: SystemTime,
+}
+
+/// The milestones an analysis state tells, dated from the run's start.
+pub fn milestones(st: &State, started_at: SystemTime) -> Milestones {
+    Milestones {
+        cutover: st
+            .cutover
+            .as_ref()
+            .map(|c| started_at + Duration::from_millis(c.at_ms)),
+        gaps: st
+            .gaps
+            .iter()
+            .filter_map(|g| Some((g.metric.name(), g.level, g.gap_ms? as f64 / 1000.0)))
+            .collect(),
+        drained: Some(st.drain.drained_since.is_some()),
+    }
 }
 
 /// Bind `addr` (before tracing starts: a bad address or a port in use fails the run at once).
@@ -51,6 +73,7 @@ pub fn start(ep: Endpoint, opts: Options) -> Result<MetricsSink, Fatal> {
         latest: Latest::default(),
         snapshots: 0,
         milestones: Milestones::default(),
+        started_at: SystemTime::UNIX_EPOCH,
     };
     sink.publish(None);
     ep.serve(sink.latest.clone())?;
@@ -71,7 +94,14 @@ impl Sink for MetricsSink {
     fn meta(&mut self, info: &RunInfo) -> Result<(), Fatal> {
         self.fixed.connect_hook = info.hooks.connect.name().into();
         self.fixed.state_hook = info.hooks.state.into();
+        self.started_at = info.started_at;
         self.publish(None);
+        Ok(())
+    }
+
+    /// Comes just before the snapshot that publishes it.
+    fn analysis(&mut self, state: &State, _dns: &[Answer]) -> Result<(), Fatal> {
+        self.milestones = milestones(state, self.started_at);
         Ok(())
     }
 

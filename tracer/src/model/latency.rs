@@ -37,7 +37,39 @@ pub fn bucket_upper_us(i: usize) -> u64 {
     ns.div_ceil(1000).min(u64::MAX as u128) as u64
 }
 
+/// Upper bound of bucket `i` in seconds, exact: `2^(i+1)` ns.
+pub fn bucket_upper_s(i: usize) -> f64 {
+    (1u128 << (i + 1)) as f64 / 1e9
+}
+
+/// Microseconds for people: `263 us`, `1.5 ms`, `1.07 s`.
+pub fn fmt_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} us"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
 impl Hist {
+    /// Durations below the upper bound of bucket `i` (a Prometheus `le` bucket): exact, as the
+    /// bucket edges are powers of two.
+    pub fn count_upto(&self, i: usize) -> u64 {
+        self.0[..=i.min(LAT_BUCKETS - 1)].iter().sum()
+    }
+
+    /// Sum of all durations in seconds, approximated by bucket midpoints (`1.5 * 2^i` ns): the
+    /// kernel keeps counts, not sums, so this is within a factor of 1.5 of the truth.
+    pub fn approx_sum_s(&self) -> f64 {
+        let ns: f64 = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, n)| *n as f64 * 1.5 * (1u128 << i) as f64)
+            .sum();
+        ns / 1e9
+    }
+
     pub fn from_kernel<'a>(values: impl IntoIterator<Item = &'a LatHist>) -> Self {
         let mut h = Hist::default();
         for v in values {
@@ -118,6 +150,30 @@ mod tests {
         assert_eq!(bucket_upper_us(29), 1_073_742);
         assert_eq!(bucket_upper_us(0), 1);
         assert_eq!(bucket_upper_us(63), u64::MAX / 1000 + 1);
+    }
+
+    #[test]
+    fn microseconds_read_as_units() {
+        assert_eq!(fmt_us(33), "33 us");
+        assert_eq!(fmt_us(1_500), "1.5 ms");
+        assert_eq!(fmt_us(1_073_742), "1.07 s");
+    }
+
+    #[test]
+    fn cumulative_counts_and_midpoint_sum() {
+        let h = hist(&[(10, 2), (20, 1)]);
+        assert_eq!(
+            (h.count_upto(9), h.count_upto(10), h.count_upto(19)),
+            (0, 2, 2)
+        );
+        assert_eq!(
+            (h.count_upto(20), h.count_upto(63), h.count_upto(99)),
+            (3, 3, 3)
+        );
+        // 2 * 1.5 * 1024 ns + 1.5 * 1048576 ns.
+        assert!((h.approx_sum_s() - 1_575_936e-9).abs() < 1e-12);
+        assert_eq!(bucket_upper_s(9), 1.024e-6);
+        assert_eq!(bucket_upper_s(29), 1.073741824);
     }
 
     #[test]
