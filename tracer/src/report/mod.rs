@@ -1,6 +1,7 @@
 //! `tracer report FILE.ndjson`: replay a recorded run through the same analysis the live run
 //! uses, then print it as text or JSON, and optionally draw it as SVG.
 
+mod outcomes;
 mod svg;
 mod text;
 
@@ -170,6 +171,8 @@ pub fn to_json(rec: &Recorded) -> Value {
         "params": analytics::params_json(&rec.params),
         "analysis": analytics::state_json(&rec.state),
         "totals": totals.map(|t| json!({"cohorts": t["cohorts"], "inbound": t["inbound"]})),
+        "failures": totals.map(outcomes::failures),
+        "latency_us": totals.map(outcomes::latency),
         "dns_changes": rec.dns_changes,
     })
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::{
     analytics::sample_of,
-    model::{cohort::Cohort, counters::Out, snapshot::Snapshot},
+    model::{cohort::Cohort, counters::Out, latency::bucket_upper_us, snapshot::Snapshot},
     ndjson,
 };
 
@@ -32,6 +32,14 @@ fn recording() -> (String, State) {
         new.open = if i < 7 { 0 } else { 20 };
         let mut cur = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(i));
         cur.elapsed = Duration::from_secs(i);
+        // Until the move, 2 refused and 1 timed out per interval on the old side; connects
+        // to the new side take 33-65 us, one in ten waits for a SYN retransmission (~1 s).
+        let k = i.min(6);
+        old.failed = 3 * k;
+        cur.reasons[Cohort::Old as usize].0[..2].copy_from_slice(&[2 * k, k]);
+        let lat = &mut cur.latency[Cohort::New as usize].established;
+        lat.0[15] = new.attempts * 9 / 10;
+        lat.0[29] = new.attempts / 10;
         cur.out[Cohort::Old as usize] = old;
         cur.out[Cohort::New as usize] = new;
         lines.push(ndjson::snapshot(&cur, &prev, 20));
@@ -44,10 +52,10 @@ fn recording() -> (String, State) {
         }
         prev = cur;
     }
+    // The summary carries the last snapshot's cohorts (taken before the unknown line).
+    let cohorts = lines.last().unwrap()["cohorts"].clone();
     lines.push(json!({"type": "future_line_type", "x": 1}));
-    lines.push(
-        json!({"type": "summary", "reason": "sigint", "cohorts": lines.last().unwrap()["cohorts"]}),
-    );
+    lines.push(json!({"type": "summary", "reason": "sigint", "cohorts": cohorts}));
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     (text, live.state())
 }
@@ -149,4 +157,49 @@ fn the_svg_renders_to_an_image_of_the_expected_size() {
         colored > 1000,
         "lines are drawn in colour: {colored} pixels"
     );
+}
+
+#[test]
+fn failures_by_reason_and_latency_per_side_over_the_run() {
+    let (text, _) = recording();
+    let rec = replay(&text).unwrap();
+    let j = to_json(&rec);
+    let f = &j["failures"];
+    assert_eq!(
+        (f["old"]["failed"].as_u64(), f["new"]["failed"].as_u64()),
+        (Some(18), Some(0))
+    );
+    assert_eq!(f["old"]["by_reason"]["refused"], 12);
+    assert_eq!(f["old"]["by_reason"]["timeout"], 6);
+    assert_eq!(f["all"]["by_reason"]["refused"], 12);
+    let new = &j["latency_us"]["new"]["established"];
+    assert_eq!(new["count"], 1000);
+    let (fast, slow) = (bucket_upper_us(15), bucket_upper_us(29));
+    assert_eq!(
+        (new["p50"].as_u64(), new["p90"].as_u64()),
+        (Some(fast), Some(fast))
+    );
+    assert_eq!(new["p99"].as_u64(), Some(slow));
+    assert!(j["latency_us"]["old"]["established"]["p50"].is_null());
+    let t = text::render(&rec);
+    assert!(
+        t.contains("failures   cohort    failed     refused     timeout"),
+        "{t}"
+    );
+    assert!(
+        t.contains("           old           18          12           6"),
+        "{t}"
+    );
+    assert!(
+        t.contains("           new         1000     66 us     66 us    1.07 s"),
+        "{t}"
+    );
+
+    // Without a summary line the last snapshot gives the same.
+    let cut: String = text
+        .lines()
+        .filter(|l| !l.contains("\"summary\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(to_json(&replay(&cut).unwrap())["failures"], j["failures"]);
 }

@@ -4,8 +4,12 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::Recorded;
-use crate::model::analysis::{drain::Estimate, gap::HOLD};
+use super::{Recorded, outcomes};
+use crate::model::{
+    analysis::{drain::Estimate, gap::HOLD},
+    failures::Reason,
+    latency::fmt_us,
+};
 
 /// Milliseconds as seconds with one decimal.
 pub fn secs(ms: u64) -> String {
@@ -139,6 +143,9 @@ pub fn render(rec: &Recorded) -> String {
             );
         }
     }
+    if let Some(t) = rec.summary.as_ref().or(rec.last.as_ref()) {
+        outcome_lines(&mut o, t);
+    }
     if !st.old_destinations.is_empty() {
         let top: Vec<String> = st
             .old_destinations
@@ -193,4 +200,43 @@ pub fn render(rec: &Recorded) -> String {
         );
     }
     o
+}
+
+/// Failures by reason per cohort, and connect latency per side (cumulative over the run).
+fn outcome_lines(o: &mut String, totals: &Value) {
+    let f = outcomes::failures(totals);
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut head = "failures   cohort    failed".to_string();
+    for r in Reason::ALL {
+        let _ = write!(head, " {:>11}", r.name());
+    }
+    let _ = writeln!(o, "{head}");
+    for c in ["old", "new", "other", "all"] {
+        let _ = write!(o, "           {c:<6} {:>9}", n(&f[c]["failed"]));
+        for r in Reason::ALL {
+            let _ = write!(o, " {:>11}", n(&f[c]["by_reason"][r.name()]));
+        }
+        let _ = writeln!(o);
+    }
+    let l = outcomes::latency(totals);
+    let _ = writeln!(
+        o,
+        "latency    cohort  connects    p50 <=    p90 <=    p99 <=  |  failed    p50 <=    p90 <=    p99 <="
+    );
+    let p = |v: &Value| v.as_u64().map_or("-".into(), fmt_us);
+    for c in ["old", "new", "other"] {
+        let (e, x) = (&l[c]["established"], &l[c]["failed"]);
+        let _ = writeln!(
+            o,
+            "           {c:<6} {:>9} {:>9} {:>9} {:>9}  | {:>7} {:>9} {:>9} {:>9}",
+            n(&e["count"]),
+            p(&e["p50"]),
+            p(&e["p90"]),
+            p(&e["p99"]),
+            n(&x["count"]),
+            p(&x["p50"]),
+            p(&x["p90"]),
+            p(&x["p99"]),
+        );
+    }
 }
