@@ -7,9 +7,11 @@ use serde_json::{Value, json};
 
 use super::state::ViewState;
 use crate::{
+    analytics::sample_of,
     kernel::{Hooks, hooks::ConnectHook},
     model::{
         addr::Prefix,
+        analysis::{Analysis, Params, dns::Answer},
         cohort::Cohort,
         counters::Out,
         snapshot::{DestRow, ProcRow, Snapshot},
@@ -107,6 +109,14 @@ pub fn run(secs: u64, moved: f64) -> ViewState {
         ));
     }
     let mut acc = [Acc::default(); DESTS.len()];
+    let mut analysis = Analysis::new(Params::default());
+    let dns = vec![Answer {
+        name: "api.example".into(),
+        addrs: ["127.20.0.7".parse().unwrap()].into(),
+        ttl: 3600,
+        at_ms: Some(0),
+        error: None,
+    }];
     let mut prev = Snapshot::empty(st.info.started_at);
     for t in 1..=secs {
         let frac = moved * t as f64 / secs as f64;
@@ -150,9 +160,24 @@ pub fn run(secs: u64, moved: f64) -> ViewState {
             proc_row(1313, "legacy-cron", 1, 4),
             proc_row(977, "curl", 0, 1),
         ];
+        // Old-side failures: refused, and one in five timing out; connects take 33-65 us, one
+        // in twenty on the new side waits for a SYN retransmission (~1 s).
+        let failed = acc[1].out.failed;
+        cur.reasons[Cohort::Old as usize].0[..2]
+            .copy_from_slice(&[failed - failed / 5, failed / 5]);
+        for c in [Cohort::Old, Cohort::New] {
+            let n = cur.out[c as usize].established;
+            let slow = if c == Cohort::New { n / 20 } else { 0 };
+            let lat = &mut cur.latency[c as usize].established;
+            lat.0[15] = n - slow;
+            lat.0[29] = slow;
+        }
         if t == secs / 2 && moved > 0.0 && moved < 1.0 {
             st.event(&event(t * 1000, "cutover", json!({"source": "key"})));
+            analysis.mark_cutover(t * 1000, "key");
         }
+        analysis.feed(sample_of(&cur, &prev, 20));
+        st.analysis(&analysis.state(), &dns);
         st.push(&cur, &prev);
         prev = cur;
     }

@@ -2,8 +2,10 @@
 //! into a `ViewState`; `run` is the driver that samples, reads keys and redraws. Keys are read on
 //! their own thread and arrive through a channel, so the UI never holds up sampling.
 
+mod cohorts;
 #[cfg(test)]
 mod fixtures;
+mod header;
 pub mod state;
 mod terminal;
 pub mod view;
@@ -26,7 +28,10 @@ use tokio::sync::mpsc;
 
 use crate::{
     Fatal,
-    model::snapshot::Snapshot,
+    model::{
+        analysis::{State, dns::Answer},
+        snapshot::Snapshot,
+    },
     session::{Event, Session, Sink},
     watch::Ends,
 };
@@ -36,6 +41,10 @@ use state::{Action, ViewState};
 pub struct TuiSink(pub Rc<RefCell<ViewState>>);
 
 impl Sink for TuiSink {
+    fn analysis(&mut self, state: &State, dns: &[Answer]) -> Result<(), Fatal> {
+        self.0.borrow_mut().analysis(state, dns);
+        Ok(())
+    }
     fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<(), Fatal> {
         self.0.borrow_mut().push(cur, prev);
         Ok(())

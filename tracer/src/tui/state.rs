@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::{
     model::{
         addr::Prefix,
+        analysis::{self, dns::Answer},
         cohort::Cohort,
         counters::Out,
         share::{self, Share},
@@ -144,6 +145,9 @@ pub struct Straggler {
     pub open: u64,
     pub rate: f64,
     pub attempts: u64,
+    /// What the analysis knows of it: first and last old contact, whether it ever reached
+    /// the new side, its unit (None before the analysis has seen it).
+    pub history: Option<analysis::stragglers::Straggler>,
 }
 
 pub struct ViewState {
@@ -161,6 +165,10 @@ pub struct ViewState {
     pub focus: Pane,
     pub scroll: [usize; 3],
     pub help: bool,
+    /// The failover analysis as of the last sample (None before the first).
+    pub analysis: Option<analysis::State>,
+    /// `--watch-dns` names with their current answer.
+    pub dns: Vec<Answer>,
 }
 
 impl ViewState {
@@ -187,6 +195,8 @@ impl ViewState {
             focus: Pane::Destinations,
             scroll: [0; 3],
             help: false,
+            analysis: None,
+            dns: vec![],
         };
         st.log_line(0, "start", start);
         st
@@ -232,6 +242,13 @@ impl ViewState {
             seen.insert(r.addr, (r.out, at));
         }
         d.seen = seen;
+    }
+
+    /// The analysis and DNS answers (the sink's `analysis`); kept live even while paused, as
+    /// they are verdicts about the whole run, not one interval's numbers.
+    pub fn analysis(&mut self, state: &analysis::State, dns: &[Answer]) {
+        self.analysis = Some(state.clone());
+        self.dns = dns.to_vec();
     }
 
     /// An event (the sink's `event`): logged; a cutover also marks the chart.
@@ -307,12 +324,19 @@ impl ViewState {
             .map(|(pid, comm, _, outs, _)| {
                 let before = prev.get(&(pid, comm.clone())).copied().unwrap_or(0);
                 let o = outs[old];
+                let history = self.analysis.as_ref().and_then(|a| {
+                    a.stragglers
+                        .iter()
+                        .find(|s| s.pid == pid && s.comm == comm)
+                        .cloned()
+                });
                 Straggler {
                     pid,
                     rate: o.attempts.saturating_sub(before) as f64 / secs,
                     comm,
                     open: o.open,
                     attempts: o.attempts,
+                    history,
                 }
             })
             .filter(|s| s.open > 0 || s.rate > 0.0)

@@ -15,10 +15,13 @@ use ratatui::{
     widgets::{Axis, Block, Borders, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table},
 };
 
-use super::state::{Pane, Sort, ViewState};
-use crate::model::{cohort::Cohort, share::Share, spec::Spec};
+use super::{
+    cohorts, header,
+    state::{Pane, Sort, ViewState},
+};
+use crate::model::{cohort::Cohort, share::Share};
 
-fn cohort_style(c: Cohort) -> Style {
+pub fn cohort_style(c: Cohort) -> Style {
     match c {
         Cohort::Old => Style::new().fg(Color::Red),
         Cohort::New => Style::new().fg(Color::Green),
@@ -26,7 +29,7 @@ fn cohort_style(c: Cohort) -> Style {
     }
 }
 
-fn bold() -> Style {
+pub fn bold() -> Style {
     Style::new().add_modifier(Modifier::BOLD)
 }
 
@@ -46,7 +49,7 @@ fn ago(d: Duration) -> String {
     }
 }
 
-fn rate(r: f64) -> String {
+pub fn rate(r: f64) -> String {
     if r == 0.0 {
         "0".into()
     } else if r < 10.0 {
@@ -56,7 +59,7 @@ fn rate(r: f64) -> String {
     }
 }
 
-fn interval(ms: u64) -> String {
+pub fn interval(ms: u64) -> String {
     if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
@@ -64,23 +67,7 @@ fn interval(ms: u64) -> String {
     }
 }
 
-fn sets(specs: &[Spec]) -> String {
-    if specs.is_empty() {
-        return "(none)".into();
-    }
-    let one = |s: &Spec| {
-        let p: Vec<String> = s.prefixes.iter().map(|p| p.to_string()).collect();
-        if s.resolved {
-            let a: Vec<String> = s.prefixes.iter().map(|p| p.addr.to_string()).collect();
-            format!("{} ({})", s.text, a.join(", "))
-        } else {
-            p.join(", ")
-        }
-    };
-    specs.iter().map(one).collect::<Vec<_>>().join(", ")
-}
-
-fn pane_block(st: &ViewState, title: String, pane: Option<Pane>) -> Block<'static> {
+pub fn pane_block(st: &ViewState, title: String, pane: Option<Pane>) -> Block<'static> {
     let focused = pane.is_some_and(|p| p == st.focus);
     let title = if focused {
         Span::styled(
@@ -99,7 +86,7 @@ pub fn render(f: &mut Frame, st: &ViewState) {
     let extra = area.height.saturating_sub(24);
     let grow = extra * 2 / 5;
     let [header, cohorts, mid, tables, log, footer] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(header::HEIGHT),
         Constraint::Length(5),
         Constraint::Length(5 + grow),
         Constraint::Length(6 + grow),
@@ -107,8 +94,8 @@ pub fn render(f: &mut Frame, st: &ViewState) {
         Constraint::Length(1),
     ])
     .areas(area);
-    render_header(f, st, header);
-    render_cohorts(f, st, cohorts);
+    header::render(f, st, header);
+    cohorts::render(f, st, cohorts);
     let side = if area.width >= 120 {
         Constraint::Length(48)
     } else {
@@ -130,110 +117,6 @@ pub fn render(f: &mut Frame, st: &ViewState) {
     if st.help {
         render_help(f, area);
     }
-}
-
-fn render_header(f: &mut Frame, st: &ViewState, area: Rect) {
-    let i = &st.info;
-    let d = st.data();
-    let mut top = vec![
-        Span::styled("tracer", bold()),
-        // Most important first: a narrow terminal cuts the kernel release, not the clock.
-        Span::raw(format!(
-            " {} every {} · {} · hooks {}+{} · kernel {}",
-            clock(d.cur.elapsed),
-            interval(i.interval_ms),
-            i.host,
-            i.hooks.connect.name(),
-            i.hooks.state,
-            i.kernel,
-        )),
-    ];
-    if d.cur.lost_events > 0 {
-        top.push(Span::raw(format!(" · lost {}", d.cur.lost_events)));
-    }
-    if d.cur.evicted.destinations > 0 {
-        top.push(Span::raw(format!(
-            " · evicted {}",
-            d.cur.evicted.destinations
-        )));
-    }
-    // Paused and filter state lead the second line so a narrow terminal never cuts them off.
-    let mut second = vec![];
-    if st.paused() {
-        second.push(Span::styled(
-            "PAUSED",
-            bold().add_modifier(Modifier::REVERSED),
-        ));
-        second.push(Span::raw(" "));
-    }
-    if !st.filter.is_empty() {
-        second.push(Span::styled(
-            format!("[filter {}]", st.filter),
-            bold().add_modifier(Modifier::REVERSED),
-        ));
-        second.push(Span::raw(" "));
-    }
-    second.extend([
-        Span::styled(
-            "old: ",
-            cohort_style(Cohort::Old).add_modifier(Modifier::BOLD),
-        ),
-        Span::raw(sets(&i.old)),
-        Span::styled(
-            "  new: ",
-            cohort_style(Cohort::New).add_modifier(Modifier::BOLD),
-        ),
-        Span::raw(sets(&i.new)),
-    ]);
-    let sets_line = Line::from(second);
-    f.render_widget(Paragraph::new(vec![Line::from(top), sets_line]), area);
-}
-
-fn render_cohorts(f: &mut Frame, st: &ViewState, area: Rect) {
-    let d = st.data();
-    let secs = d.secs(st.info.interval_ms);
-    let rows = Cohort::ALL.iter().map(|&c| {
-        let (cur, prev) = (d.cur.cohort_out(c), d.prev.cohort_out(c));
-        let dl = cur.delta(prev);
-        Row::new(vec![
-            c.name().to_string(),
-            format!("{} {:+}", cur.open, dl.open),
-            rate(dl.attempts as f64 / secs),
-            rate(dl.established as f64 / secs),
-            rate(dl.failed as f64 / secs),
-            format!("{} +{}", cur.attempts, dl.attempts),
-            format!("{} +{}", cur.established, dl.established),
-            format!("{} +{}", cur.failed, dl.failed),
-        ])
-        .style(cohort_style(c))
-    });
-    let header = Row::new(vec![
-        "",
-        "open",
-        "conn/s",
-        "est/s",
-        "fail/s",
-        "attempts",
-        "established",
-        "failed",
-    ])
-    .style(bold());
-    let widths = [
-        Constraint::Length(5),
-        Constraint::Length(10),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(6),
-        Constraint::Fill(1),
-        Constraint::Fill(1),
-        Constraint::Fill(1),
-    ];
-    let t = Table::new(rows, widths).header(header).block(pane_block(
-        st,
-        "cohorts: now, per second, totals since start (+ last interval)".into(),
-        None,
-    ));
-    f.render_widget(t, area);
 }
 
 /// `██████░░░░  62% 5/8`: the bar, then the percentage with the counts behind it.
@@ -405,24 +288,51 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
         f.render_widget(p, area);
         return;
     }
-    let header = Row::new(vec!["pid", "comm", "open", "conn/s"]).style(bold());
+    // The analysis adds, per process: did it ever reach the new side, and (with room) its
+    // last and first old contact and its unit.
+    let wide = area.width >= 60;
+    let mut head = vec!["pid", "comm", "open", "conn/s", "new"];
+    if wide {
+        head.extend(["last old", "first old", "unit"]);
+    }
+    let header = Row::new(head).style(bold());
     let body = rows
         .into_iter()
         .skip(st.scroll[Pane::Stragglers as usize])
         .map(|s| {
-            Row::new(vec![
+            let h = s.history.as_ref();
+            let new = h.map_or("", |h| if h.reached_new { "yes" } else { "NO" });
+            let t = |v: Option<u64>| v.map_or("-".into(), |ms| clock(Duration::from_millis(ms)));
+            let mut cells = vec![
                 s.pid.to_string(),
-                s.comm,
+                s.comm.clone(),
                 s.open.to_string(),
                 rate(s.rate),
-            ])
+                new.to_string(),
+            ];
+            if wide {
+                cells.extend([
+                    t(h.and_then(|h| h.last_old_ms)),
+                    t(h.and_then(|h| h.first_old_ms)),
+                    h.and_then(|h| h.unit.clone()).unwrap_or_default(),
+                ]);
+            }
+            Row::new(cells)
         });
-    let widths = [
-        Constraint::Length(7),
-        Constraint::Fill(1),
-        Constraint::Length(5),
+    let mut widths = vec![
         Constraint::Length(6),
+        Constraint::Fill(1),
+        Constraint::Length(4),
+        Constraint::Length(6),
+        Constraint::Length(3),
     ];
+    if wide {
+        widths.extend([
+            Constraint::Length(8),
+            Constraint::Length(9),
+            Constraint::Fill(1),
+        ]);
+    }
     f.render_widget(Table::new(body, widths).header(header).block(block), area);
 }
 
