@@ -26,7 +26,7 @@ pub fn reasons(r: &Reasons, wide: bool) -> String {
         .map(|x| (*x, r.get(*x)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    named.sort_by(|a, b| b.1.cmp(&a.1));
+    named.sort_by_key(|x| std::cmp::Reverse(x.1));
     if wide {
         let all: Vec<String> = named
             .iter()
