@@ -139,6 +139,39 @@ fn bump_in(c: *mut InCounters, f: In) {
     }
 }
 
+/// Count through the pointer of an existing entry; insert only when the key is missing (never
+/// "update an existing key" on an LRU map). True when this call inserted the key.
+#[inline(always)]
+fn upsert<K, V: Default>(map: &LruPerCpuHashMap<K, V>, key: &K, bump: impl Fn(*mut V)) -> bool {
+    if let Some(c) = map.get_ptr_mut(key) {
+        bump(c);
+        return false;
+    }
+    let mut v = V::default();
+    bump(&mut v);
+    if map.insert(key, v, BPF_NOEXIST).is_ok() {
+        return true;
+    }
+    // Another CPU inserted it meanwhile: count on this CPU's slot of that entry.
+    if let Some(c) = map.get_ptr_mut(key) {
+        bump(c);
+    }
+    false
+}
+
+/// The per-process key of a socket's record; none for sockets without a process (inbound,
+/// census).
+#[inline(always)]
+fn proc_key(info: &SockInfo) -> Option<ProcKey> {
+    (info.tgid != 0).then_some(ProcKey {
+        cgroup: info.cgroup,
+        tgid: info.tgid,
+        cohort: info.cohort as u32,
+        comm: info.comm,
+        addr: info.addr,
+    })
+}
+
 #[inline(always)]
 fn port_allowed(port: u16) -> bool {
     // SAFETY: read-only lookup of plain data.
@@ -159,39 +192,13 @@ fn count_out(info: &SockInfo, f: Out) {
     if let Some(c) = COHORT_OUT.get_ptr_mut(info.cohort as u32) {
         bump_out(c, f);
     }
-    match DEST.get_ptr_mut(info.addr) {
-        Some(c) => bump_out(c, f),
-        None => {
-            let mut v = OutCounters::default();
-            bump_out(&mut v, f);
-            if DEST.insert(info.addr, v, BPF_NOEXIST).is_ok() {
-                stat(STAT_DEST_INSERTS);
-            } else if let Some(c) = DEST.get_ptr_mut(info.addr) {
-                bump_out(c, f);
-            }
-        }
+    if upsert(&DEST, &info.addr, |c| bump_out(c, f)) {
+        stat(STAT_DEST_INSERTS);
     }
-    if info.tgid == 0 {
-        return;
-    }
-    let key = ProcKey {
-        cgroup: info.cgroup,
-        tgid: info.tgid,
-        cohort: info.cohort as u32,
-        comm: info.comm,
-        addr: info.addr,
-    };
-    match PROCS.get_ptr_mut(key) {
-        Some(c) => bump_out(c, f),
-        None => {
-            let mut v = OutCounters::default();
-            bump_out(&mut v, f);
-            if PROCS.insert(key, v, BPF_NOEXIST).is_ok() {
-                stat(STAT_PROC_INSERTS);
-            } else if let Some(c) = PROCS.get_ptr_mut(key) {
-                bump_out(c, f);
-            }
-        }
+    if let Some(key) = proc_key(info)
+        && upsert(&PROCS, &key, |c| bump_out(c, f))
+    {
+        stat(STAT_PROC_INSERTS);
     }
 }
 
@@ -201,17 +208,8 @@ fn count_in(addr: &Addr, cohort: u32, f: In) {
     if let Some(c) = COHORT_IN.get_ptr_mut(cohort) {
         bump_in(c, f);
     }
-    match LOCAL_IN.get_ptr_mut(addr) {
-        Some(c) => bump_in(c, f),
-        None => {
-            let mut v = InCounters::default();
-            bump_in(&mut v, f);
-            if LOCAL_IN.insert(addr, v, BPF_NOEXIST).is_ok() {
-                stat(STAT_LOCAL_INSERTS);
-            } else if let Some(c) = LOCAL_IN.get_ptr_mut(addr) {
-                bump_in(c, f);
-            }
-        }
+    if upsert(&LOCAL_IN, addr, |c| bump_in(c, f)) {
+        stat(STAT_LOCAL_INSERTS);
     }
 }
 
@@ -289,39 +287,9 @@ fn count_reason(info: &SockInfo, reason: u32) {
     if let Some(r) = COHORT_REASONS.get_ptr_mut(info.cohort as u32) {
         bump_reason(r, reason);
     }
-    match DEST_REASONS.get_ptr_mut(info.addr) {
-        Some(r) => bump_reason(r, reason),
-        None => {
-            let mut v = FailReasons::default();
-            bump_reason(&mut v, reason);
-            if DEST_REASONS.insert(info.addr, v, BPF_NOEXIST).is_err()
-                && let Some(r) = DEST_REASONS.get_ptr_mut(info.addr)
-            {
-                bump_reason(r, reason);
-            }
-        }
-    }
-    if info.tgid == 0 {
-        return;
-    }
-    let key = ProcKey {
-        cgroup: info.cgroup,
-        tgid: info.tgid,
-        cohort: info.cohort as u32,
-        comm: info.comm,
-        addr: info.addr,
-    };
-    match PROC_REASONS.get_ptr_mut(key) {
-        Some(r) => bump_reason(r, reason),
-        None => {
-            let mut v = FailReasons::default();
-            bump_reason(&mut v, reason);
-            if PROC_REASONS.insert(key, v, BPF_NOEXIST).is_err()
-                && let Some(r) = PROC_REASONS.get_ptr_mut(key)
-            {
-                bump_reason(r, reason);
-            }
-        }
+    upsert(&DEST_REASONS, &info.addr, |r| bump_reason(r, reason));
+    if let Some(key) = proc_key(info) {
+        upsert(&PROC_REASONS, &key, |r| bump_reason(r, reason));
     }
 }
 
