@@ -168,7 +168,7 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         session.dns = w.watch.answers.clone();
     }
 
-    let mut after = AfterTick {
+    let mut step = Step {
         tracer: &mut tracer,
         watcher: watcher.as_mut(),
         // The live view is watched by a person: only headless runs end by themselves on drain.
@@ -177,8 +177,8 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     let reason = rt.block_on(async {
         let ends = Ends::new(args.duration)?;
         match view {
-            Some(v) => crate::tui::run(&mut session, v, args.interval, ends, &mut after).await,
-            None => headless(&mut session, args.interval, ends, &mut after).await,
+            Some(v) => crate::tui::run(&mut session, v, args.interval, ends, &mut step).await,
+            None => headless(&mut session, args.interval, ends, &mut step).await,
         }
     })?;
     session.finish(reason)?;
@@ -224,16 +224,18 @@ pub fn ticker(interval: Duration) -> Interval {
     t
 }
 
-/// What follows every sample in either loop: DNS watching and the drain exit.
-pub struct AfterTick<'a> {
+/// One sampling step as both loops (headless, live view) take it: sample, then DNS watching and
+/// the drain exit.
+pub struct Step<'a> {
     tracer: &'a mut Tracer,
     watcher: Option<&'a mut Watcher>,
     exit_on_drain: bool,
 }
 
-impl AfterTick<'_> {
-    /// `Some(reason)` when the run should end now.
+impl Step<'_> {
+    /// Sample once; `Some(reason)` when the run should end now.
     pub async fn run(&mut self, session: &mut Session) -> Result<Option<&'static str>, Fatal> {
+        session.tick()?;
         if let Some(w) = self.watcher.as_deref_mut() {
             w.poll(session, self.tracer).await?;
         }
@@ -246,14 +248,13 @@ async fn headless(
     session: &mut Session,
     interval: Duration,
     mut ends: Ends,
-    after: &mut AfterTick<'_>,
+    step: &mut Step<'_>,
 ) -> Result<&'static str, Fatal> {
     let mut ticker = ticker(interval);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                session.tick()?;
-                if let Some(reason) = after.run(session).await? {
+                if let Some(reason) = step.run(session).await? {
                     return Ok(reason);
                 }
             }

@@ -42,10 +42,7 @@ fn parse_prom(text: &str) -> (Series, Meta) {
                 }
                 other => panic!("unexpected {other:?} in {name}"),
             };
-            let labels = s.get_labelset().unwrap();
-            let mut l: Vec<_> = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            l.sort();
-            series.insert((name.clone(), l), v);
+            series.insert((name.clone(), sorted(s.get_labelset().unwrap().iter())), v);
         }
     }
     (series, meta)
@@ -77,13 +74,23 @@ fn parse_om(text: &str) -> (Series, Meta) {
                 }
                 other => panic!("unexpected {other:?} in {name}"),
             };
-            let labels = s.get_labelset().unwrap();
-            let mut l: Vec<_> = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            l.sort();
-            series.insert((sample_name.clone(), l), v);
+            series.insert(
+                (
+                    sample_name.clone(),
+                    sorted(s.get_labelset().unwrap().iter()),
+                ),
+                v,
+            );
         }
     }
     (series, meta)
+}
+
+/// Labels as a sorted list, the key both parsers' samples are compared by.
+fn sorted<'a>(labels: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<(String, String)> {
+    let mut l: Vec<_> = labels.map(|(k, v)| (k.clone(), v.clone())).collect();
+    l.sort();
+    l
 }
 
 /// A parsed histogram as its `_bucket{le}`, `_sum` and `_count` series.

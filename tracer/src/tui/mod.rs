@@ -105,7 +105,7 @@ pub async fn run(
     st: Rc<RefCell<ViewState>>,
     interval: Duration,
     mut ends: Ends,
-    after: &mut crate::watch::AfterTick<'_>,
+    step: &mut crate::watch::Step<'_>,
 ) -> Result<&'static str, Fatal> {
     let _guard = terminal::Guard::enter()?;
     let mut term = Terminal::new(CrosstermBackend::new(io::stdout()))
@@ -118,8 +118,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                session.tick()?;
-                if let Some(reason) = after.run(session).await? {
+                if let Some(reason) = step.run(session).await? {
                     return Ok(reason);
                 }
                 draw(&mut term, &st)?;
