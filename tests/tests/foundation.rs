@@ -57,11 +57,18 @@ fn exact_counts_for_a_failover_with_pre_existing_connections() {
     }
     assert_eq!(meta["hooks"]["state"], "tracepoint");
     assert_eq!(out.summary()["reason"], "sigint");
-    assert_eq!(
-        out.summary()["lost_events"],
-        0,
-        "no lost events at this rate"
-    );
+    // The kernel skips a program run that would nest on one CPU (softirq over process context);
+    // on this host that happens now and then even at this rate. When it does, it must be
+    // reported: in the summary and as a `lost_events` event of the run.
+    let lost = n(&out.summary()["lost_events"]);
+    if lost > 0 {
+        let events = out.events("lost_events");
+        let reported = events.last().map(|e| n(&e["lost_events"]));
+        assert!(
+            reported.is_some_and(|r| r > 0 && r <= lost),
+            "{lost} lost events but the run reported {reported:?}"
+        );
+    }
 
     // Snapshots: cumulative counters with per-interval deltas that add up to the totals.
     let snaps = out.snapshots();
