@@ -1,7 +1,7 @@
 //! The foundation scenario: exact counts per cohort, in the NDJSON `tracer watch` writes,
 //! against real loopback traffic with the real programs loaded.
 
-use std::{net::SocketAddr, thread, time::Duration};
+use std::{net::SocketAddr, process::Command, thread, time::Duration};
 
 use tracer_tests::*;
 
@@ -80,6 +80,46 @@ fn exact_counts_for_a_failover_with_pre_existing_connections() {
     let last = snaps.last().unwrap();
     assert_eq!(sum, n(&last["cohorts"]["new"]["attempts"]));
     assert_eq!(n(&last["cohorts"]["new"]["attempts"]), 510);
+}
+
+/// The traffic helper; in the kernel matrix's guest it is not where cargo built it.
+fn tconn() -> String {
+    std::env::var("TRACER_TCONN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tconn").into())
+}
+
+#[test]
+fn exact_counts_of_connects_that_never_send_a_syn() {
+    let run = Run::start("unsent", &["--old", OLD, "--new", NEW]);
+    assert_eq!(
+        run.stderr().lines().find(|l| l.contains("before a SYN")),
+        None
+    );
+    // In a namespace of its own: 4 connects with no route, 2 held, 3 without a free port.
+    let r = sh(Command::new(tconn()).args(["--comm", "unsent", "unsent", "127.20.7.1", "4", "3"]));
+    assert_eq!(r.trim(), "no_route=4 no_port=3 ok=2");
+    let out = run.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let meta = &out.meta()["hooks"]["unsent"];
+    assert_eq!(meta["counted"], true, "{meta}");
+    // (attempts, established, failed, closed, open): every attempt counts, the nine failures
+    // have their reason, and no latency exists for connects that sent no SYN.
+    assert_eq!(out.cohort("new"), (9, 2, 7, 2, 0));
+    let new = &out.summary()["cohorts"]["new"];
+    let by = &new["failed_by_reason"];
+    assert_eq!((n(&by["no_route"]), n(&by["no_port"])), (4, 3), "{by}");
+    let sum: u64 = by.as_object().unwrap().values().map(n).sum();
+    assert_eq!(sum, 7, "reasons add up to failed: {by}");
+    assert_eq!(n(&new["failed_latency_us"]["count"]), 0, "{new}");
+    assert_eq!(out.destination("127.20.7.1"), Some((9, 2, 7, 2, 0)));
+    let proc_ = out.summary()["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["comm"] == "unsent")
+        .expect("the helper's row");
+    let by = &proc_["cohorts"]["new"]["failed_by_reason"];
+    assert_eq!((n(&by["no_route"]), n(&by["no_port"])), (4, 3), "{proc_}");
 }
 
 #[test]

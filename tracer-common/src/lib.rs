@@ -157,14 +157,23 @@ pub const REASON_UNREACHABLE: u32 = 2;
 pub const REASON_RESET: u32 = 3;
 /// No socket error: the application closed the socket first (its own connect timeout).
 pub const REASON_ABORTED: u32 = 4;
-pub const REASON_OTHER: u32 = 5;
-pub const REASONS: usize = 6;
+/// `connect()` failed before a SYN existed: no route, or an unreachable, prohibit or blackhole
+/// route (ENETUNREACH, EHOSTUNREACH, EACCES, EINVAL from the routing lookup).
+pub const REASON_NO_ROUTE: u32 = 5;
+/// `connect()` found no free local port for the destination (EADDRNOTAVAIL).
+pub const REASON_NO_PORT: u32 = 6;
+/// Anything else, or the error could not be read. Always the last slot.
+pub const REASON_OTHER: u32 = 7;
+pub const REASONS: usize = 8;
 
 const ECONNREFUSED: i32 = 111;
 const ETIMEDOUT: i32 = 110;
 const EHOSTUNREACH: i32 = 113;
 const ENETUNREACH: i32 = 101;
 const ECONNRESET: i32 = 104;
+const EACCES: i32 = 13;
+const EINVAL: i32 = 22;
+const EADDRNOTAVAIL: i32 = 99;
 
 /// Map the socket's error at `SYN_SENT -> CLOSE` to a reason. The kernel stores it before the
 /// state change: an RST to the SYN (`tcp_reset`) and ICMP port unreachable give ECONNREFUSED,
@@ -180,6 +189,30 @@ pub fn reason_of(err: i32) -> u32 {
         0 => REASON_ABORTED,
         _ => REASON_OTHER,
     }
+}
+
+/// Map the error of a `connect()` whose socket never reached `SYN_SENT` (the syscall's return
+/// value, negated) to a reason: the routing lookup and the local port choice come before the SYN.
+#[inline(always)]
+pub fn presyn_reason_of(err: i32) -> u32 {
+    match err {
+        ENETUNREACH | EHOSTUNREACH | EACCES | EINVAL => REASON_NO_ROUTE,
+        EADDRNOTAVAIL => REASON_NO_PORT,
+        _ => REASON_OTHER,
+    }
+}
+
+/// A TCP `connect()` seen by the cgroup connect hook and not yet past `SYN_SENT`, keyed by the
+/// thread (`pid_tgid`): the syscall's exit counts it when it failed before a SYN was sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub addr: Addr,
+    pub dport: u16,
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_ns()` at the hook: a stale entry (a connect that ended elsewhere, as
+    /// with TCP Fast Open's `sendto`) is ignored.
+    pub ns: u64,
 }
 
 /// Failed connects per reason (per cohort, destination or process).
@@ -256,6 +289,7 @@ mod user {
     unsafe impl aya::Pod for SockOffsets {}
     unsafe impl aya::Pod for FailReasons {}
     unsafe impl aya::Pod for LatHist {}
+    unsafe impl aya::Pod for Pending {}
 }
 
 /// Map an IPv4 address (network order bytes) into the shared 16-byte form.
@@ -290,6 +324,7 @@ mod tests {
         assert_eq!(size_of::<SockOffsets>(), 24);
         assert_eq!(size_of::<FailReasons>(), 8 * REASONS);
         assert_eq!(size_of::<LatHist>(), 8 * LAT_BUCKETS);
+        assert_eq!(size_of::<Pending>(), 16 + 2 + 6 + 8);
     }
 
     #[test]
@@ -319,6 +354,16 @@ mod tests {
         assert_eq!(reason_of(104), REASON_RESET);
         assert_eq!(reason_of(0), REASON_ABORTED);
         assert_eq!(reason_of(13), REASON_OTHER);
+    }
+
+    #[test]
+    fn connect_errors_before_the_syn_map_to_reasons() {
+        for e in [101, 113, 13, 22] {
+            assert_eq!(presyn_reason_of(e), REASON_NO_ROUTE, "{e}");
+        }
+        assert_eq!(presyn_reason_of(99), REASON_NO_PORT);
+        assert_eq!(presyn_reason_of(1), REASON_OTHER);
+        assert_eq!(REASON_OTHER as usize, REASONS - 1);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use aya_ebpf::{
 use tracer_common::{
     Addr, COHORT_OTHER, COHORTS, CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo,
     DIR_IN, DIR_OUT, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist,
-    OutCounters, ProcKey, REASONS, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
-    STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
+    OutCounters, ProcKey, REASON_NO_PORT, REASONS, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS,
+    STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo,
+    TupleKey,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -173,7 +174,7 @@ fn proc_key(info: &SockInfo) -> Option<ProcKey> {
 }
 
 #[inline(always)]
-fn port_allowed(port: u16) -> bool {
+pub fn port_allowed(port: u16) -> bool {
     // SAFETY: read-only lookup of plain data.
     crate::global(&PORT_FILTER) == 0 || unsafe { PORTS.get(port) }.is_some()
 }
@@ -216,6 +217,7 @@ fn count_in(addr: &Addr, cohort: u32, f: In) {
 /// An active open, in the connecting process: remember who, then count the attempt.
 #[inline(always)]
 pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
+    crate::presyn::reached();
     if !port_allowed(dport) {
         return;
     }
@@ -304,8 +306,30 @@ pub fn on_failed(sk: u64, reason: u32) {
     if info.dir == DIR_OUT && info.established == 0 {
         count_out(&info, Out::Failed);
         count_reason(&info, reason);
-        latency(&info, LAT_FAILED);
+        // No SYN left: there is no handshake time to record (as with `on_unsent`).
+        if reason != REASON_NO_PORT {
+            latency(&info, LAT_FAILED);
+        }
     }
+}
+
+/// A connect that failed before its socket reached SYN_SENT, in the connecting thread: an
+/// attempt and a failure with its reason, no latency (no SYN was sent).
+#[inline(always)]
+pub fn on_unsent(daddr: &Addr, reason: u32) {
+    let info = SockInfo {
+        // SAFETY: helper without arguments.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        addr: *daddr,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        cohort: cohort_of(daddr) as u8,
+        dir: DIR_OUT,
+        ..SockInfo::default()
+    };
+    count_out(&info, Out::Attempts);
+    count_out(&info, Out::Failed);
+    count_reason(&info, reason);
 }
 
 /// A passive open completed on the child socket: count it by local address.

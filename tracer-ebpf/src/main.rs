@@ -5,17 +5,18 @@
 #![no_main]
 
 mod counting;
+mod presyn;
 
 use aya_ebpf::{
     EbpfContext,
     helpers::bpf_probe_read_kernel,
-    macros::{fentry, kprobe, map, tracepoint},
+    macros::{cgroup_sock_addr, fentry, kprobe, map, tracepoint},
     maps::PerCpuArray,
-    programs::{FEntryContext, ProbeContext, TracePointContext},
+    programs::{FEntryContext, ProbeContext, SockAddrContext, TracePointContext},
 };
 use tracer_common::{
-    Addr, CONNECT_DERIVED, REASON_OTHER, SockOffsets, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV,
-    TCP_SYN_SENT, TpOffsets, mapped_v4, reason_of,
+    Addr, CONNECT_DERIVED, REASON_NO_PORT, REASON_OTHER, SockOffsets, TCP_CLOSE, TCP_ESTABLISHED,
+    TCP_SYN_RECV, TCP_SYN_SENT, TpOffsets, mapped_v4, reason_of,
 };
 
 const AF_INET: u16 = 2;
@@ -153,7 +154,16 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             }
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => counting::on_established(sk),
-        (TCP_SYN_SENT, TCP_CLOSE) => counting::on_failed(sk, sock_error(sk as *const u8)),
+        (TCP_SYN_SENT, TCP_CLOSE) => {
+            // No local port yet: `connect()` found none free and undoes SYN_SENT before any SYN
+            // (only the derived hook counted this attempt; tcp_connect never ran).
+            let reason = if rec.get::<u16>(o.sport)? == 0 {
+                REASON_NO_PORT
+            } else {
+                sock_error(sk as *const u8)
+            };
+            counting::on_failed(sk, reason)
+        }
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             let saddr = rec.addr(family, o.saddr, o.saddr_v6)?;
             let sport: u16 = rec.get(o.sport)?;
@@ -232,6 +242,23 @@ pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
         return 1;
     };
     match connect_from_sock(sk) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    presyn::note(&ctx, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    presyn::note(&ctx, true)
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    match presyn::exit(&ctx) {
         Ok(ret) | Err(ret) => ret,
     }
 }

@@ -101,7 +101,11 @@ pub fn meta(m: &RunInfo) -> Value {
         "type": "meta", "schema": SCHEMA, "version": env!("CARGO_PKG_VERSION"),
         "started_at": rfc3339(m.started_at), "host": m.host, "kernel": m.kernel,
         "hooks": {"connect": m.hooks.connect.name(), "state": m.hooks.state,
-                  "fallbacks": m.hooks.fallbacks.iter().map(|(h, why)| json!({"hook": h.name(), "reason": why})).collect::<Vec<_>>()},
+                  "fallbacks": m.hooks.fallbacks.iter().map(|(h, why)| json!({"hook": h.name(), "reason": why})).collect::<Vec<_>>(),
+                  "unsent": match &m.hooks.unsent {
+                      Ok(()) => json!({"counted": true, "hook": crate::kernel::presyn::NAME}),
+                      Err(why) => json!({"counted": false, "reason": why}),
+                  }},
         "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
         "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
         "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
@@ -347,14 +351,15 @@ mod tests {
     fn failures_and_latency_are_cumulative_with_interval_deltas() {
         use crate::model::{failures::Reasons, snapshot::ProcId};
         let mut prev = snap(3, 0);
-        prev.reasons[Cohort::Old as usize] = Reasons([1, 0, 0, 0, 0, 0]);
+        prev.reasons[Cohort::Old as usize] = Reasons([1, 0, 0, 0, 0, 0, 0, 0]);
         prev.latency[Cohort::Old as usize].established.0[15] = 3;
         let mut cur = snap(7, 0);
-        cur.reasons[Cohort::Old as usize] = Reasons([2, 1, 0, 0, 0, 0]);
+        cur.reasons[Cohort::Old as usize] = Reasons([2, 1, 0, 0, 0, 0, 0, 0]);
         cur.latency[Cohort::Old as usize].established.0[15] = 4;
         cur.latency[Cohort::Old as usize].established.0[29] = 2;
         let addr = "127.10.0.1".parse().unwrap();
-        cur.dest_reasons.insert(addr, Reasons([2, 1, 0, 0, 0, 0]));
+        cur.dest_reasons
+            .insert(addr, Reasons([2, 1, 0, 0, 0, 0, 0, 0]));
         cur.processes.push(ProcRow {
             pid: 9,
             comm: "app".into(),
@@ -370,7 +375,8 @@ mod tests {
             addr,
             cohort: Cohort::Old,
         };
-        cur.proc_reasons.insert(id, Reasons([0, 1, 0, 0, 0, 0]));
+        cur.proc_reasons
+            .insert(id, Reasons([0, 1, 0, 0, 0, 0, 0, 0]));
 
         let v = snapshot(&cur, &prev, 10);
         let old = &v["cohorts"]["old"];

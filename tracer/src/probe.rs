@@ -7,7 +7,7 @@ use crate::{
     kernel::{
         self, Config,
         hooks::{self, ConnectHook, ConnectMode},
-        tracefs,
+        presyn, tracefs,
     },
     model::cohort::Sets,
 };
@@ -43,6 +43,8 @@ pub fn run() -> Result<i32, Fatal> {
         }
     };
     let tp = tracefs::offsets(&fs)?;
+    let ret = presyn::ret_offset(&fs);
+    let ret_off = *ret.as_ref().unwrap_or(&16);
     let cfg = Config {
         sets: Sets::default(),
         ports: vec![],
@@ -59,7 +61,7 @@ pub fn run() -> Result<i32, Fatal> {
     let mut chosen = None;
     for hook in ConnectHook::ALL {
         // A fresh object per hook, so that each is tried on its own.
-        let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), 1)?;
+        let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1)?;
         match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
             Ok(()) => {
                 let how = if hook == ConnectHook::Derived {
@@ -73,7 +75,7 @@ pub fn run() -> Result<i32, Fatal> {
             Err(why) => println!("connect hook  {}: not available ({why})", hook.name()),
         }
     }
-    let mut ebpf = kernel::load(&cfg, &tp, &sock.unwrap_or_default(), 1)?;
+    let mut ebpf = kernel::load(&cfg, &tp, &sock.unwrap_or_default(), ret_off, 1)?;
     match hooks::attach_state(&mut ebpf) {
         Ok(()) => println!("state hook    tracepoint sock:inet_sock_set_state: available"),
         Err(why) => {
@@ -82,10 +84,22 @@ pub fn run() -> Result<i32, Fatal> {
             return Ok(2);
         }
     }
+    let unsent = ret.and_then(|_| presyn::attach(&mut ebpf));
+    match &unsent {
+        Ok(()) => println!("unsent hook   {}: available", presyn::NAME),
+        Err(why) => println!(
+            "unsent hook   not available ({why}): connects failing before a SYN are not counted"
+        ),
+    }
     let connect = chosen.unwrap_or(ConnectHook::Derived);
     println!(
-        "watch would use: connect={} state=tracepoint",
-        connect.name()
+        "watch would use: connect={} state=tracepoint unsent={}",
+        connect.name(),
+        if unsent.is_ok() {
+            "cgroup+syscall"
+        } else {
+            "none"
+        }
     );
     Ok(0)
 }

@@ -8,6 +8,10 @@
 //!                                       without an answer; prints "ok=X failed=Y"
 //! tconn [--comm NAME] paced ADDR:PORT PER_SEC MS   PER_SEC connects a second for MS ms; prints
 //!                                       "ok=X failed=Y last_ms=T" (T: last connect, ms since epoch)
+//! tconn [--comm NAME] unsent ADDR A B   in a network namespace of its own: A connects to
+//!                                       ADDR:9 with no route (loopback down), then, with two
+//!                                       local ports, two held connections to ADDR and B more
+//!                                       that find no free port; prints "no_route=X no_port=Y ok=Z"
 
 use std::{
     io::Read,
@@ -111,6 +115,64 @@ fn main() {
             }
             println!("ok={ok} failed={failed} last_ms={last}");
         }
+        "unsent" => unsent(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
         other => panic!("tconn: unknown mode {other}"),
+    }
+}
+
+/// Connects that fail before a SYN exists, without touching the host: a fresh network namespace
+/// has no route at all until its loopback is up, and its own local port range.
+fn unsent(addr: &str, no_route: usize, no_port: usize) {
+    // SAFETY: single-threaded here; moves this process into a new, empty network namespace.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+    let errno = |r: std::io::Result<TcpStream>| r.err().and_then(|e| e.raw_os_error());
+    let target: SocketAddr = format!("{addr}:9").parse().expect("ADDR");
+    let mut counts = [0usize; 2];
+    for _ in 0..no_route {
+        if errno(TcpStream::connect(target)) == Some(libc::ENETUNREACH) {
+            counts[0] += 1;
+        }
+    }
+    loopback_up();
+    // /proc/sys/net is the opener's namespace: this changes only ours.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001")
+        .expect("set the namespace's port range");
+    let l = TcpListener::bind(format!("{addr}:7000")).expect("listen");
+    let to = l.local_addr().unwrap();
+    let held: Vec<TcpStream> = (0..2).filter_map(|_| TcpStream::connect(to).ok()).collect();
+    for _ in 0..no_port {
+        if errno(TcpStream::connect(to)) == Some(libc::EADDRNOTAVAIL) {
+            counts[1] += 1;
+        }
+    }
+    println!(
+        "no_route={} no_port={} ok={}",
+        counts[0],
+        counts[1],
+        held.len()
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+fn loopback_up() {
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on an ifreq we own, through a socket we close.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req),
+            0,
+            "SIOCGIFFLAGS"
+        );
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        assert_eq!(rc, 0, "lo up: {}", std::io::Error::last_os_error());
+        libc::close(fd);
     }
 }

@@ -116,7 +116,7 @@ mod tests {
             record_len: 72,
             ..Default::default()
         };
-        let mut ebpf = load(&cfg, &tp, &Default::default(), 1).expect("load (root needed)");
+        let mut ebpf = load(&cfg, &tp, &Default::default(), 16, 1).expect("load (root needed)");
         let mut dest: PerCpuHashMap<MapData, [u8; 16], OutCounters> =
             PerCpuHashMap::try_from(ebpf.take_map("DEST").unwrap()).unwrap();
         let ncpus = aya::util::nr_cpus().unwrap();

@@ -6,6 +6,7 @@ pub mod btf;
 pub mod census;
 pub mod hooks;
 pub mod owners;
+pub mod presyn;
 pub mod progstats;
 pub mod sampler;
 pub mod tracefs;
@@ -52,6 +53,8 @@ pub struct Hooks {
     /// Hooks tried before the one in use, with why each was not used.
     pub fallbacks: Vec<(ConnectHook, String)>,
     pub tracefs_mounted: bool,
+    /// Connects that fail before a SYN (no route, no local port): counted, or why not.
+    pub unsent: Result<(), String>,
 }
 
 /// A running tracer: attached programs (kept alive by `ebpf`) and its sampler.
@@ -105,6 +108,7 @@ pub fn load(
     cfg: &Config,
     tp: &TpOffsets,
     sock: &SockOffsets,
+    syscall_ret: u32,
     census_slots: u32,
 ) -> Result<Ebpf, String> {
     let port_filter: u8 = (!cfg.ports.is_empty()).into();
@@ -113,6 +117,7 @@ pub fn load(
         .override_global("TP_OFFSETS", tp, true)
         .override_global("SOCK_OFFSETS", sock, true)
         .override_global("PORT_FILTER", &port_filter, true)
+        .override_global("SYSCALL_RET", &syscall_ret, true)
         .map_max_entries("DEST", cfg.max_destinations)
         .map_max_entries("LOCAL_IN", cfg.max_destinations)
         .map_max_entries("DEST_REASONS", cfg.max_destinations)
@@ -253,7 +258,14 @@ impl Tracer {
 
         // Size the census map from a first count; the real census is taken after attaching.
         let pre = census_filtered(&cfg.ports, &mut warnings).len() as u32;
-        let mut ebpf = load(cfg, &tp, &sock.clone().unwrap_or_default(), pre * 2 + 1024)?;
+        let ret_off = presyn::ret_offset(&fs);
+        let mut ebpf = load(
+            cfg,
+            &tp,
+            &sock.clone().unwrap_or_default(),
+            *ret_off.as_ref().unwrap_or(&16),
+            pre * 2 + 1024,
+        )?;
 
         let mut fallbacks = Vec::new();
         let mut chosen = None;
@@ -278,6 +290,13 @@ impl Tracer {
             format!("cannot attach tracepoint sock:inet_sock_set_state ({e}): is this Linux 4.16+ with tracepoints enabled?")
         })?;
 
+        let unsent = ret_off.and_then(|_| presyn::attach(&mut ebpf));
+        if let Err(e) = &unsent {
+            warnings.push(format!(
+                "note: connects that fail before a SYN (no route, no local port) are not counted: {e}"
+            ));
+        }
+
         let conns = census_filtered(&cfg.ports, &mut warnings);
         fill_census(&mut ebpf, &cfg.sets, &conns)?;
         Ok(Tracer {
@@ -287,6 +306,7 @@ impl Tracer {
                 state: "tracepoint",
                 fallbacks,
                 tracefs_mounted: fs.mounted_by_us,
+                unsent,
             },
             census: conns,
             warnings,

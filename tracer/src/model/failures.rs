@@ -2,8 +2,8 @@
 //! reads the socket's error at `SYN_SENT -> CLOSE`; `tracer_common::reason_of` maps it.
 
 use tracer_common::{
-    FailReasons, REASON_ABORTED, REASON_OTHER, REASON_REFUSED, REASON_RESET, REASON_TIMEOUT,
-    REASON_UNREACHABLE, REASONS,
+    FailReasons, REASON_ABORTED, REASON_NO_PORT, REASON_NO_ROUTE, REASON_OTHER, REASON_REFUSED,
+    REASON_RESET, REASON_TIMEOUT, REASON_UNREACHABLE, REASONS,
 };
 
 /// A failure reason, in the order of the kernel's counters.
@@ -19,6 +19,10 @@ pub enum Reason {
     Reset = REASON_RESET as isize,
     /// No socket error: the application closed the socket first (its own connect timeout).
     Aborted = REASON_ABORTED as isize,
+    /// `connect()` failed before a SYN: no route, or an unreachable/prohibit/blackhole route.
+    NoRoute = REASON_NO_ROUTE as isize,
+    /// `connect()` found no free local port (EADDRNOTAVAIL): ephemeral ports exhausted.
+    NoPort = REASON_NO_PORT as isize,
     /// Any other error, or the error could not be read (no BTF).
     Other = REASON_OTHER as isize,
 }
@@ -30,6 +34,8 @@ impl Reason {
         Reason::Unreachable,
         Reason::Reset,
         Reason::Aborted,
+        Reason::NoRoute,
+        Reason::NoPort,
         Reason::Other,
     ];
 
@@ -40,6 +46,8 @@ impl Reason {
             Reason::Unreachable => "unreachable",
             Reason::Reset => "reset",
             Reason::Aborted => "aborted",
+            Reason::NoRoute => "no_route",
+            Reason::NoPort => "no_port",
             Reason::Other => "other",
         }
     }
@@ -93,27 +101,29 @@ mod tests {
     #[test]
     fn per_cpu_values_sum_and_total() {
         let a = FailReasons {
-            n: [1, 0, 2, 0, 0, 0],
+            n: [1, 0, 2, 0, 0, 0, 0, 0],
         };
         let b = FailReasons {
-            n: [3, 1, 0, 0, 1, 0],
+            n: [3, 1, 0, 0, 1, 2, 1, 0],
         };
         let r = Reasons::from_kernel([&a, &b]);
         assert_eq!(r.get(Reason::Refused), 4);
         assert_eq!(r.get(Reason::Timeout), 1);
         assert_eq!(r.get(Reason::Unreachable), 2);
         assert_eq!(r.get(Reason::Aborted), 1);
-        assert_eq!(r.0.iter().sum::<u64>(), 8);
+        assert_eq!(r.get(Reason::NoRoute), 2);
+        assert_eq!(r.get(Reason::NoPort), 1);
+        assert_eq!(r.0.iter().sum::<u64>(), 11);
     }
 
     #[test]
     fn deltas_saturate_and_add_sums() {
-        let prev = Reasons([5, 1, 0, 0, 0, 2]);
-        let cur = Reasons([7, 1, 3, 0, 0, 1]);
-        assert_eq!(cur.delta(&prev), Reasons([2, 0, 3, 0, 0, 0]));
+        let prev = Reasons([5, 1, 0, 0, 0, 4, 0, 2]);
+        let cur = Reasons([7, 1, 3, 0, 0, 6, 1, 1]);
+        assert_eq!(cur.delta(&prev), Reasons([2, 0, 3, 0, 0, 2, 1, 0]));
         let mut s = prev;
         s.add(&cur);
-        assert_eq!(s, Reasons([12, 2, 3, 0, 0, 3]));
+        assert_eq!(s, Reasons([12, 2, 3, 0, 0, 10, 1, 3]));
     }
 
     #[test]
@@ -130,6 +140,8 @@ mod tests {
                 "unreachable",
                 "reset",
                 "aborted",
+                "no_route",
+                "no_port",
                 "other"
             ]
         );

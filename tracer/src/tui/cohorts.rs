@@ -114,10 +114,13 @@ mod tests {
 
     #[test]
     fn reasons_most_frequent_first() {
-        let r = Reasons([2, 5, 0, 0, 0, 0]);
+        let r = Reasons([2, 5, 0, 0, 0, 0, 0, 0]);
         assert_eq!(reasons(&r, true), "timeout 5 refused 2");
         assert_eq!(reasons(&r, false), "timeout+");
-        assert_eq!(reasons(&Reasons([0, 0, 1, 0, 0, 0]), false), "unreachable");
+        assert_eq!(
+            reasons(&Reasons([0, 0, 1, 0, 0, 0, 0, 0]), false),
+            "unreachable"
+        );
         assert_eq!(reasons(&Reasons::default(), false), "");
     }
 

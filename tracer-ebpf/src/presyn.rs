@@ -1,0 +1,91 @@
+//! Connects that fail before a SYN exists (no route, no free local port): no socket state
+//! changes for them, so the state tracepoint never sees them. The cgroup connect hook notes the
+//! TCP destination per thread; `on_connect` clears the note once the socket reaches SYN_SENT;
+//! the connect syscall's exit counts what is still noted when it returns an error.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    macros::map,
+    maps::LruHashMap,
+    programs::{SockAddrContext, TracePointContext},
+};
+use tracer_common::{Addr, Pending, mapped_v4, presyn_reason_of};
+
+const SOCK_STREAM: u32 = 1;
+const IPPROTO_TCP: u32 = 6;
+/// A note older than this did not come from the connect now returning.
+const STALE_NS: u64 = 1_000_000_000;
+/// `connect()` on a non-blocking socket that sent its SYN.
+const EINPROGRESS: i64 = 115;
+
+/// Offset of `ret` in the `syscalls:sys_exit_connect` record, read from tracefs.
+#[unsafe(no_mangle)]
+static SYSCALL_RET: u32 = 16;
+
+/// TCP connects in flight per thread, from the connect hook until SYN_SENT or the syscall's exit.
+#[map]
+static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Note a TCP connect of this thread. Always allows the connect.
+#[inline(always)]
+pub fn note(ctx: &SockAddrContext, v6: bool) -> i32 {
+    // SAFETY: the context fields are read-only loads the verifier checks.
+    let (ty, proto, port, addr) = unsafe {
+        let c = &*ctx.sock_addr;
+        let addr: Addr = if v6 {
+            let w = c.user_ip6;
+            let mut a = [0u8; 16];
+            a[0..4].copy_from_slice(&w[0].to_ne_bytes());
+            a[4..8].copy_from_slice(&w[1].to_ne_bytes());
+            a[8..12].copy_from_slice(&w[2].to_ne_bytes());
+            a[12..16].copy_from_slice(&w[3].to_ne_bytes());
+            a
+        } else {
+            mapped_v4(c.user_ip4.to_ne_bytes())
+        };
+        (c.type_, c.protocol, c.user_port, addr)
+    };
+    if ty != SOCK_STREAM || proto != IPPROTO_TCP {
+        return 1;
+    }
+    let dport = u16::from_be(port as u16);
+    if !crate::counting::port_allowed(dport) {
+        return 1;
+    }
+    let p = Pending {
+        addr,
+        dport,
+        _pad: [0; 6],
+        // SAFETY: helper without arguments.
+        ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = PENDING.insert(bpf_get_current_pid_tgid(), p, 0);
+    1
+}
+
+/// The socket of this thread's connect reached SYN_SENT: counted by the state hooks.
+#[inline(always)]
+pub fn reached() {
+    let _ = PENDING.remove(bpf_get_current_pid_tgid());
+}
+
+/// The connect syscall returned: count it when it failed and never reached SYN_SENT.
+#[inline(always)]
+pub fn exit(ctx: &TracePointContext) -> Result<u32, u32> {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before the entry is removed.
+    let Some(p) = (unsafe { PENDING.get(id) }).copied() else {
+        return Ok(0);
+    };
+    let _ = PENDING.remove(id);
+    // SAFETY: reads the syscall record at an offset from its tracefs format.
+    let ret: i64 =
+        unsafe { ctx.read_at(crate::global(&SYSCALL_RET) as usize) }.map_err(|_| 1u32)?;
+    // SAFETY: helper without arguments.
+    let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(p.ns);
+    if ret >= 0 || ret == -EINPROGRESS || ret < -4095 || age > STALE_NS {
+        return Ok(0);
+    }
+    crate::counting::on_unsent(&p.addr, presyn_reason_of(-ret as i32));
+    Ok(0)
+}

@@ -1,0 +1,146 @@
+//! Hooks for connects that fail before a SYN exists (no route, no free local port): the cgroup
+//! connect hooks on the root of the cgroup v2 hierarchy and the `syscalls:sys_exit_connect`
+//! tracepoint. Optional: without them the other counts are unchanged, only these are missing.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+};
+
+use super::{hooks::one_line, tracefs::Tracefs};
+
+const EVENT: &str = "events/syscalls/sys_exit_connect/format";
+/// What the run reports as the hook in use.
+pub const NAME: &str = "cgroup connect4/6 + syscalls:sys_exit_connect";
+
+/// Offset of `ret` in the connect syscall's exit record, from its tracefs format.
+pub fn ret_offset(fs: &Tracefs) -> Result<u32, String> {
+    let path = Path::new(&fs.root).join(EVENT);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!("no syscalls:sys_exit_connect tracepoint ({e}; needs CONFIG_FTRACE_SYSCALLS=y)")
+    })?;
+    parse_ret_offset(&text)
+}
+
+pub fn parse_ret_offset(text: &str) -> Result<u32, String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("field:"))
+        .find(|f| {
+            f.split(';')
+                .next()
+                .is_some_and(|d| d.trim().ends_with(" ret"))
+        })
+        .and_then(|f| f.split(';').find_map(|p| p.trim().strip_prefix("offset:")))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "syscalls:sys_exit_connect has no `ret` field".into())
+}
+
+/// The cgroup v2 root as the kernel's mount table lists it.
+fn mounted_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir.replace("\\040", " ")))
+    })
+}
+
+/// An open handle on the cgroup v2 root. Without a cgroup2 mount (a v1-only host), mount it
+/// privately, open it, and detach the mount again: the open directory is all attaching needs.
+fn open_root() -> Result<File, String> {
+    if let Some(dir) = mounted_root() {
+        return File::open(&dir).map_err(|e| format!("cannot open {}: {e}", dir.display()));
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-cgroup2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let target = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let fstype = CString::new("cgroup2").expect("static");
+    // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = std::fs::remove_dir(&dir);
+        return Err(format!("no cgroup2 mount and mounting one failed ({e})"));
+    }
+    let root = File::open(&dir).map_err(|e| format!("cannot open {}: {e}", dir.display()));
+    // SAFETY: detach the mount we made; the open directory keeps the cgroup.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let _ = std::fs::remove_dir(&dir);
+    root
+}
+
+/// Load and attach the three programs, or say why not (then none stays attached).
+pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
+    let root = open_root()?;
+    let r = attach_all(ebpf, &root);
+    if r.is_err() {
+        // Unloading detaches too: a half-attached set would count attempts it cannot finish.
+        for name in ["connect4", "connect6"] {
+            if let Some(p) = ebpf.program_mut(name)
+                && let Ok(p) = <&mut CgroupSockAddr>::try_from(p)
+            {
+                let _ = p.unload();
+            }
+        }
+        if let Some(p) = ebpf.program_mut("sys_exit_connect")
+            && let Ok(p) = <&mut TracePoint>::try_from(p)
+        {
+            let _ = p.unload();
+        }
+    }
+    r
+}
+
+fn attach_all(ebpf: &mut Ebpf, root: &File) -> Result<(), String> {
+    for name in ["connect4", "connect6"] {
+        let p: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("program {name} missing from the object"))?
+            .try_into()
+            .map_err(|e| one_line(&e))?;
+        p.load().map_err(|e| format!("{name}: {}", one_line(&e)))?;
+        // A BPF link (Linux 5.7+) takes no flags and always runs beside other tools' hooks on
+        // the same cgroup; the link is gone when tracer exits, however it exits.
+        p.attach(root, CgroupAttachMode::Single)
+            .map_err(|e| format!("{name}: {}", one_line(&e)))?;
+    }
+    let p: &mut TracePoint = ebpf
+        .program_mut("sys_exit_connect")
+        .ok_or("program sys_exit_connect missing from the object")?
+        .try_into()
+        .map_err(|e| one_line(&e))?;
+    p.load().map_err(|e| one_line(&e))?;
+    p.attach("syscalls", "sys_exit_connect")
+        .map_err(|e| one_line(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_ret_in_the_6_18_format() {
+        let text = "name: sys_exit_connect\nID: 2229\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
+\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;\n";
+        assert_eq!(parse_ret_offset(text), Ok(16));
+        assert!(parse_ret_offset("format:\n").is_err());
+    }
+}
