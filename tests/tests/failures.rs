@@ -15,22 +15,24 @@ fn tconn() -> &'static str {
     env!("CARGO_BIN_EXE_tconn")
 }
 
-const REASONS: [&str; 6] = [
+const REASONS: [&str; 8] = [
     "refused",
     "timeout",
     "unreachable",
     "reset",
     "aborted",
+    "no_route",
+    "no_port",
     "other",
 ];
 
 /// `failed_by_reason` of a JSON object, every reason present.
-fn reasons(v: &Value) -> [u64; 6] {
+fn reasons(v: &Value) -> [u64; 8] {
     REASONS.map(|r| n(&v["failed_by_reason"][r]))
 }
 
-/// `[refused, timeout, unreachable, reset, aborted, other]` with one reason set.
-fn only(reason: &str, count: u64) -> [u64; 6] {
+/// `[refused, timeout, unreachable, reset, aborted, no_route, no_port, other]`, one reason set.
+fn only(reason: &str, count: u64) -> [u64; 8] {
     REASONS.map(|r| if r == reason { count } else { 0 })
 }
 
@@ -198,7 +200,7 @@ fn mixed_failures_are_counted_exactly_per_reason() {
     let r = sh(ns.cmd(tconn()).args(["giveup", "127.10.4.1:9", "2", "300"]));
     assert_eq!(r.trim(), "ok=0 failed=2");
     let giveup_took = t0.elapsed();
-    // No route at all: connect() fails before a SYN exists, so it is no attempt here.
+    // No route at all: connect() fails before a SYN exists; an attempt with reason no_route.
     assert_eq!(connect("127.10.200.1:9", "2").trim(), "ok=0 failed=2");
     // And some that work, on the new side.
     sh(ns.cmd(tconn()).args(["pair", "127.20.0.1", "5"]));
@@ -206,9 +208,9 @@ fn mixed_failures_are_counted_exactly_per_reason() {
     assert!(out.status.success(), "{}", out.stderr);
 
     let old = &out.summary()["cohorts"]["old"];
-    assert_eq!(out.cohort("old"), (11, 0, 11, 0, 0));
-    //                        refused timeout unreachable reset aborted other
-    assert_eq!(reasons(old), [5, 1, 3, 0, 2, 0]);
+    assert_eq!(out.cohort("old"), (13, 0, 13, 0, 0));
+    //             refused timeout unreachable reset aborted no_route no_port other
+    assert_eq!(reasons(old), [5, 1, 3, 0, 2, 2, 0, 0]);
     assert_eq!(reasons(dest(&out, "127.10.0.1")), only("refused", 3));
     assert_eq!(reasons(dest(&out, "127.10.3.1")), only("refused", 2));
     for a in ["127.10.2.1", "127.10.2.2", "127.10.2.3"] {
@@ -216,15 +218,17 @@ fn mixed_failures_are_counted_exactly_per_reason() {
     }
     assert_eq!(reasons(dest(&out, "127.10.1.1")), only("timeout", 1));
     assert_eq!(reasons(dest(&out, "127.10.4.1")), only("aborted", 2));
-    assert_eq!(out.destination("127.10.200.1"), None);
+    assert_eq!(reasons(dest(&out, "127.10.200.1")), only("no_route", 2));
+    assert_eq!(out.destination("127.10.200.1"), Some((2, 0, 2, 0, 0)));
     assert_eq!(out.cohort("new"), (5, 5, 0, 5, 0));
     assert_eq!(
         reasons(&out.summary()["cohorts"]["new"]),
         only("refused", 0)
     );
 
-    // Time to failure: 11 failures; the slowest is the timeout, which must sit in the bucket of
-    // the kernel's retry schedule (and below what the client measured around it).
+    // Time to failure: 11 failures sent a SYN (no_route ones have no time); the slowest is the
+    // timeout, which must sit in the bucket of the kernel's retry schedule (and below what the
+    // client measured around it).
     let lat = &old["failed_latency_us"];
     assert_eq!(n(&lat["count"]), 11);
     let expect = syn_timeout(1);
@@ -236,6 +240,68 @@ fn mixed_failures_are_counted_exactly_per_reason() {
     );
     // The two give-ups took the application's 300 ms each.
     assert!(giveup_took >= Duration::from_millis(600), "{giveup_took:?}");
+}
+
+/// `connect()` to `addr` from inside the namespace: the errno, or 0 when it connected.
+fn connect_errno(ns: &Netns, addr: &str, udp: bool) -> String {
+    let mut cmd = ns.cmd(tconn());
+    cmd.args(["errno", addr]).args(udp.then_some("udp"));
+    sh(&mut cmd).trim().to_string()
+}
+
+#[test]
+fn routes_that_fail_before_the_syn_count_as_no_route_for_v4_and_v6() {
+    let ns = Netns::new("noroute");
+    // Prefixes this namespace owns, each routed to a different kind of refusal.
+    for (kind, prefix) in [
+        ("unreachable", "127.10.210.0/24"),
+        ("prohibit", "127.10.211.0/24"),
+        ("blackhole", "127.10.212.0/24"),
+    ] {
+        sh(ns.cmd(tool("ip")).args(["route", "add", kind, prefix]));
+    }
+    sh(ns
+        .cmd(tool("ip"))
+        .args(["-6", "route", "add", "unreachable", "fd00:10::/64"]));
+    let run = Run::start(
+        "noroute",
+        &[
+            "--old",
+            "127.10.0.0/16",
+            "--old",
+            "fd00:10::/64",
+            "--new",
+            "127.20.0.0/16",
+        ],
+    );
+    // EHOSTUNREACH, EACCES, EINVAL: what each route type makes connect() return.
+    assert_eq!(connect_errno(&ns, "127.10.210.1:80", false), "113");
+    assert_eq!(connect_errno(&ns, "127.10.211.1:80", false), "13");
+    assert_eq!(connect_errno(&ns, "127.10.212.1:80", false), "22");
+    assert_eq!(connect_errno(&ns, "[fd00:10::1]:80", false), "113");
+    // IPv4-mapped on an IPv6 socket folds into IPv4.
+    assert_eq!(connect_errno(&ns, "[::ffff:127.10.210.2]:80", false), "113");
+    // UDP connects fail the same way but are not TCP connection attempts.
+    assert_eq!(connect_errno(&ns, "127.10.210.3:53", true), "113");
+    let out = run.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+
+    for a in [
+        "127.10.210.1",
+        "127.10.211.1",
+        "127.10.212.1",
+        "fd00:10::1",
+        "127.10.210.2",
+    ] {
+        assert_eq!(out.destination(a), Some((1, 0, 1, 0, 0)), "{a}");
+        assert_eq!(reasons(dest(&out, a)), only("no_route", 1), "{a}");
+    }
+    assert_eq!(out.destination("127.10.210.3"), None, "UDP is not counted");
+    assert_eq!(out.cohort("old"), (5, 0, 5, 0, 0));
+    assert_eq!(
+        reasons(&out.summary()["cohorts"]["old"]),
+        only("no_route", 5)
+    );
 }
 
 #[test]

@@ -133,7 +133,7 @@ echo "VMTEST kernel $(uname -r)"
 /bin/tracer probe
 echo "VMTEST probe rc=$?"
 for mode in MODES; do
-  TRACER_BIN=/bin/tracer TRACER_TEST_CONNECT_HOOK=$mode RUST_BACKTRACE=0 \
+  TRACER_BIN=/bin/tracer TRACER_TCONN=/bin/tconn TRACER_TEST_CONNECT_HOOK=$mode RUST_BACKTRACE=0 \
     /bin/foundation --test-threads=1 exact_counts the_hook_in_use > /tmp/out 2>&1
   rc=$?
   cat /tmp/out
@@ -240,6 +240,12 @@ fn initramfs(tracer: &Path, test: &Path, vmlinuz: &Path, name: &str) -> Result<P
     c.file("bin/busybox", &busybox);
     c.file("bin/tracer", &fs::read(tracer)?);
     c.file("bin/foundation", &fs::read(test)?);
+    // The traffic helper, built beside the tests (cargo builds a package's bins for them).
+    let tconn = tracer.with_file_name("tconn");
+    c.file(
+        "bin/tconn",
+        &fs::read(&tconn).with_context(|| tconn.display().to_string())?,
+    );
     c.file("init", INIT.replace("MODES", &MODES.join(" ")).as_bytes());
     let path = vm_dir().join(format!("{name}.cpio"));
     fs::create_dir_all(vm_dir())?;

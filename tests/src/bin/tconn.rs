@@ -8,6 +8,7 @@
 //!                                       without an answer; prints "ok=X failed=Y"
 //! tconn [--comm NAME] paced ADDR:PORT PER_SEC MS   PER_SEC connects a second for MS ms; prints
 //!                                       "ok=X failed=Y last_ms=T" (T: last connect, ms since epoch)
+//! tconn errno ADDR:PORT [udp]          one connect; prints the errno, 0 when it connected
 //! tconn [--comm NAME] unsent ADDR A B   in a network namespace of its own: A connects to
 //!                                       ADDR:9 with no route (loopback down), then, with two
 //!                                       local ports, two held connections to ADDR and B more
@@ -115,6 +116,20 @@ fn main() {
             }
             println!("ok={ok} failed={failed} last_ms={last}");
         }
+        "errno" => {
+            let target: SocketAddr = args[1].parse().expect("ADDR:PORT");
+            let r = if args.get(2).map(String::as_str) == Some("udp") {
+                let any: SocketAddr = if target.is_ipv6() {
+                    "[::]:0".parse().unwrap()
+                } else {
+                    "0.0.0.0:0".parse().unwrap()
+                };
+                std::net::UdpSocket::bind(any).and_then(|u| u.connect(target))
+            } else {
+                TcpStream::connect(target).map(drop)
+            };
+            println!("{}", r.err().and_then(|e| e.raw_os_error()).unwrap_or(0));
+        }
         "unsent" => unsent(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
         other => panic!("tconn: unknown mode {other}"),
     }
@@ -166,12 +181,12 @@ fn loopback_up() {
             *d = *s as libc::c_char;
         }
         assert_eq!(
-            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req),
+            libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req),
             0,
             "SIOCGIFFLAGS"
         );
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
         assert_eq!(rc, 0, "lo up: {}", std::io::Error::last_os_error());
         libc::close(fd);
     }
