@@ -217,6 +217,43 @@ fn port_filter_counts_only_the_given_port() {
 }
 
 #[test]
+fn without_the_syscall_tracepoint_unsent_connects_are_a_note_not_an_error() {
+    require_root();
+    // A private mount namespace where the syscall tracepoints are hidden, as on a kernel
+    // without CONFIG_FTRACE_SYSCALLS.
+    let json = tmp_path("no-syscalls.ndjson");
+    let script = format!(
+        "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || exit 3; \
+         mount -t tmpfs none /sys/kernel/tracing/events/syscalls || exit 4; \
+         exec {} watch --headless --duration 600ms --interval 200ms --json {} --old {OLD} --new {NEW}",
+        tracer_bin().display(),
+        json.display()
+    );
+    let out = Command::new(tool("unshare"))
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let note = stderr
+        .lines()
+        .filter(|l| l.contains("before a SYN"))
+        .count();
+    assert_eq!(note, 1, "one note names what is missing: {stderr}");
+    let out = read_output(&json, &tmp_path("none"), out.status);
+    let unsent = &out.meta()["hooks"]["unsent"];
+    assert_eq!(unsent["counted"], false, "{unsent}");
+    assert!(
+        unsent["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sys_exit_connect")
+    );
+    assert_eq!(out.events("unsent_not_counted").len(), 1);
+    assert_eq!(out.summary()["reason"], "duration");
+}
+
+#[test]
 fn tracefs_not_mounted_is_mounted_by_tracer() {
     require_root();
     // A private mount namespace without tracefs, as on a fresh machine.

@@ -237,6 +237,7 @@ fn prometheus_stores_what_the_ndjson_says() {
         hooks[0].0["connect"],
         out.meta()["hooks"]["connect"].as_str().unwrap()
     );
+    assert_eq!(hooks[0].0["unsent"], "cgroup+syscall");
 }
 
 #[test]

@@ -127,6 +127,9 @@ impl Session {
                 json!({"path": crate::kernel::tracefs::TRACEFS}),
             )?;
         }
+        if let Err(why) = s.info.hooks.unsent.clone() {
+            s.event("unsent_not_counted", json!({"reason": why}))?;
+        }
         match s.info.cutover_at {
             Some(CutoverAt::Now) => s.event("cutover", json!({"source": "flag"}))?,
             Some(CutoverAt::At(t)) => {

@@ -51,6 +51,8 @@ pub struct Fixed {
     /// Hooks in use (empty until tracing has started).
     pub connect_hook: String,
     pub state_hook: String,
+    /// `cgroup+syscall` when connects failing before a SYN are counted, else `none`.
+    pub unsent_hook: String,
     /// `--label key=value`, on every series.
     pub labels: Vec<(String, String)>,
     /// `--metrics-destinations N`: per-destination series for the top N (0 = none).
@@ -530,11 +532,14 @@ fn info_families(fixed: &Fixed) -> Vec<Family> {
     let mut hooks = Family::new(
         "tracer_hooks",
         Kind::Info,
-        &["connect", "state"],
-        "Kernel hooks in use: how connect attempts and state changes are counted.",
+        &["connect", "state", "unsent"],
+        "Kernel hooks in use: how connect attempts, state changes and connects failing before a SYN are counted.",
     );
     if !fixed.connect_hook.is_empty() {
-        hooks.int(&[&fixed.connect_hook, &fixed.state_hook], 1);
+        hooks.int(
+            &[&fixed.connect_hook, &fixed.state_hook, &fixed.unsent_hook],
+            1,
+        );
     }
     let mut build = Family::new(
         "tracer_build",

@@ -185,6 +185,7 @@ fn fixed(destinations: usize, processes: usize) -> Fixed {
         version: "0.1.0".into(),
         connect_hook: "derived".into(),
         state_hook: "tracepoint".into(),
+        unsent_hook: "cgroup+syscall".into(),
         labels: vec![("site".into(), NASTY.into())],
         destinations,
         processes,
@@ -277,7 +278,11 @@ fn cohort_counters_parse_with_values_of_the_snapshot() {
         assert_eq!(
             get(
                 "tracer_hooks_info",
-                &[("connect", "derived"), ("state", "tracepoint")]
+                &[
+                    ("connect", "derived"),
+                    ("state", "tracepoint"),
+                    ("unsent", "cgroup+syscall")
+                ]
             ),
             1.0
         );

@@ -94,6 +94,11 @@ impl Sink for MetricsSink {
     fn meta(&mut self, info: &RunInfo) -> Result<(), Fatal> {
         self.fixed.connect_hook = info.hooks.connect.name().into();
         self.fixed.state_hook = info.hooks.state.into();
+        self.fixed.unsent_hook = match info.hooks.unsent {
+            Ok(()) => "cgroup+syscall",
+            Err(_) => "none",
+        }
+        .into();
         self.started_at = info.started_at;
         self.publish(None);
         Ok(())

@@ -122,6 +122,8 @@ mod tests {
             "unreachable"
         );
         assert_eq!(reasons(&Reasons::default(), false), "");
+        let r = Reasons([0, 0, 0, 0, 0, 3, 1, 0]);
+        assert_eq!(reasons(&r, true), "no_route 3 no_port 1");
     }
 
     #[test]

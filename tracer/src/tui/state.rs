@@ -464,6 +464,10 @@ pub fn describe(kind: &str, f: &Value) -> String {
             s("reason")
         ),
         "tracefs_mounted" => format!("tracefs was not mounted: mounted it at {}", s("path")),
+        "unsent_not_counted" => format!(
+            "connects failing before a SYN (no route, no port) are not counted: {}",
+            s("reason")
+        ),
         "cutover" => format!("cutover marked (from {})", s("source")),
         _ => match f.get("message").and_then(Value::as_str) {
             Some(m) => m.to_string(),
