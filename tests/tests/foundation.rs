@@ -254,6 +254,26 @@ fn without_the_syscall_tracepoint_unsent_connects_are_a_note_not_an_error() {
 }
 
 #[test]
+fn without_a_cgroup2_mount_tracer_mounts_one_privately_for_its_connect_hooks() {
+    require_root();
+    let script = format!(
+        "for m in $(awk '$3==\"cgroup2\"{{print $2}}' /proc/self/mounts); do umount $m || exit 3; done; \
+         grep -q ' cgroup2 ' /proc/self/mounts && exit 4; exec {} probe",
+        tracer_bin().display()
+    );
+    let out = sh(Command::new(tool("unshare")).args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert!(out.contains("unsent hook   cgroup connect4/6"), "{out}");
+    assert!(out.contains("unsent=cgroup+syscall"), "{out}");
+}
+
+#[test]
 fn tracefs_not_mounted_is_mounted_by_tracer() {
     require_root();
     // A private mount namespace without tracefs, as on a fresh machine.

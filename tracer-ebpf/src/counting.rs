@@ -214,6 +214,21 @@ fn count_in(addr: &Addr, cohort: u32, f: In) {
     }
 }
 
+/// The record of an outbound connect made by the current task: who, where, which cohort.
+#[inline(always)]
+fn outbound(daddr: &Addr) -> SockInfo {
+    SockInfo {
+        // SAFETY: helper without arguments, valid in every program type used here.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
+        addr: *daddr,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        cohort: cohort_of(daddr) as u8,
+        dir: DIR_OUT,
+        ..SockInfo::default()
+    }
+}
+
 /// An active open, in the connecting process: remember who, then count the attempt.
 #[inline(always)]
 pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
@@ -222,17 +237,9 @@ pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
         return;
     }
     let info = SockInfo {
-        // SAFETY: helper without arguments, valid in every program type used here.
-        cgroup: unsafe { bpf_get_current_cgroup_id() },
-        addr: *daddr,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        cohort: cohort_of(daddr) as u8,
-        dir: DIR_OUT,
-        established: 0,
-        _pad: 0,
         // SAFETY: helper without arguments.
         syn_ns: unsafe { bpf_ktime_get_ns() },
+        ..outbound(daddr)
     };
     if SOCKS.insert(sk, info, 0).is_err() {
         stat(STAT_SOCK_INSERT_FAILED);
@@ -317,16 +324,7 @@ pub fn on_failed(sk: u64, reason: u32) {
 /// attempt and a failure with its reason, no latency (no SYN was sent).
 #[inline(always)]
 pub fn on_unsent(daddr: &Addr, reason: u32) {
-    let info = SockInfo {
-        // SAFETY: helper without arguments.
-        cgroup: unsafe { bpf_get_current_cgroup_id() },
-        addr: *daddr,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        cohort: cohort_of(daddr) as u8,
-        dir: DIR_OUT,
-        ..SockInfo::default()
-    };
+    let info = outbound(daddr);
     count_out(&info, Out::Attempts);
     count_out(&info, Out::Failed);
     count_reason(&info, reason);

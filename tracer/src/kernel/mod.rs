@@ -11,7 +11,7 @@ pub mod progstats;
 pub mod sampler;
 pub mod tracefs;
 
-use std::{net::IpAddr, path::Path};
+use std::{ffi::CString, net::IpAddr, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -84,6 +84,26 @@ pub fn sock_offsets(raw: &[u8]) -> Result<SockOffsets, String> {
         err: g("sk_err")?,
         err_soft: g("sk_err_soft")?,
     })
+}
+
+/// Mount a pseudo filesystem (`tracefs`, `cgroup2`) of type `fstype` at `target`.
+pub fn mount_fs(fstype: &str, target: &Path) -> std::io::Result<()> {
+    let target = CString::new(target.as_os_str().as_encoded_bytes())?;
+    let fstype = CString::new(fstype)?;
+    // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Lift MEMLOCK for kernels older than 5.11 that charge BPF maps to it; newer ones do not need

@@ -59,24 +59,12 @@ fn open_root() -> Result<File, String> {
     }
     let dir = std::env::temp_dir().join(format!("tracer-cgroup2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let target = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    let fstype = CString::new("cgroup2").expect("static");
-    // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = super::mount_fs("cgroup2", &dir) {
         let _ = std::fs::remove_dir(&dir);
         return Err(format!("no cgroup2 mount and mounting one failed ({e})"));
     }
     let root = File::open(&dir).map_err(|e| format!("cannot open {}: {e}", dir.display()));
+    let target = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: detach the mount we made; the open directory keeps the cgroup.
     unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     let _ = std::fs::remove_dir(&dir);

@@ -1,7 +1,7 @@
 //! tracefs: make sure it is mounted (a fresh machine may not have it), and read the field offsets
 //! of `sock:inet_sock_set_state` from its `format` file instead of hard-coding them.
 
-use std::{ffi::CString, path::Path};
+use std::path::Path;
 
 use tracer_common::TpOffsets;
 
@@ -30,20 +30,7 @@ pub fn ensure() -> Result<Tracefs, String> {
             });
         }
     }
-    let target = CString::new(TRACEFS).expect("static path");
-    let fstype = CString::new("tracefs").expect("static");
-    // SAFETY: plain mount(2) with valid NUL-terminated strings and no data.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
+    if let Err(err) = super::mount_fs("tracefs", Path::new(TRACEFS)) {
         return Err(format!(
             "tracefs is not mounted and mounting it at {TRACEFS} failed ({err}): run `mount -t tracefs nodev {TRACEFS}`"
         ));
