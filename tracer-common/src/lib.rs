@@ -202,11 +202,14 @@ pub fn presyn_reason_of(err: i32) -> u32 {
     }
 }
 
-/// A TCP `connect()` seen by the cgroup connect hook and not yet past `SYN_SENT`, keyed by the
-/// thread (`pid_tgid`): the syscall's exit counts it when it failed before a SYN was sent.
+/// A TCP `connect()` seen by the cgroup connect hook and not yet past `SYN_SENT`, in the slot
+/// of its thread: the syscall's exit counts it when it failed before a SYN was sent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pending {
+    /// `pid_tgid` of the connecting thread, 0 when the slot is free: threads share a slot
+    /// (thread id modulo the slots), so the owner is checked before use.
+    pub id: u64,
     pub addr: Addr,
     pub dport: u16,
     pub _pad: [u8; 6],
@@ -214,6 +217,9 @@ pub struct Pending {
     /// with TCP Fast Open's `sendto`) is ignored.
     pub ns: u64,
 }
+
+/// Slots of the `PENDING` array (a power of two).
+pub const PENDING_SLOTS: u32 = 16384;
 
 /// Failed connects per reason (per cohort, destination or process).
 #[repr(C)]
@@ -324,7 +330,7 @@ mod tests {
         assert_eq!(size_of::<SockOffsets>(), 24);
         assert_eq!(size_of::<FailReasons>(), 8 * REASONS);
         assert_eq!(size_of::<LatHist>(), 8 * LAT_BUCKETS);
-        assert_eq!(size_of::<Pending>(), 16 + 2 + 6 + 8);
+        assert_eq!(size_of::<Pending>(), 8 + 16 + 2 + 6 + 8);
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! Connects that fail before a SYN exists (no route, no free local port): no socket state
 //! changes for them, so the state tracepoint never sees them. The cgroup connect hook notes the
-//! TCP destination per thread; `on_connect` clears the note once the socket reaches SYN_SENT;
-//! the connect syscall's exit counts what is still noted when it returns an error.
+//! TCP destination in its thread's slot; `on_connect` clears the note once the socket reaches
+//! SYN_SENT; the connect syscall's exit counts what is still noted when it returns an error.
+//!
+//! Every TCP connect on the host passes here, so the note is a plain array slot (thread id
+//! modulo the slots, owner checked): a hash map insert and delete per connect cost several
+//! times more. Two threads whose ids share a slot and that connect in the same microseconds
+//! lose one note: that connect, if it failed before its SYN, is not counted.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
     macros::map,
-    maps::LruHashMap,
+    maps::Array,
     programs::{SockAddrContext, TracePointContext},
 };
-use tracer_common::{Addr, Pending, mapped_v4, presyn_reason_of};
+use tracer_common::{Addr, PENDING_SLOTS, Pending, mapped_v4, presyn_reason_of};
 
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
@@ -22,9 +27,18 @@ const EINPROGRESS: i64 = 115;
 #[unsafe(no_mangle)]
 static SYSCALL_RET: u32 = 16;
 
-/// TCP connects in flight per thread, from the connect hook until SYN_SENT or the syscall's exit.
+/// TCP connects in flight, one slot per thread id modulo the slots, from the connect hook until
+/// SYN_SENT or the syscall's exit.
 #[map]
-static PENDING: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+static PENDING: Array<Pending> = Array::with_max_entries(PENDING_SLOTS, 0);
+
+/// This thread's slot, with the thread's `pid_tgid`.
+#[inline(always)]
+fn slot() -> Option<(*mut Pending, u64)> {
+    let id = bpf_get_current_pid_tgid();
+    let p = PENDING.get_ptr_mut(id as u32 & (PENDING_SLOTS - 1))?;
+    Some((p, id))
+}
 
 /// Note a TCP connect of this thread. Always allows the connect.
 #[inline(always)]
@@ -52,32 +66,48 @@ pub fn note(ctx: &SockAddrContext, v6: bool) -> i32 {
     if !crate::counting::port_allowed(dport) {
         return 1;
     }
-    let p = Pending {
-        addr,
-        dport,
-        _pad: [0; 6],
-        // SAFETY: helper without arguments.
-        ns: unsafe { bpf_ktime_get_ns() },
-    };
-    let _ = PENDING.insert(bpf_get_current_pid_tgid(), p, 0);
+    if let Some((p, id)) = slot() {
+        // SAFETY: a valid slot of the array; helper without arguments.
+        unsafe {
+            *p = Pending {
+                id,
+                addr,
+                dport,
+                _pad: [0; 6],
+                ns: bpf_ktime_get_ns(),
+            }
+        };
+    }
     1
 }
 
 /// The socket of this thread's connect reached SYN_SENT: counted by the state hooks.
 #[inline(always)]
 pub fn reached() {
-    let _ = PENDING.remove(bpf_get_current_pid_tgid());
+    if let Some((p, id)) = slot() {
+        // SAFETY: a valid slot of the array.
+        unsafe {
+            if (*p).id == id {
+                (*p).id = 0;
+            }
+        }
+    }
 }
 
 /// The connect syscall returned: count it when it failed and never reached SYN_SENT.
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext) -> Result<u32, u32> {
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before the entry is removed.
-    let Some(p) = (unsafe { PENDING.get(id) }).copied() else {
+    let Some((slot, id)) = slot() else {
         return Ok(0);
     };
-    let _ = PENDING.remove(id);
+    // SAFETY: a valid slot of the array; copied out, then freed.
+    let p = unsafe {
+        if (*slot).id != id {
+            return Ok(0);
+        }
+        (*slot).id = 0;
+        *slot
+    };
     // SAFETY: reads the syscall record at an offset from its tracefs format.
     let ret: i64 =
         unsafe { ctx.read_at(crate::global(&SYSCALL_RET) as usize) }.map_err(|_| 1u32)?;
