@@ -107,6 +107,10 @@ pub struct WatchArgs {
     /// TRACER_RESOLV_CONF environment variable (a resolv.conf path).
     #[arg(long, value_name = "NAME")]
     pub watch_dns: Vec<String>,
+    /// Also correct `open` from the kernel's socket table (sock_diag) this often (e.g. 1m);
+    /// without it only after lost events. Its cost grows with open sockets.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub reconcile_every: Option<Duration>,
 }
 
 fn parse_cutover_at(s: &str) -> Result<CutoverAt, String> {
