@@ -272,16 +272,19 @@ impl Sampler {
         Ok(snap)
     }
 
-    /// Correct `open` from `real` (a census taken right after `snap` was sampled): new offsets
-    /// for this and every later snapshot. Returns how much `snap` moved.
-    pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Change {
+    /// Correct `open` from `real`, a census taken right after `snap` was sampled: new offsets
+    /// for this and every later snapshot. One more sample right after the census bounds what
+    /// moved meanwhile (see `reconcile::window_offset`). Returns how much `snap` moved.
+    pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Result<Change, String> {
+        let after = self.sample()?;
         let before = snap.clone();
-        let derived = reconcile::derive(snap, &self.start, &self.sets);
-        self.offsets = reconcile::offsets(real, &derived, &self.sets);
+        let d1 = reconcile::derive(snap, &self.start, &self.sets);
+        let d2 = reconcile::derive(&after, &self.start, &self.sets);
+        self.offsets = reconcile::offsets(real, &d1, &d2, &self.offsets, &self.sets);
         reconcile::apply(snap, &self.start, &self.offsets, &self.sets);
         self.reconciliations += 1;
         snap.reconciliations = self.reconciliations;
-        reconcile::change(&before, snap)
+        Ok(reconcile::change(&before, snap))
     }
 
     /// Corrections in effect, per cohort: outbound and inbound.

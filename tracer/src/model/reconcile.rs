@@ -74,66 +74,113 @@ pub fn gauge(census: u64, up: u64, down: u64, offset: i64) -> u64 {
     v.clamp(0, i128::from(u64::MAX)) as u64
 }
 
+/// The counters behind one uncorrected gauge: census at start, ups (established, accepted)
+/// and downs (closed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub census: u64,
+    pub up: u64,
+    pub down: u64,
+}
+
+impl Counts {
+    pub fn value(&self) -> i64 {
+        derived(self.census, self.up, self.down)
+    }
+}
+
 /// The uncorrected gauge of every address and cohort of a snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Derived {
-    pub out: HashMap<IpAddr, i64>,
-    pub inb: HashMap<IpAddr, i64>,
-    pub cohort_out: [i64; 3],
-    pub cohort_in: [i64; 3],
+    pub out: HashMap<IpAddr, Counts>,
+    pub inb: HashMap<IpAddr, Counts>,
+    pub cohort_out: [Counts; 3],
+    pub cohort_in: [Counts; 3],
 }
 
 /// Derived `open` of a snapshot, from its counters and the census taken at start.
 pub fn derive(snap: &Snapshot, start: &Table, sets: &Sets) -> Derived {
     let census = |m: &HashMap<IpAddr, u64>, a: &IpAddr| m.get(a).copied().unwrap_or(0);
+    let counts = |census, up, down| Counts { census, up, down };
     let mut d = Derived::default();
     for (a, n) in &start.out {
-        d.out.insert(*a, derived(*n, 0, 0));
+        d.out.insert(*a, counts(*n, 0, 0));
     }
     for (a, n) in &start.inb {
-        d.inb.insert(*a, derived(*n, 0, 0));
+        d.inb.insert(*a, counts(*n, 0, 0));
     }
     for r in &snap.destinations {
         let c = census(&start.out, &r.addr);
         d.out
-            .insert(r.addr, derived(c, r.out.established, r.out.closed));
+            .insert(r.addr, counts(c, r.out.established, r.out.closed));
     }
     for r in &snap.locals {
         let c = census(&start.inb, &r.addr);
-        d.inb.insert(r.addr, derived(c, r.inb.accepted, r.inb.closed));
+        d.inb.insert(r.addr, counts(c, r.inb.accepted, r.inb.closed));
     }
     let (co, ci) = start.by_cohort(sets);
     for i in 0..3 {
-        d.cohort_out[i] = derived(co[i], snap.out[i].established, snap.out[i].closed);
-        d.cohort_in[i] = derived(ci[i], snap.inb[i].accepted, snap.inb[i].closed);
+        d.cohort_out[i] = counts(co[i], snap.out[i].established, snap.out[i].closed);
+        d.cohort_in[i] = counts(ci[i], snap.inb[i].accepted, snap.inb[i].closed);
     }
     d
 }
 
-fn diff(real: &HashMap<IpAddr, u64>, derived: &HashMap<IpAddr, i64>) -> HashMap<IpAddr, i64> {
+/// The offset for one gauge from a census taken between two samples. The census matched the
+/// gauge at some moment in between, which lies anywhere from `before` minus the downs of the
+/// window to `before` plus its ups; of the offsets that fits, keep the one nearest the previous
+/// offset. Exact when the window was quiet; a busy address is never corrected by the noise of
+/// its own traffic, only by what exceeds it.
+pub fn window_offset(real: u64, before: Counts, after: Counts, prev: i64) -> i64 {
+    let d = i128::from(before.value());
+    let ups = i128::from(after.up.saturating_sub(before.up));
+    let downs = i128::from(after.down.saturating_sub(before.down));
+    let r = i128::from(real);
+    let (lo, hi) = (r - d - ups, r - d + downs);
+    let clamp = |v: i128| v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+    clamp(i128::from(prev).clamp(lo, hi))
+}
+
+fn window(
+    real: &HashMap<IpAddr, u64>,
+    before: &HashMap<IpAddr, Counts>,
+    after: &HashMap<IpAddr, Counts>,
+    prev: &HashMap<IpAddr, i64>,
+) -> HashMap<IpAddr, i64> {
     let mut out = HashMap::new();
-    for a in real.keys().chain(derived.keys()) {
-        let r = real.get(a).copied().unwrap_or(0) as i64;
-        let d = derived.get(a).copied().unwrap_or(0);
-        if r != d {
-            out.insert(*a, r - d);
+    for a in real.keys().chain(before.keys()).chain(after.keys()) {
+        let get = |m: &HashMap<IpAddr, Counts>| m.get(a).copied().unwrap_or_default();
+        let r = real.get(a).copied().unwrap_or(0);
+        let p = prev.get(a).copied().unwrap_or(0);
+        let o = window_offset(r, get(before), get(after), p);
+        if o != 0 {
+            out.insert(*a, o);
         }
     }
     out
 }
 
-/// Offsets that make the derived gauge equal the real one: real - derived, per address (an
-/// address the census found but no row has counts as derived 0) and per cohort.
-pub fn offsets(real: &Table, d: &Derived, sets: &Sets) -> Offsets {
+/// Offsets that make the derived gauge equal the real one (real - derived), per address (an
+/// address the census found but no row has counts as derived 0) and per cohort, from a census
+/// taken between the samples `before` and `after` (see `window_offset`).
+pub fn offsets(
+    real: &Table,
+    before: &Derived,
+    after: &Derived,
+    prev: &Offsets,
+    sets: &Sets,
+) -> Offsets {
     let (ro, ri) = real.by_cohort(sets);
     let mut o = Offsets {
-        out: diff(&real.out, &d.out),
-        inb: diff(&real.inb, &d.inb),
+        out: window(&real.out, &before.out, &after.out, &prev.out),
+        inb: window(&real.inb, &before.inb, &after.inb, &prev.inb),
         ..Offsets::default()
     };
     for i in 0..3 {
-        o.cohort_out[i] = ro[i] as i64 - d.cohort_out[i];
-        o.cohort_in[i] = ri[i] as i64 - d.cohort_in[i];
+        let (b, a) = (before.cohort_out[i], after.cohort_out[i]);
+        o.cohort_out[i] = window_offset(ro[i], b, a, prev.cohort_out[i]);
+        let (b, a) = (before.cohort_in[i], after.cohort_in[i]);
+        o.cohort_in[i] = window_offset(ri[i], b, a, prev.cohort_in[i]);
     }
     o
 }

@@ -92,6 +92,12 @@ fn table(out: &[(&str, u64)], inb: &[(&str, u64)]) -> Table {
     t
 }
 
+/// Offsets from a census taken while nothing moved (the samples before and after agree).
+fn quiet(real: &Table, s: &Snapshot, start: &Table, prev: &Offsets) -> Offsets {
+    let d = derive(s, start, &sets());
+    offsets(real, &d, &d, prev, &sets())
+}
+
 fn open_of(s: &Snapshot, a: &str) -> u64 {
     s.destinations
         .iter()
@@ -119,8 +125,7 @@ fn missed_closes_are_corrected_per_address_and_cohort() {
     assert_eq!(open_of(&s, "127.10.0.1"), 4);
     assert_eq!(s.out[Cohort::Old as usize].open, 6);
     let real = table(&[("127.10.0.2", 2), ("127.20.0.1", 3)], &[]);
-    let d = derive(&s, &start, &sets());
-    let off = offsets(&real, &d, &sets());
+    let off = quiet(&real, &s, &start, &Offsets::default());
     assert_eq!(off.out, HashMap::from([(ip("127.10.0.1"), -4)]));
     assert_eq!(off.cohort_out, [0, -4, 0]);
 
@@ -159,7 +164,7 @@ fn cohort_offset_is_the_sum_of_address_offsets_when_rows_are_complete() {
         &[("127.10.0.1", 1), ("127.10.0.2", 4), ("127.10.0.9", 2)],
         &[("127.10.0.1", 1)],
     );
-    let off = offsets(&real, &derive(&s, &start, &sets()), &sets());
+    let off = quiet(&real, &s, &start, &Offsets::default());
     let sum: i64 = off.out.values().sum();
     assert_eq!(off.cohort_out[Cohort::Old as usize], sum);
     assert_eq!(off.out[&ip("127.10.0.3")], 2, "derived -2 -> real 0");
@@ -196,7 +201,7 @@ fn evicted_rows_leave_the_exact_cohort_offset_alone() {
     };
     s.out[Cohort::Old as usize].closed = 1;
     let real = table(&[("127.10.0.1", 3)], &[]);
-    let off = offsets(&real, &derive(&s, &start, &sets()), &sets());
+    let off = quiet(&real, &s, &start, &Offsets::default());
     assert_eq!(off.out[&ip("127.10.0.1")], 4);
     assert_eq!(off.cohort_out, [0, 0, 0], "cohort counters were right");
 }
@@ -206,8 +211,8 @@ fn reconciling_twice_replaces_the_offset_instead_of_adding() {
     let start = Table::default();
     let s = snap(&start, &[("127.10.0.1", 6, 2)], &[]);
     let real = table(&[], &[]);
-    let off1 = offsets(&real, &derive(&s, &start, &sets()), &sets());
-    let off2 = offsets(&real, &derive(&s, &start, &sets()), &sets());
+    let off1 = quiet(&real, &s, &start, &Offsets::default());
+    let off2 = quiet(&real, &s, &start, &off1);
     assert_eq!(off1, off2);
     let mut a = s.clone();
     apply(&mut a, &start, &off1, &sets());
@@ -216,8 +221,33 @@ fn reconciling_twice_replaces_the_offset_instead_of_adding() {
     assert_eq!(change(&a, &b), Change::default());
     assert!(change(&a, &b).is_zero());
     // A true reconciliation removes the offsets.
-    let none = offsets(&table(&[("127.10.0.1", 4)], &[]), &derive(&s, &start, &sets()), &sets());
+    let none = quiet(&table(&[("127.10.0.1", 4)], &[]), &s, &start, &off2);
     assert!(none.is_empty());
+}
+
+#[test]
+fn traffic_between_sample_and_census_is_not_taken_for_an_error() {
+    let c = |census, up, down| Counts { census, up, down };
+    // Quiet window: exact, whatever the previous offset.
+    assert_eq!(window_offset(2, c(0, 6, 2), c(0, 6, 2), 0), -2);
+    assert_eq!(window_offset(2, c(0, 6, 2), c(0, 6, 2), 5), -2);
+    // 3 connects and 3 closes in the window: the census may have seen 1..7 open, all noise.
+    for real in 1..=7 {
+        assert_eq!(window_offset(real, c(0, 10, 6), c(0, 13, 9), 0), 0, "real {real}");
+    }
+    assert_eq!(window_offset(9, c(0, 10, 6), c(0, 13, 9), 0), 2, "beyond the window");
+    // 4 missed closes on a busy address: corrected by what exceeds the window's traffic.
+    assert_eq!(window_offset(0, c(0, 10, 6), c(0, 11, 7), 0), -3);
+    // A previous offset inside the window is kept, not undone by noise.
+    assert_eq!(window_offset(0, c(0, 10, 6), c(0, 11, 7), -4), -4);
+    // A busy cohort in the offsets: the same rule.
+    let start = Table::default();
+    let before = snap(&start, &[("127.10.0.1", 10, 6)], &[]);
+    let after = snap(&start, &[("127.10.0.1", 11, 7)], &[]);
+    let real = table(&[("127.10.0.1", 4)], &[]);
+    let (d1, d2) = (derive(&before, &start, &sets()), derive(&after, &start, &sets()));
+    let off = offsets(&real, &d1, &d2, &Offsets::default(), &sets());
+    assert!(off.is_empty(), "{off:?}");
 }
 
 #[test]
