@@ -263,7 +263,10 @@ impl Session {
     /// Take a census right after `cur` was sampled when losses or `--reconcile-every` call
     /// for it, and correct `cur` (and later snapshots). Traffic between the sample and the
     /// census is bounded by a second sample, so it is not mistaken for an error.
-    fn reconcile_if_due(&mut self, cur: &mut Snapshot) -> Option<(Trigger, Result<Change, String>)> {
+    fn reconcile_if_due(
+        &mut self,
+        cur: &mut Snapshot,
+    ) -> Option<(Trigger, Result<Change, String>)> {
         let (lost, failed) = (cur.lost_events, cur.sock_insert_failed);
         let trigger = self.reconcile.due(cur.elapsed, lost, failed)?;
         self.reconcile.done(cur.elapsed, lost, failed);

@@ -26,7 +26,11 @@ pub struct Table {
 impl Table {
     /// Count one established connection.
     pub fn add(&mut self, inbound: bool, addr: IpAddr) {
-        let m = if inbound { &mut self.inb } else { &mut self.out };
+        let m = if inbound {
+            &mut self.inb
+        } else {
+            &mut self.out
+        };
         *m.entry(addr).or_insert(0) += 1;
     }
 
@@ -116,7 +120,8 @@ pub fn derive(snap: &Snapshot, start: &Table, sets: &Sets) -> Derived {
     }
     for r in &snap.locals {
         let c = census(&start.inb, &r.addr);
-        d.inb.insert(r.addr, counts(c, r.inb.accepted, r.inb.closed));
+        d.inb
+            .insert(r.addr, counts(c, r.inb.accepted, r.inb.closed));
     }
     let (co, ci) = start.by_cohort(sets);
     for i in 0..3 {
@@ -192,7 +197,12 @@ pub fn apply(snap: &mut Snapshot, start: &Table, off: &Offsets, sets: &Sets) {
     let offset = |m: &HashMap<IpAddr, i64>, a: &IpAddr| m.get(a).copied().unwrap_or(0);
     for r in &mut snap.destinations {
         let c = get(&start.out, &r.addr);
-        r.out.open = gauge(c, r.out.established, r.out.closed, offset(&off.out, &r.addr));
+        r.out.open = gauge(
+            c,
+            r.out.established,
+            r.out.closed,
+            offset(&off.out, &r.addr),
+        );
     }
     for r in &mut snap.locals {
         let c = get(&start.inb, &r.addr);
@@ -262,9 +272,8 @@ pub fn change(before: &Snapshot, after: &Snapshot) -> Change {
         .map(|r| (r.addr, r.out.open))
         .collect();
     let local: HashMap<IpAddr, u64> = before.locals.iter().map(|r| (r.addr, r.inb.open)).collect();
-    let moved = |m: &HashMap<IpAddr, u64>, a: &IpAddr, open: u64| {
-        m.get(a).copied().unwrap_or(0) != open
-    };
+    let moved =
+        |m: &HashMap<IpAddr, u64>, a: &IpAddr, open: u64| m.get(a).copied().unwrap_or(0) != open;
     ch.addresses = after
         .destinations
         .iter()

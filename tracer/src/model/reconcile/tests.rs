@@ -155,7 +155,11 @@ fn cohort_offset_is_the_sum_of_address_offsets_when_rows_are_complete() {
     let start = Table::default();
     let s = snap(
         &start,
-        &[("127.10.0.1", 5, 1), ("127.10.0.2", 3, 0), ("127.10.0.3", 1, 3)],
+        &[
+            ("127.10.0.1", 5, 1),
+            ("127.10.0.2", 3, 0),
+            ("127.10.0.3", 1, 3),
+        ],
         &[("127.10.0.1", 4, 0)],
     );
     // Real: .1 has 1 (3 missed closes), .2 has 4 (one missed established), .3 none,
@@ -233,9 +237,17 @@ fn traffic_between_sample_and_census_is_not_taken_for_an_error() {
     assert_eq!(window_offset(2, c(0, 6, 2), c(0, 6, 2), 5), -2);
     // 3 connects and 3 closes in the window: the census may have seen 1..7 open, all noise.
     for real in 1..=7 {
-        assert_eq!(window_offset(real, c(0, 10, 6), c(0, 13, 9), 0), 0, "real {real}");
+        assert_eq!(
+            window_offset(real, c(0, 10, 6), c(0, 13, 9), 0),
+            0,
+            "real {real}"
+        );
     }
-    assert_eq!(window_offset(9, c(0, 10, 6), c(0, 13, 9), 0), 2, "beyond the window");
+    assert_eq!(
+        window_offset(9, c(0, 10, 6), c(0, 13, 9), 0),
+        2,
+        "beyond the window"
+    );
     // 4 missed closes on a busy address: corrected by what exceeds the window's traffic.
     assert_eq!(window_offset(0, c(0, 10, 6), c(0, 11, 7), 0), -3);
     // A previous offset inside the window is kept, not undone by noise.
@@ -245,7 +257,10 @@ fn traffic_between_sample_and_census_is_not_taken_for_an_error() {
     let before = snap(&start, &[("127.10.0.1", 10, 6)], &[]);
     let after = snap(&start, &[("127.10.0.1", 11, 7)], &[]);
     let real = table(&[("127.10.0.1", 4)], &[]);
-    let (d1, d2) = (derive(&before, &start, &sets()), derive(&after, &start, &sets()));
+    let (d1, d2) = (
+        derive(&before, &start, &sets()),
+        derive(&after, &start, &sets()),
+    );
     let off = offsets(&real, &d1, &d2, &Offsets::default(), &sets());
     assert!(off.is_empty(), "{off:?}");
 }
@@ -268,7 +283,11 @@ fn policy_reconciles_on_losses_at_most_every_gap_and_periodically() {
     assert_eq!(e.due(s(2), 0, 0), Some(Trigger::Every));
     e.done(s(2), 0, 0);
     assert_eq!(e.due(s(3), 5, 0), None, "loss within the gap waits");
-    assert_eq!(e.due(s(4), 5, 0), Some(Trigger::Every), "the period still runs");
+    assert_eq!(
+        e.due(s(4), 5, 0),
+        Some(Trigger::Every),
+        "the period still runs"
+    );
     e.done(s(4), 5, 0);
     assert_eq!(e.due(s(5), 5, 0), None);
 }
