@@ -5,7 +5,13 @@
 //! events) `open` stays wrong, which shows the test really made the error.
 //! Addresses 127.31.0.0/16 (old) and 127.32.0.0/16 (new) only: other tests run alongside.
 
-use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
+use std::{
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
 
 use serde_json::Value;
 use tracer_tests::*;
@@ -14,8 +20,11 @@ const OLD: &str = "127.31.0.0/16";
 const NEW: &str = "127.32.0.0/16";
 /// Connections whose close the programs miss.
 const MISSED: usize = 4;
-/// Connections held open to the whole run: the true `open` of the old side at the end.
+/// Connections held open to the whole run: with ELSEWHERE the true `open` of the old side.
 const KEPT: usize = 2;
+/// Connections held in a network namespace of the test's own: the programs count every
+/// namespace, so the socket table they are reconciled with must cover them too.
+const ELSEWHERE: usize = 3;
 
 /// SockInfo (tracer-common) is 56 bytes: cgroup u64, addr [u8; 16] (IPv4 as ::ffff:a.b.c.d),
 /// comm [u8; 16], tgid u32, cohort u8, dir u8, established u8, pad u8, syn_ns u64.
@@ -116,6 +125,20 @@ fn missed_closes(name: &str, extra: &[&str], wait: Duration) -> Output {
     let mut args = vec!["--old", OLD, "--new", NEW, "--top", "1000"];
     args.extend(extra);
     let run = Run::start(name, &args);
+    let ns = Netns::new("recon");
+    let mut elsewhere = ns
+        .cmd(env!("CARGO_BIN_EXE_tconn"))
+        .args(["hold", "127.31.0.9", &ELSEWHERE.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tconn hold in the namespace");
+    let mut line = String::new();
+    let stdout = elsewhere.stdout.take().expect("tconn stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("tconn says done");
+    assert_eq!(line.trim(), format!("done {ELSEWHERE}"));
     let missed = open_connections(missed_srv.addr, MISSED);
     let kept = open_connections(kept_srv.addr, KEPT);
     missed_srv.wait_accepted(MISSED);
@@ -135,6 +158,8 @@ fn missed_closes(name: &str, extra: &[&str], wait: Duration) -> Output {
     thread::sleep(wait);
     let output = run.stop();
     drop(kept);
+    drop(elsewhere.stdin.take());
+    let _ = elsewhere.wait();
     assert!(
         output.status.success(),
         "exit {}: {}",
@@ -167,14 +192,22 @@ fn reconcile_every_brings_open_back_to_the_socket_table() {
         &["--reconcile-every", "1s"],
         Duration::from_millis(2500),
     );
-    let k = KEPT as u64;
+    let k = (KEPT + ELSEWHERE) as u64;
     assert_eq!(out.meta()["reconcile_every_ms"], 1000);
+    assert_eq!(
+        out.destination("127.31.0.9").map(|d| d.4),
+        Some(ELSEWHERE as u64),
+        "connections in another namespace are real too"
+    );
     assert_eq!(out.destination("127.31.0.1").map(|d| d.4), Some(0));
-    assert_eq!(out.destination("127.31.0.2").map(|d| d.4), Some(k));
+    assert_eq!(
+        out.destination("127.31.0.2").map(|d| d.4),
+        Some(KEPT as u64)
+    );
     let (attempts, established, _, closed, open) = out.cohort("old");
     assert_eq!(
         (attempts, established, closed),
-        ((MISSED + KEPT) as u64, (MISSED + KEPT) as u64, 0),
+        (MISSED as u64 + k, MISSED as u64 + k, 0),
         "the counters still miss the closes"
     );
     assert_eq!(open, k, "old open corrected to the connections really open");
@@ -198,7 +231,7 @@ fn without_reconciliation_the_missed_closes_stay_open() {
     let events = reconciled(&out);
     if !lossy {
         // Nothing told tracer it missed anything: open stays wrong (the error is real).
-        let (k, m) = (KEPT as u64, MISSED as u64);
+        let (k, m) = ((KEPT + ELSEWHERE) as u64, MISSED as u64);
         assert!(
             events.is_empty(),
             "no reconciliation without losses: {events:?}"

@@ -196,7 +196,7 @@ fn fill_census(ebpf: &mut Ebpf, sets: &Sets, conns: &[census::Conn]) -> Result<(
 /// The census, or a warning: without it tracing still works, only connections opened before
 /// the start are missing from `open` and their closes are not counted.
 fn census_filtered(ports: &[u16], warnings: &mut Vec<String>) -> Vec<census::Conn> {
-    match census::take() {
+    match census::take_all() {
         Ok(conns) => filter_ports(conns, ports),
         Err(e) => {
             let w = format!(
@@ -327,5 +327,5 @@ pub fn census_baseline(conns: &[census::Conn]) -> Table {
 /// The established connections now, as the start census counts them (same `--port` filter):
 /// what `open` is reconciled with.
 pub fn census_now(ports: &[u16]) -> Result<Table, String> {
-    Ok(census_baseline(&filter_ports(census::take()?, ports)))
+    Ok(census_baseline(&filter_ports(census::take_all()?, ports)))
 }
