@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace connections and sort them into the old and new address sets.
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Show what this kernel offers and which hooks `watch` would use.
     Probe,
     /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers.
