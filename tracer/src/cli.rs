@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace connections and sort them into the old and new address sets.
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Show what this kernel offers and which hooks `watch` would use.
     Probe,
     /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers.
@@ -107,6 +107,10 @@ pub struct WatchArgs {
     /// TRACER_RESOLV_CONF environment variable (a resolv.conf path).
     #[arg(long, value_name = "NAME")]
     pub watch_dns: Vec<String>,
+    /// Also correct `open` from the kernel's socket table (sock_diag) this often (e.g. 1m);
+    /// without it only after lost events. Its cost grows with open sockets.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub reconcile_every: Option<Duration>,
 }
 
 fn parse_cutover_at(s: &str) -> Result<CutoverAt, String> {

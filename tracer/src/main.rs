@@ -50,7 +50,7 @@ fn main() {
         }
     };
     let result = std::panic::catch_unwind(|| match cli.command {
-        cli::Command::Watch(args) => watch::run(args),
+        cli::Command::Watch(args) => watch::run(*args),
         cli::Command::Probe => probe::run(),
         cli::Command::Report(args) => report::run(args),
     });

@@ -112,6 +112,7 @@ pub fn meta(m: &RunInfo) -> Value {
         "analysis": crate::analytics::params_json(&m.analysis),
         "census_owners": crate::analytics::owners_json(&m.census_owners),
         "watch_dns": m.watch_dns,
+        "reconcile_every_ms": m.reconcile_every.map(|d| d.as_millis() as u64),
     })
 }
 
@@ -252,6 +253,7 @@ pub fn summary(
         "cohorts": out, "inbound": inb,
         "destinations": destinations(last, top), "processes": processes_json(last, top),
         "evicted": evicted(last), "lost_events": last.lost_events,
+        "reconciliations": last.reconciliations,
     })
 }
 

@@ -15,6 +15,8 @@ use crate::{
             dns::Answer,
             stragglers::CensusOwner,
         },
+        cohort::Cohort,
+        reconcile::{self, Change, Policy, Trigger},
         snapshot::Snapshot,
         spec::Spec,
     },
@@ -41,6 +43,8 @@ pub struct RunInfo {
     pub census_owners: Vec<CensusOwner>,
     pub cutover_at: Option<CutoverAt>,
     pub watch_dns: Vec<String>,
+    /// `--reconcile-every`: correct `open` from the socket table this often, not only on losses.
+    pub reconcile_every: Option<std::time::Duration>,
 }
 
 /// Something that happened: a hook fallback, evictions, lost events, a cutover mark.
@@ -90,12 +94,15 @@ pub struct Session {
     pending_cutover: Option<SystemTime>,
     /// `--watch-dns` names with their current answer and TTL (for the header of a view).
     pub dns: Vec<Answer>,
+    /// When `open` is next reconciled with the kernel's socket table.
+    reconcile: Policy,
 }
 
 impl Session {
     /// Takes the first (baseline) sample and announces the run to every sink.
     pub fn new(sampler: Sampler, info: RunInfo, sinks: Vec<Box<dyn Sink>>) -> Result<Self, Fatal> {
         let first = sampler.sample()?;
+        let info_every = info.reconcile_every;
         let mut analysis = Analysis::new(info.analysis);
         analysis.census(&info.census_owners);
         let mut s = Session {
@@ -110,6 +117,7 @@ impl Session {
             analysis,
             pending_cutover: None,
             dns: vec![],
+            reconcile: Policy::new(info_every, reconcile::MIN_GAP),
         };
         for sink in &mut s.sinks {
             sink.meta(&s.info)?;
@@ -207,7 +215,8 @@ impl Session {
 
     /// Sample once and feed the snapshot, and the events it implies, to every sink.
     pub fn tick(&mut self) -> Result<(), Fatal> {
-        let cur = self.sampler.sample()?;
+        let mut cur = self.sampler.sample()?;
+        let reconciled = self.reconcile_if_due(&mut cur);
         let sample = analytics::sample_of(&cur, &self.last, self.info.top);
         let findings = self.analysis.feed(sample);
         let state = self.analysis.state();
@@ -239,7 +248,49 @@ impl Session {
             )?;
             self.reported_lost = lost;
         }
+        match reconciled {
+            Some((trigger, Ok(ch))) if trigger != Trigger::Every || !ch.is_zero() => {
+                let fields = self.reconciled_fields(trigger, &ch);
+                self.event("reconciled", fields)?;
+            }
+            Some((trigger, Err(e))) => self.event(
+                "reconcile_failed",
+                json!({"trigger": trigger.name(), "reason": e,
+                       "message": format!("cannot check open against the socket table: {e}")}),
+            )?,
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// Take a census right after `cur` was sampled when losses or `--reconcile-every` call
+    /// for it, and correct `cur` (and later snapshots). Traffic between the sample and the
+    /// census is bounded by a second sample, so it is not mistaken for an error.
+    fn reconcile_if_due(
+        &mut self,
+        cur: &mut Snapshot,
+    ) -> Option<(Trigger, Result<Change, String>)> {
+        let (lost, failed) = (cur.lost_events, cur.sock_insert_failed);
+        let trigger = self.reconcile.due(cur.elapsed, lost, failed)?;
+        self.reconcile.done(cur.elapsed, lost, failed);
+        let result = crate::kernel::census_now(&self.info.ports)
+            .and_then(|real| self.sampler.reconcile(cur, &real));
+        Some((trigger, result))
+    }
+
+    /// The `reconciled` event: how much `open` moved per cohort, and the corrections in effect.
+    fn reconciled_fields(&self, trigger: Trigger, ch: &Change) -> Value {
+        let per = |v: [i64; 3]| {
+            json!({"old": v[Cohort::Old as usize], "new": v[Cohort::New as usize],
+                   "other": v[Cohort::Other as usize]})
+        };
+        let (off_out, off_in) = self.sampler.cohort_offsets();
+        json!({
+            "trigger": trigger.name(), "outbound": per(ch.out), "inbound": per(ch.inb),
+            "addresses": ch.addresses,
+            "offset": {"outbound": per(off_out), "inbound": per(off_in)},
+            "message": "open corrected from the kernel's socket table (sock_diag): closes or connects the BPF programs missed",
+        })
     }
 
     /// Final sample and summary to every sink.

@@ -151,6 +151,7 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         census_owners: crate::kernel::owners::census_owners(&tracer.census, &cfg.sets),
         cutover_at: args.cutover_at,
         watch_dns: args.watch_dns.clone(),
+        reconcile_every: args.reconcile_every,
     };
     let mut sinks: Vec<Box<dyn Sink>> = vec![];
     if let Some(out) = out {

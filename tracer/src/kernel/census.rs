@@ -137,6 +137,62 @@ pub fn take() -> Result<Vec<Conn>, String> {
     Ok(classify(&all))
 }
 
+/// Established connections of every network namespace: the tracepoint sees the sockets of all
+/// of them (containers too), so the census it is matched with must as well. Namespaces are
+/// found through processes (/proc/PID/ns/net) and `ip netns` names (/run/netns); each is
+/// dumped from one helper thread that joins it (setns moves only the calling thread). A
+/// namespace that goes away meanwhile is skipped.
+pub fn take_all() -> Result<Vec<Conn>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |f: &std::fs::File| f.metadata().map(|m| (m.dev(), m.ino())).ok();
+    let own = std::fs::File::open("/proc/self/ns/net").ok();
+    let mut seen: HashSet<(u64, u64)> = own.as_ref().and_then(ino).into_iter().collect();
+    let mut others = vec![];
+    let procs = std::fs::read_dir("/proc").map_err(|e| format!("cannot list /proc: {e}"))?;
+    let pids = procs
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path().join("ns/net"));
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for path in pids.chain(named) {
+        if let Ok(f) = std::fs::File::open(&path)
+            && let Some(id) = ino(&f)
+            && seen.insert(id)
+        {
+            others.push(f);
+        }
+    }
+    let mut all = take()?;
+    let found = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut conns = vec![];
+            for f in &others {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on an open namespace file; affects this helper thread only.
+                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } == 0
+                    && let Ok(c) = take()
+                {
+                    conns.extend(c);
+                }
+            }
+            conns
+        })
+        .join()
+    })
+    .map_err(|_| "census of other network namespaces failed".to_string())?;
+    all.extend(found);
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +216,8 @@ mod tests {
             .find(|c| c.lport == port && c.rport == cport)
             .expect("server side");
         assert!(inb.inbound);
+        let everywhere = take_all().unwrap();
+        assert!(everywhere.contains(out) && everywhere.contains(inb));
+        assert!(everywhere.len() >= conns.len());
     }
 }

@@ -11,7 +11,7 @@ pub mod progstats;
 pub mod sampler;
 pub mod tracefs;
 
-use std::{ffi::CString, net::IpAddr, path::Path};
+use std::{ffi::CString, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -24,6 +24,7 @@ use tracer_common::{
 use crate::model::{
     addr::{Prefix, to_key},
     cohort::{Cohort, Sets},
+    reconcile::Table,
 };
 use hooks::{ConnectHook, ConnectMode, one_line};
 
@@ -215,7 +216,7 @@ fn fill_census(ebpf: &mut Ebpf, sets: &Sets, conns: &[census::Conn]) -> Result<(
 /// The census, or a warning: without it tracing still works, only connections opened before
 /// the start are missing from `open` and their closes are not counted.
 fn census_filtered(ports: &[u16], warnings: &mut Vec<String>) -> Vec<census::Conn> {
-    match census::take() {
+    match census::take_all() {
         Ok(conns) => filter_ports(conns, ports),
         Err(e) => {
             let w = format!(
@@ -335,20 +336,16 @@ impl Tracer {
 }
 
 /// The census as baselines for the open gauges: per address, by direction.
-pub fn census_baseline(
-    conns: &[census::Conn],
-) -> (
-    std::collections::HashMap<IpAddr, u64>,
-    std::collections::HashMap<IpAddr, u64>,
-) {
-    let mut out = std::collections::HashMap::new();
-    let mut inb = std::collections::HashMap::new();
+pub fn census_baseline(conns: &[census::Conn]) -> Table {
+    let mut t = Table::default();
     for c in conns {
-        if c.inbound {
-            *inb.entry(c.local).or_insert(0) += 1;
-        } else {
-            *out.entry(c.remote).or_insert(0) += 1;
-        }
+        t.add(c.inbound, if c.inbound { c.local } else { c.remote });
     }
-    (out, inb)
+    t
+}
+
+/// The established connections now, as the start census counts them (same `--port` filter):
+/// what `open` is reconciled with.
+pub fn census_now(ports: &[u16]) -> Result<Table, String> {
+    Ok(census_baseline(&filter_ports(census::take_all()?, ports)))
 }

@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap as StdHashMap,
-    net::IpAddr,
     os::fd::{AsFd, OwnedFd},
     time::{Instant, SystemTime},
 };
@@ -11,7 +10,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use tracer_common::{
     COHORTS, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LatHist, OutCounters, ProcKey,
-    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS,
+    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED,
 };
 
 use super::{Tracer, census_baseline, hooks::one_line, progstats};
@@ -21,6 +20,7 @@ use crate::model::{
     counters::{In, Out, evicted, sum_in, sum_out},
     failures::Reasons,
     latency::{Hist, Latency},
+    reconcile::{self, Change, Offsets, Table},
     snapshot::{DestRow, Evicted, LocalRow, MapUse, MapsUse, ProcId, ProcRow, Snapshot},
 };
 
@@ -37,8 +37,11 @@ pub struct Sampler {
     latency: PerCpuArray<MapData, LatHist>,
     progs: Vec<OwnedFd>,
     sets: Sets,
-    census_out: StdHashMap<IpAddr, u64>,
-    census_in: StdHashMap<IpAddr, u64>,
+    /// Established connections at start (the census), the base of every `open`.
+    start: Table,
+    /// Corrections of `open` from the last reconciliation with the socket table.
+    offsets: Offsets,
+    reconciliations: u64,
     started: Instant,
     ncpus: usize,
     /// max_entries of DEST, LOCAL_IN, PROCS as the kernel created them.
@@ -100,7 +103,7 @@ impl Sampler {
                 progs.push(owned);
             }
         }
-        let (census_out, census_in) = census_baseline(&t.census);
+        let start = census_baseline(&t.census);
         let capacity = [
             capacity(t, "DEST"),
             capacity(t, "LOCAL_IN"),
@@ -120,8 +123,9 @@ impl Sampler {
             latency: take(t, "LATENCY")?,
             progs,
             sets,
-            census_out,
-            census_in,
+            start,
+            offsets: Offsets::default(),
+            reconciliations: 0,
             started: Instant::now(),
             ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
             units: Default::default(),
@@ -158,14 +162,7 @@ impl Sampler {
         let mut snap = Snapshot::empty(SystemTime::now());
         snap.elapsed = self.started.elapsed();
 
-        let mut census_cohort_out = [0u64; 3];
-        for (addr, n) in &self.census_out {
-            census_cohort_out[self.sets.cohort(*addr) as usize] += n;
-        }
-        let mut census_cohort_in = [0u64; 3];
-        for (addr, n) in &self.census_in {
-            census_cohort_in[self.sets.cohort(*addr) as usize] += n;
-        }
+        let (census_cohort_out, census_cohort_in) = self.start.by_cohort(&self.sets);
         for i in 0..COHORTS {
             let o = sum_out(self.cohort_out.get(&i, 0).map_err(err)?.iter());
             snap.out[i as usize] = Out::from_kernel(&o, census_cohort_out[i as usize]);
@@ -179,7 +176,7 @@ impl Sampler {
         for (key, values) in entries(&self.dest, self.ncpus)? {
             let addr = from_key(key);
             seen.insert(addr);
-            let census = self.census_out.get(&addr).copied().unwrap_or(0);
+            let census = self.start.out.get(&addr).copied().unwrap_or(0);
             snap.destinations.push(DestRow {
                 addr,
                 cohort: self.sets.cohort(addr),
@@ -188,7 +185,7 @@ impl Sampler {
         }
         let live_dest = seen.len() as u64;
         // Destinations held open from before the start but quiet since have no map entry yet.
-        for (addr, n) in &self.census_out {
+        for (addr, n) in &self.start.out {
             if !seen.contains(addr) {
                 snap.destinations.push(DestRow {
                     addr: *addr,
@@ -202,7 +199,7 @@ impl Sampler {
         for (key, values) in entries(&self.local_in, self.ncpus)? {
             let addr = from_key(key);
             seen_local.insert(addr);
-            let census = self.census_in.get(&addr).copied().unwrap_or(0);
+            let census = self.start.inb.get(&addr).copied().unwrap_or(0);
             snap.locals.push(LocalRow {
                 addr,
                 cohort: self.sets.cohort(addr),
@@ -210,7 +207,7 @@ impl Sampler {
             });
         }
         let live_local = seen_local.len() as u64;
-        for (addr, n) in &self.census_in {
+        for (addr, n) in &self.start.inb {
             if !seen_local.contains(addr) {
                 snap.locals.push(LocalRow {
                     addr: *addr,
@@ -266,8 +263,33 @@ impl Sampler {
             },
         };
         snap.lost_events = self.lost_events();
+        snap.sock_insert_failed = self.stat(STAT_SOCK_INSERT_FAILED);
+        snap.reconciliations = self.reconciliations;
+        if !self.offsets.is_empty() {
+            reconcile::apply(&mut snap, &self.start, &self.offsets, &self.sets);
+        }
         snap.sample_duration = t0.elapsed();
         Ok(snap)
+    }
+
+    /// Correct `open` from `real`, a census taken right after `snap` was sampled: new offsets
+    /// for this and every later snapshot. One more sample right after the census bounds what
+    /// moved meanwhile (see `reconcile::window_offset`). Returns how much `snap` moved.
+    pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Result<Change, String> {
+        let after = self.sample()?;
+        let before = snap.clone();
+        let d1 = reconcile::derive(snap, &self.start, &self.sets);
+        let d2 = reconcile::derive(&after, &self.start, &self.sets);
+        self.offsets = reconcile::offsets(real, &d1, &d2, &self.offsets, &self.sets);
+        reconcile::apply(snap, &self.start, &self.offsets, &self.sets);
+        self.reconciliations += 1;
+        snap.reconciliations = self.reconciliations;
+        Ok(reconcile::change(&before, snap))
+    }
+
+    /// Corrections in effect, per cohort: outbound and inbound.
+    pub fn cohort_offsets(&self) -> ([i64; 3], [i64; 3]) {
+        (self.offsets.cohort_out, self.offsets.cohort_in)
     }
 
     /// Failure reasons (per cohort, destination, process) and latency histograms (per cohort).

@@ -93,6 +93,10 @@ pub struct Snapshot {
     pub evicted: Evicted,
     /// BPF program runs the kernel skipped (recursion on the same CPU), all programs.
     pub lost_events: u64,
+    /// Per-socket records the kernel could not store (their later transitions are missed).
+    pub sock_insert_failed: u64,
+    /// Reconciliations of `open` with the kernel's socket table so far.
+    pub reconciliations: u64,
     /// Failed connects per reason, per cohort (exact; sums to `out[c].failed`).
     pub reasons: [Reasons; 3],
     /// Connect latency histograms per cohort (exact), cumulative since start.
@@ -121,6 +125,8 @@ impl Snapshot {
             processes: vec![],
             evicted: Evicted::default(),
             lost_events: 0,
+            sock_insert_failed: 0,
+            reconciliations: 0,
             reasons: [Reasons::default(); 3],
             latency: [Latency::default(); 3],
             dest_reasons: HashMap::new(),

@@ -61,6 +61,7 @@ pub fn info() -> RunInfo {
         census_owners: vec![],
         cutover_at: None,
         watch_dns: vec![],
+        reconcile_every: None,
     }
 }
 

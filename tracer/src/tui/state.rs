@@ -469,11 +469,31 @@ pub fn describe(kind: &str, f: &Value) -> String {
             s("reason")
         ),
         "cutover" => format!("cutover marked (from {})", s("source")),
+        "reconciled" => reconciled(f),
         _ => match f.get("message").and_then(Value::as_str) {
             Some(m) => m.to_string(),
             None => f.to_string(),
         },
     }
+}
+
+/// `open corrected from the socket table (lost_events): old -4, inbound old -4`.
+fn reconciled(f: &Value) -> String {
+    let mut parts = vec![];
+    for (dir, label) in [("outbound", ""), ("inbound", "inbound ")] {
+        for c in ["old", "new", "other"] {
+            let n = f[dir][c].as_i64().unwrap_or(0);
+            if n != 0 {
+                parts.push(format!("{label}{c} {n:+}"));
+            }
+        }
+    }
+    let what = match parts.is_empty() {
+        true => "no change".to_string(),
+        false => parts.join(", "),
+    };
+    let trigger = f["trigger"].as_str().unwrap_or("?");
+    format!("open checked against the socket table ({trigger}): {what}")
 }
 
 #[cfg(test)]

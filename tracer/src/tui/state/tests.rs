@@ -156,3 +156,19 @@ fn stragglers_are_processes_still_on_old() {
     assert!(s.iter().all(|p| p.open > 0 || p.rate > 0.0));
     assert!(s.windows(2).all(|w| w[0].open >= w[1].open));
 }
+
+#[test]
+fn reconciled_event_says_what_moved() {
+    let f = serde_json::json!({"trigger": "every",
+        "outbound": {"old": -4, "new": 0, "other": 2}, "inbound": {"old": -4, "new": 0, "other": 0}});
+    assert_eq!(
+        describe("reconciled", &f),
+        "open checked against the socket table (every): old -4, other +2, inbound old -4"
+    );
+    let none = serde_json::json!({"trigger": "lost_events",
+        "outbound": {"old": 0, "new": 0, "other": 0}, "inbound": {"old": 0, "new": 0, "other": 0}});
+    assert_eq!(
+        describe("reconciled", &none),
+        "open checked against the socket table (lost_events): no change"
+    );
+}
