@@ -118,12 +118,7 @@ pub fn meta(m: &RunInfo) -> Value {
 
 /// Top destinations by activity: open connections first, then attempts.
 pub fn top_destinations(s: &Snapshot, top: usize) -> Vec<&DestRow> {
-    let mut rows: Vec<_> = s.destinations.iter().collect();
-    rows.sort_by(|a, b| {
-        (b.out.open, b.out.attempts, a.addr).cmp(&(a.out.open, a.out.attempts, b.addr))
-    });
-    rows.truncate(top);
-    rows
+    s.top_destinations(top)
 }
 
 fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
@@ -141,17 +136,18 @@ fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
 
 /// Per process (pid, comm, cgroup): counts per cohort, most active first.
 pub fn processes(rows: &[ProcRow]) -> Vec<(u32, String, u64, [Out; 3], usize)> {
-    let mut by: BTreeMap<(u32, String, u64), ([Out; 3], usize)> = BTreeMap::new();
+    // Keyed by borrowed names: one String per process, not one per row.
+    let mut by: BTreeMap<(u32, &str, u64), ([Out; 3], usize)> = BTreeMap::new();
     for r in rows {
         let e = by
-            .entry((r.pid, r.comm.clone(), r.cgroup))
+            .entry((r.pid, r.comm.as_str(), r.cgroup))
             .or_insert(([Out::default(); 3], 0));
         e.0[r.cohort as usize].add(&r.out);
         e.1 += 1;
     }
     let mut v: Vec<_> = by
         .into_iter()
-        .map(|((pid, comm, cg), (outs, n))| (pid, comm, cg, outs, n))
+        .map(|((pid, comm, cg), (outs, n))| (pid, comm.to_string(), cg, outs, n))
         .collect();
     let weight = |o: &[Out; 3]| o.iter().map(|x| x.attempts + x.open).sum::<u64>();
     v.sort_by(|a, b| weight(&b.3).cmp(&weight(&a.3)).then(a.0.cmp(&b.0)));

@@ -118,6 +118,14 @@ impl Write for Shared {
     }
 }
 
+/// System (kernel) CPU time of this thread: the map syscalls.
+fn thread_sys() -> Duration {
+    // SAFETY: getrusage writes one rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    Duration::new(ru.ru_stime.tv_sec as u64, ru.ru_stime.tv_usec as u32 * 1000)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -158,13 +166,28 @@ fn snapshot_cost_at_60k_destinations() {
     };
     let ncpus = aya::util::nr_cpus().unwrap();
     fill(&mut t, ncpus);
+    {
+        let dest: PerCpuHashMap<&MapData, [u8; 16], OutCounters> =
+            PerCpuHashMap::try_from(t.ebpf.map("DEST").unwrap()).unwrap();
+        for _ in 0..3 {
+            let (c0, s0) = (thread_cpu(), thread_sys());
+            let all = super::batch::read_percpu(&dest, ncpus).unwrap();
+            println!(
+                "EXP DEST read {} rows: cpu {:.2} sys {:.2}",
+                all.len(),
+                ms(thread_cpu() - c0),
+                ms(thread_sys() - s0)
+            );
+        }
+    }
     let sampler = super::sampler::Sampler::new(&mut t, sets).unwrap();
 
-    let mut sample_cpu = vec![];
+    let (mut sample_cpu, mut sample_sys) = (vec![], vec![]);
     for _ in 0..ROUNDS {
-        let c0 = thread_cpu();
+        let (c0, s0) = (thread_cpu(), thread_sys());
         let s = sampler.sample().unwrap();
         sample_cpu.push(thread_cpu() - c0);
+        sample_sys.push(thread_sys() - s0);
         assert_eq!(s.destinations.len(), N as usize);
         assert_eq!(s.locals.len(), N as usize);
         assert_eq!(s.processes.len(), N as usize);
@@ -243,9 +266,10 @@ fn snapshot_cost_at_60k_destinations() {
 
     let (s, t, m) = (median(sample_cpu), median(tick_cpu), median(metrics_cpu));
     println!(
-        "snapshot cost at {N} destinations (thread CPU, median of {ROUNDS}): sample {:.2} ms, \
+        "snapshot cost at {N} destinations (thread CPU, median of {ROUNDS}): sample {:.2} ms (kernel {:.2} ms), \
          tick (sample + analysis + NDJSON) {:.2} ms, metrics render {:.2} ms",
         ms(s),
+        ms(median(sample_sys)),
         ms(t),
         ms(m)
     );

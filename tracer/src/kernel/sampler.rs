@@ -3,6 +3,7 @@
 
 use std::{
     collections::HashMap as StdHashMap,
+    net::IpAddr,
     os::fd::{AsFd, OwnedFd},
     time::{Instant, SystemTime},
 };
@@ -48,6 +49,19 @@ pub struct Sampler {
     capacity: [u64; 3],
     /// Unit per pid, looked up once per pid (/proc/PID/cgroup), kept while the pid is listed.
     units: std::cell::RefCell<StdHashMap<u32, Option<String>>>,
+    /// Rows of DEST, LOCAL_IN, PROCS last time: the capacity to reserve for the next.
+    hint: std::cell::Cell<[usize; 3]>,
+}
+
+/// The addresses of `live` that the census also has (their census-only row is not needed).
+fn census_seen(
+    census: &StdHashMap<IpAddr, u64>,
+    live: impl Iterator<Item = IpAddr>,
+) -> std::collections::HashSet<IpAddr> {
+    if census.is_empty() {
+        return Default::default();
+    }
+    live.filter(|a| census.contains_key(a)).collect()
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -61,20 +75,24 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|e| one_line(&e))
 }
 
-/// All entries of a per-CPU hash: batched where the kernel can (5.6+), else key by key.
-fn entries<K: aya::Pod + Default, V: aya::Pod + Default>(
+/// One row per entry of a per-CPU hash, made by `row` from the key and its per-CPU values:
+/// batched where the kernel can (5.6+), else key by key. No allocation per entry but the row's.
+fn rows<K: aya::Pod + Default, V: aya::Pod + Default, R>(
     map: &PerCpuHashMap<MapData, K, V>,
     ncpus: usize,
-) -> Result<Vec<(K, Vec<V>)>, String> {
-    if let Ok(all) = super::batch::read_percpu(map, ncpus) {
-        return Ok(all);
+    hint: usize,
+    mut row: impl FnMut(K, &[V]) -> R,
+) -> Result<Vec<R>, String> {
+    let mut out = Vec::with_capacity(hint);
+    if super::batch::for_each_percpu(map, ncpus, |k, v| out.push(row(k, v))).is_ok() {
+        return Ok(out);
     }
-    map.iter()
-        .map(|item| {
-            item.map(|(k, v)| (k, v.to_vec()))
-                .map_err(|e| format!("reading BPF maps failed: {}", one_line(&e)))
-        })
-        .collect()
+    out.clear();
+    for item in map.iter() {
+        let (k, v) = item.map_err(|e| format!("reading BPF maps failed: {}", one_line(&e)))?;
+        out.push(row(k, &v));
+    }
+    Ok(out)
 }
 
 /// max_entries of a loaded map, as the kernel reports it (0 if it cannot be read).
@@ -129,6 +147,7 @@ impl Sampler {
             started: Instant::now(),
             ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
             units: Default::default(),
+            hint: Default::default(),
         })
     }
 
@@ -172,19 +191,19 @@ impl Sampler {
 
         self.sample_failures(&mut snap)?;
 
-        let mut seen = std::collections::HashSet::new();
-        for (key, values) in entries(&self.dest, self.ncpus)? {
+        let hint = self.hint.get();
+        snap.destinations = rows(&self.dest, self.ncpus, hint[0], |key, values| {
             let addr = from_key(key);
-            seen.insert(addr);
             let census = self.start.out.get(&addr).copied().unwrap_or(0);
-            snap.destinations.push(DestRow {
+            DestRow {
                 addr,
                 cohort: self.sets.cohort(addr),
-                out: Out::from_kernel(&sum_out(values.iter()), census),
-            });
-        }
-        let live_dest = seen.len() as u64;
+                out: Out::from_kernel(&sum_out(values), census),
+            }
+        })?;
+        let live_dest = snap.destinations.len() as u64;
         // Destinations held open from before the start but quiet since have no map entry yet.
+        let seen = census_seen(&self.start.out, snap.destinations.iter().map(|r| r.addr));
         for (addr, n) in &self.start.out {
             if !seen.contains(addr) {
                 snap.destinations.push(DestRow {
@@ -195,18 +214,17 @@ impl Sampler {
             }
         }
 
-        let mut seen_local = std::collections::HashSet::new();
-        for (key, values) in entries(&self.local_in, self.ncpus)? {
+        snap.locals = rows(&self.local_in, self.ncpus, hint[1], |key, values| {
             let addr = from_key(key);
-            seen_local.insert(addr);
             let census = self.start.inb.get(&addr).copied().unwrap_or(0);
-            snap.locals.push(LocalRow {
+            LocalRow {
                 addr,
                 cohort: self.sets.cohort(addr),
-                inb: In::from_kernel(&sum_in(values.iter()), census),
-            });
-        }
-        let live_local = seen_local.len() as u64;
+                inb: In::from_kernel(&sum_in(values), census),
+            }
+        })?;
+        let live_local = snap.locals.len() as u64;
+        let seen_local = census_seen(&self.start.inb, snap.locals.iter().map(|r| r.addr));
         for (addr, n) in &self.start.inb {
             if !seen_local.contains(addr) {
                 snap.locals.push(LocalRow {
@@ -217,27 +235,33 @@ impl Sampler {
             }
         }
 
-        let mut live_procs = 0;
-        for (key, values) in entries(&self.procs, self.ncpus)? {
-            live_procs += 1;
-            snap.processes.push(ProcRow {
-                pid: key.tgid,
-                comm: comm_str(&key.comm),
-                cgroup: key.cgroup,
-                addr: from_key(key.addr),
-                cohort: Cohort::from_index(key.cohort),
-                out: Out::from_kernel(&sum_out(values.iter()), 0),
-            });
-        }
+        snap.processes = rows(&self.procs, self.ncpus, hint[2], |key, values| ProcRow {
+            pid: key.tgid,
+            comm: comm_str(&key.comm),
+            cgroup: key.cgroup,
+            addr: from_key(key.addr),
+            cohort: Cohort::from_index(key.cohort),
+            out: Out::from_kernel(&sum_out(values), 0),
+        })?;
+        let live_procs = snap.processes.len() as u64;
+        self.hint.set([
+            snap.destinations.len(),
+            snap.locals.len(),
+            snap.processes.len(),
+        ]);
 
+        // Units per distinct pid, not per row: a busy process has thousands of rows.
+        let mut pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
         let mut units = self.units.borrow_mut();
-        units.retain(|pid, _| snap.processes.iter().any(|p| p.pid == *pid));
-        for p in &snap.processes {
+        units.retain(|pid, _| pids.binary_search(pid).is_ok());
+        for pid in pids {
             let unit = units
-                .entry(p.pid)
-                .or_insert_with(|| super::owners::unit_of_pid(p.pid));
+                .entry(pid)
+                .or_insert_with(|| super::owners::unit_of_pid(pid));
             if let Some(u) = unit {
-                snap.units.insert(p.pid, u.clone());
+                snap.units.insert(pid, u.clone());
             }
         }
         drop(units);
