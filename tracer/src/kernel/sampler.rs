@@ -17,7 +17,7 @@ use tracer_common::{
 use super::{Tracer, census_baseline, hooks::one_line, progstats};
 use crate::model::{
     addr::from_key,
-    cohort::{Cohort, Sets},
+    cohort::{Classifier, Cohort, Sets},
     counters::{In, Out, evicted, sum_in, sum_out},
     failures::Reasons,
     latency::{Hist, Latency},
@@ -38,6 +38,8 @@ pub struct Sampler {
     latency: PerCpuArray<MapData, LatHist>,
     progs: Vec<OwnedFd>,
     sets: Sets,
+    /// `sets` ready for one lookup per row.
+    classify: Classifier,
     /// Established connections at start (the census), the base of every `open`.
     start: Table,
     /// Corrections of `open` from the last reconciliation with the socket table.
@@ -140,6 +142,7 @@ impl Sampler {
             proc_reasons: take(t, "PROC_REASONS")?,
             latency: take(t, "LATENCY")?,
             progs,
+            classify: Classifier::new(&sets),
             sets,
             start,
             offsets: Offsets::default(),
@@ -172,6 +175,7 @@ impl Sampler {
 
     /// The cohorts changed while running (`--watch-dns`): classify with the new sets from now on.
     pub fn set_sets(&mut self, sets: Sets) {
+        self.classify = Classifier::new(&sets);
         self.sets = sets;
     }
 
@@ -197,7 +201,7 @@ impl Sampler {
             let census = self.start.out.get(&addr).copied().unwrap_or(0);
             DestRow {
                 addr,
-                cohort: self.sets.cohort(addr),
+                cohort: self.classify.cohort(addr),
                 out: Out::from_kernel(&sum_out(values), census),
             }
         })?;
@@ -219,7 +223,7 @@ impl Sampler {
             let census = self.start.inb.get(&addr).copied().unwrap_or(0);
             LocalRow {
                 addr,
-                cohort: self.sets.cohort(addr),
+                cohort: self.classify.cohort(addr),
                 inb: In::from_kernel(&sum_in(values), census),
             }
         })?;
@@ -331,13 +335,12 @@ impl Sampler {
                 failed: hist(LAT_FAILED)?,
             };
         }
-        for item in self.dest_reasons.iter() {
-            let (key, values) = item.map_err(err)?;
-            snap.dest_reasons
-                .insert(from_key(key), Reasons::from_kernel(values.iter()));
-        }
-        for item in self.proc_reasons.iter() {
-            let (key, values) = item.map_err(err)?;
+        // Batched like the rows: a key-by-key walk costs two syscalls per failing address.
+        let dest = rows(&self.dest_reasons, self.ncpus, 0, |key, values| {
+            (from_key(key), Reasons::from_kernel(values))
+        })?;
+        snap.dest_reasons.extend(dest);
+        let procs = rows(&self.proc_reasons, self.ncpus, 0, |key, values| {
             let id = ProcId {
                 pid: key.tgid,
                 comm: comm_str(&key.comm),
@@ -345,9 +348,9 @@ impl Sampler {
                 addr: from_key(key.addr),
                 cohort: Cohort::from_index(key.cohort),
             };
-            snap.proc_reasons
-                .insert(id, Reasons::from_kernel(values.iter()));
-        }
+            (id, Reasons::from_kernel(values))
+        })?;
+        snap.proc_reasons.extend(procs);
         Ok(())
     }
 }
