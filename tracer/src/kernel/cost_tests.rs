@@ -47,7 +47,7 @@ fn thread_cpu() -> Duration {
 
 /// The i-th synthetic address: half in 127.10.0.0/16 (old), half in 127.20.0.0/16 (new).
 fn addr(i: u32) -> [u8; 16] {
-    let second = if i % 2 == 0 { 10 } else { 20 };
+    let second = if i.is_multiple_of(2) { 10 } else { 20 };
     let k = i / 2;
     let v4 = std::net::Ipv4Addr::new(127, second, (k >> 8) as u8, k as u8);
     to_key(v4.into())
@@ -74,7 +74,7 @@ fn proc_key(i: u32) -> ProcKey {
     ProcKey {
         cgroup: 1 + u64::from(i % 8),
         tgid: 4_190_000 + i % 8,
-        cohort: if i % 2 == 0 { 1 } else { 2 },
+        cohort: if i.is_multiple_of(2) { 1 } else { 2 },
         comm,
         addr: addr(i),
     }

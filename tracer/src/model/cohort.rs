@@ -177,9 +177,8 @@ mod tests {
                     )
                     .into(),
                     1 => std::net::Ipv4Addr::from((r >> 8) as u32).into(),
-                    2 => {
-                        std::net::Ipv6Addr::from(0xfd00u128 << 112 | u128::from(r >> 8) % 64).into()
-                    }
+                    2 => std::net::Ipv6Addr::from((0xfd00u128 << 112) | (u128::from(r >> 8) % 64))
+                        .into(),
                     _ => std::net::Ipv4Addr::new(127, 30, 0, r as u8)
                         .to_ipv6_mapped()
                         .into(),
