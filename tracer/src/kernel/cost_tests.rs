@@ -18,13 +18,14 @@ use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use serde_json::Value;
 use tracer_common::{InCounters, OutCounters, ProcKey, TpOffsets};
 
-use super::{Config, Hooks, Tracer, hooks::ConnectHook, hooks::ConnectMode, load};
+use super::{Config, Hooks, Tracer, census, hooks::ConnectHook, hooks::ConnectMode, load};
 use crate::{
     metrics::exposition::{Fixed, Format, Frame, Milestones, render},
     model::{
-        addr::{Prefix, to_key},
+        addr::{Prefix, from_key, to_key},
         analysis::Params,
         cohort::Sets,
+        counters::{In, Out, sum_in, sum_out},
     },
     ndjson::Writer,
     session::{RunInfo, Session, Sink},
@@ -33,6 +34,8 @@ use crate::{
 const N: u32 = 60_000;
 const TOP: usize = 20;
 const ROUNDS: u32 = 5;
+/// Connections in the start census, per direction, to live and to quiet addresses each.
+const CENSUS: u32 = 5;
 
 /// CPU time of this thread (user + system, so the map syscalls count too).
 fn thread_cpu() -> Duration {
@@ -67,6 +70,13 @@ fn out(i: u32, c: usize) -> OutCounters {
     }
 }
 
+fn inb(i: u32, c: usize) -> InCounters {
+    InCounters {
+        accepted: u64::from(i % 91) + c as u64,
+        closed: u64::from(i % 79),
+    }
+}
+
 fn proc_key(i: u32) -> ProcKey {
     let mut comm = [0u8; 16];
     let name = format!("work{}", i % 8);
@@ -90,11 +100,9 @@ fn fill(t: &mut Tracer, ncpus: usize) {
     let mut local: PerCpuHashMap<&mut MapData, [u8; 16], InCounters> =
         PerCpuHashMap::try_from(t.ebpf.map_mut("LOCAL_IN").unwrap()).unwrap();
     for i in 0..N {
-        let inb = |c: usize| InCounters {
-            accepted: u64::from(i % 91) + c as u64,
-            closed: u64::from(i % 79),
-        };
-        local.insert(addr(i), per_cpu(ncpus, inb), 0).unwrap();
+        local
+            .insert(addr(i), per_cpu(ncpus, |c| inb(i, c)), 0)
+            .unwrap();
     }
     let mut procs: PerCpuHashMap<&mut MapData, ProcKey, OutCounters> =
         PerCpuHashMap::try_from(t.ebpf.map_mut("PROCS").unwrap()).unwrap();
@@ -158,10 +166,26 @@ fn snapshot_cost_at_60k_destinations() {
         tracefs_mounted: false,
         unsent: Err("not attached in this test".into()),
     };
+    // Connections open before the start: half to addresses in the maps, half to quiet ones
+    // (those get census-only rows), both directions.
+    let census: Vec<census::Conn> = (0..2 * CENSUS)
+        .flat_map(|j| {
+            let a = from_key(addr(if j < CENSUS { j } else { N + j }));
+            let local = "127.0.0.1".parse().unwrap();
+            [true, false].map(|inbound| census::Conn {
+                local: if inbound { a } else { local },
+                lport: 1000,
+                remote: if inbound { local } else { a },
+                rport: 2000 + j as u16,
+                inbound,
+                inode: 0,
+            })
+        })
+        .collect();
     let mut t = Tracer {
         ebpf,
         hooks: hooks.clone(),
-        census: vec![],
+        census,
         warnings: vec![],
     };
     let ncpus = aya::util::nr_cpus().unwrap();
@@ -174,8 +198,27 @@ fn snapshot_cost_at_60k_destinations() {
         let s = sampler.sample().unwrap();
         sample_cpu.push(thread_cpu() - c0);
         sample_sys.push(thread_sys() - s0);
-        assert_eq!(s.destinations.len(), N as usize);
-        assert_eq!(s.locals.len(), N as usize);
+        assert_eq!(s.destinations.len(), (N + CENSUS) as usize);
+        assert_eq!(s.locals.len(), (N + CENSUS) as usize);
+        // Every census address has one row carrying its census connection: on top of the
+        // map's counts where the address is live, alone where it is quiet.
+        for j in 0..2 * CENSUS {
+            let live = j < CENSUS;
+            let a = from_key(addr(if live { j } else { N + j }));
+            let d: Vec<_> = s.destinations.iter().filter(|r| r.addr == a).collect();
+            let l: Vec<_> = s.locals.iter().filter(|r| r.addr == a).collect();
+            let (o, i) = if live {
+                let o: Vec<_> = (0..ncpus).map(|c| out(j, c)).collect();
+                let i: Vec<_> = (0..ncpus).map(|c| inb(j, c)).collect();
+                (sum_out(&o), sum_in(&i))
+            } else {
+                Default::default()
+            };
+            assert_eq!(d.len(), 1, "{a}");
+            assert_eq!(l.len(), 1, "{a}");
+            assert_eq!(d[0].out, Out::from_kernel(&o, 1), "{a}");
+            assert_eq!(l[0].inb, In::from_kernel(&i, 1), "{a}");
+        }
         assert_eq!(s.processes.len(), N as usize);
         assert_eq!(s.maps.destinations.live, u64::from(N));
         assert_eq!(s.evicted.destinations, 0);
