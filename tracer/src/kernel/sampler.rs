@@ -2,7 +2,7 @@
 //! gets the same numbers.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
     net::IpAddr,
     os::fd::{AsFd, OwnedFd},
     time::{Instant, SystemTime},
@@ -55,17 +55,6 @@ pub struct Sampler {
     hint: std::cell::Cell<[usize; 3]>,
 }
 
-/// The addresses of `live` that the census also has (their census-only row is not needed).
-fn census_seen(
-    census: &StdHashMap<IpAddr, u64>,
-    live: impl Iterator<Item = IpAddr>,
-) -> std::collections::HashSet<IpAddr> {
-    if census.is_empty() {
-        return Default::default();
-    }
-    live.filter(|a| census.contains_key(a)).collect()
-}
-
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     t: &mut Tracer,
     name: &str,
@@ -77,24 +66,49 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|e| one_line(&e))
 }
 
-/// One row per entry of a per-CPU hash, made by `row` from the key and its per-CPU values:
-/// batched where the kernel can (5.6+), else key by key. No allocation per entry but the row's.
+/// One row per entry of a per-CPU hash, made by `row` from the key and its per-CPU values
+/// (and some state `S` it keeps, returned too): batched where the kernel can (5.6+), else key
+/// by key, starting over with fresh state. No allocation per entry but the row's.
+fn rows_with<K: aya::Pod + Default, V: aya::Pod + Default, R, S: Default>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    ncpus: usize,
+    hint: usize,
+    mut row: impl FnMut(&mut S, K, &[V]) -> R,
+) -> Result<(Vec<R>, S), String> {
+    let mut out = Vec::with_capacity(hint);
+    let mut state = S::default();
+    let batched = super::batch::for_each_percpu(map, ncpus, |k, v| out.push(row(&mut state, k, v)));
+    if batched.is_ok() {
+        return Ok((out, state));
+    }
+    out.clear();
+    state = S::default();
+    for item in map.iter() {
+        let (k, v) = item.map_err(|e| format!("reading BPF maps failed: {}", one_line(&e)))?;
+        out.push(row(&mut state, k, &v));
+    }
+    Ok((out, state))
+}
+
 fn rows<K: aya::Pod + Default, V: aya::Pod + Default, R>(
     map: &PerCpuHashMap<MapData, K, V>,
     ncpus: usize,
     hint: usize,
     mut row: impl FnMut(K, &[V]) -> R,
 ) -> Result<Vec<R>, String> {
-    let mut out = Vec::with_capacity(hint);
-    if super::batch::for_each_percpu(map, ncpus, |k, v| out.push(row(k, v))).is_ok() {
-        return Ok(out);
+    Ok(rows_with(map, ncpus, hint, |_: &mut (), k, v| row(k, v))?.0)
+}
+
+/// The census count of `addr`, noting it in `seen` when there is one: so the rows missing
+/// from the map (census-only) are found without a second lookup per row.
+fn census_of(census: &StdHashMap<IpAddr, u64>, seen: &mut HashSet<IpAddr>, addr: IpAddr) -> u64 {
+    match census.get(&addr) {
+        Some(n) => {
+            seen.insert(addr);
+            *n
+        }
+        None => 0,
     }
-    out.clear();
-    for item in map.iter() {
-        let (k, v) = item.map_err(|e| format!("reading BPF maps failed: {}", one_line(&e)))?;
-        out.push(row(k, &v));
-    }
-    Ok(out)
 }
 
 /// max_entries of a loaded map, as the kernel reports it (0 if it cannot be read).
@@ -196,18 +210,19 @@ impl Sampler {
         self.sample_failures(&mut snap)?;
 
         let hint = self.hint.get();
-        snap.destinations = rows(&self.dest, self.ncpus, hint[0], |key, values| {
-            let addr = from_key(key);
-            let census = self.start.out.get(&addr).copied().unwrap_or(0);
-            DestRow {
-                addr,
-                cohort: self.classify.cohort(addr),
-                out: Out::from_kernel(&sum_out(values), census),
-            }
-        })?;
+        let (destinations, seen) =
+            rows_with(&self.dest, self.ncpus, hint[0], |seen, key, values| {
+                let addr = from_key(key);
+                let census = census_of(&self.start.out, seen, addr);
+                DestRow {
+                    addr,
+                    cohort: self.classify.cohort(addr),
+                    out: Out::from_kernel(&sum_out(values), census),
+                }
+            })?;
+        snap.destinations = destinations;
         let live_dest = snap.destinations.len() as u64;
         // Destinations held open from before the start but quiet since have no map entry yet.
-        let seen = census_seen(&self.start.out, snap.destinations.iter().map(|r| r.addr));
         for (addr, n) in &self.start.out {
             if !seen.contains(addr) {
                 snap.destinations.push(DestRow {
@@ -218,17 +233,18 @@ impl Sampler {
             }
         }
 
-        snap.locals = rows(&self.local_in, self.ncpus, hint[1], |key, values| {
-            let addr = from_key(key);
-            let census = self.start.inb.get(&addr).copied().unwrap_or(0);
-            LocalRow {
-                addr,
-                cohort: self.classify.cohort(addr),
-                inb: In::from_kernel(&sum_in(values), census),
-            }
-        })?;
+        let (locals, seen_local) =
+            rows_with(&self.local_in, self.ncpus, hint[1], |seen, key, values| {
+                let addr = from_key(key);
+                let census = census_of(&self.start.inb, seen, addr);
+                LocalRow {
+                    addr,
+                    cohort: self.classify.cohort(addr),
+                    inb: In::from_kernel(&sum_in(values), census),
+                }
+            })?;
+        snap.locals = locals;
         let live_local = snap.locals.len() as u64;
-        let seen_local = census_seen(&self.start.inb, snap.locals.iter().map(|r| r.addr));
         for (addr, n) in &self.start.inb {
             if !seen_local.contains(addr) {
                 snap.locals.push(LocalRow {
