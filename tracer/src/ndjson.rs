@@ -143,7 +143,7 @@ pub fn processes(rows: &[ProcRow]) -> Vec<(u32, String, u64, [Out; 3], usize)> {
     let mut acc: Vec<([Out; 3], usize)> = vec![];
     let mut cache: [Option<(Key, usize)>; 64] = [None; 64];
     for r in rows {
-        let key = (r.pid, r.comm.as_str(), r.cgroup);
+        let key = (r.pid, &*r.comm, r.cgroup);
         let slot = &mut cache[r.pid as usize % 64];
         let i = match slot {
             Some((k, i)) if *k == key => *i,
@@ -467,7 +467,7 @@ mod tests {
         let mut plain: BTreeMap<(u32, String, u64), ([Out; 3], usize)> = BTreeMap::new();
         for r in &rows {
             let e = plain
-                .entry((r.pid, r.comm.clone(), r.cgroup))
+                .entry((r.pid, r.comm.to_string(), r.cgroup))
                 .or_insert(([Out::default(); 3], 0));
             e.0[r.cohort as usize].add(&r.out);
             e.1 += 1;
@@ -483,7 +483,7 @@ mod tests {
     fn processes_aggregate_per_pid_and_cohort() {
         let row = |pid, cohort, attempts| ProcRow {
             pid,
-            comm: format!("p{pid}"),
+            comm: format!("p{pid}").into(),
             cgroup: 1,
             addr: "127.10.0.1".parse().unwrap(),
             cohort,

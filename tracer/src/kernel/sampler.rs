@@ -5,6 +5,7 @@ use std::{
     collections::{HashMap as StdHashMap, HashSet},
     net::IpAddr,
     os::fd::{AsFd, OwnedFd},
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -119,6 +120,32 @@ fn capacity(t: &Tracer, name: &str) -> u64 {
             d.info().map(|i| u64::from(i.max_entries())).unwrap_or(0)
         }
         _ => 0,
+    }
+}
+
+/// Process names shared between the rows of a process: the last name seen per pid slot.
+struct Names([Option<Named>; 64]);
+
+/// A pid, its raw comm and that comm as text.
+type Named = (u32, [u8; 16], Arc<str>);
+
+impl Default for Names {
+    fn default() -> Self {
+        Names([const { None }; 64])
+    }
+}
+
+impl Names {
+    fn get(&mut self, pid: u32, comm: &[u8; 16]) -> Arc<str> {
+        let slot = &mut self.0[pid as usize % 64];
+        match slot {
+            Some((p, c, name)) if *p == pid && c == comm => name.clone(),
+            _ => {
+                let name: Arc<str> = comm_str(comm).into();
+                *slot = Some((pid, *comm, name.clone()));
+                name
+            }
+        }
     }
 }
 
@@ -255,9 +282,10 @@ impl Sampler {
             }
         }
 
+        let mut names = Names::default();
         snap.processes = rows(&self.procs, self.ncpus, hint[2], |key, values| ProcRow {
             pid: key.tgid,
-            comm: comm_str(&key.comm),
+            comm: names.get(key.tgid, &key.comm),
             cgroup: key.cgroup,
             addr: from_key(key.addr),
             cohort: Cohort::from_index(key.cohort),
@@ -368,5 +396,29 @@ impl Sampler {
         })?;
         snap.proc_reasons.extend(procs);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comm(s: &str) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..s.len()].copy_from_slice(s.as_bytes());
+        c
+    }
+
+    #[test]
+    fn names_are_shared_per_pid_and_follow_a_rename() {
+        let mut n = Names::default();
+        let a = n.get(7, &comm("curl"));
+        assert_eq!(&*a, "curl");
+        assert!(Arc::ptr_eq(&a, &n.get(7, &comm("curl"))));
+        // Same slot (7 + 64), another process: its own name, then the first is made anew.
+        assert_eq!(&*n.get(71, &comm("java")), "java");
+        assert_eq!(&*n.get(7, &comm("curl")), "curl");
+        assert_eq!(&*n.get(7, &comm("curl-worker")), "curl-worker");
+        assert_eq!(&*n.get(9, &[b'x'; 16]), "xxxxxxxxxxxxxxxx");
     }
 }

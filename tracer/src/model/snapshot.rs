@@ -33,7 +33,8 @@ pub struct LocalRow {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcRow {
     pub pid: u32,
-    pub comm: String,
+    /// Shared: a process has one row per destination, all with the same name.
+    pub comm: std::sync::Arc<str>,
     pub cgroup: u64,
     pub addr: IpAddr,
     pub cohort: Cohort,
