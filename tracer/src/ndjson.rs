@@ -118,12 +118,7 @@ pub fn meta(m: &RunInfo) -> Value {
 
 /// Top destinations by activity: open connections first, then attempts.
 pub fn top_destinations(s: &Snapshot, top: usize) -> Vec<&DestRow> {
-    let mut rows: Vec<_> = s.destinations.iter().collect();
-    rows.sort_by(|a, b| {
-        (b.out.open, b.out.attempts, a.addr).cmp(&(a.out.open, a.out.attempts, b.addr))
-    });
-    rows.truncate(top);
-    rows
+    s.top_destinations(top)
 }
 
 fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
@@ -141,17 +136,33 @@ fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
 
 /// Per process (pid, comm, cgroup): counts per cohort, most active first.
 pub fn processes(rows: &[ProcRow]) -> Vec<(u32, String, u64, [Out; 3], usize)> {
-    let mut by: BTreeMap<(u32, String, u64), ([Out; 3], usize)> = BTreeMap::new();
+    // Keyed by borrowed names: one String per process, not one per row. A process has many
+    // rows (one per destination), so a small cache by pid skips most tree lookups.
+    type Key<'a> = (u32, &'a str, u64);
+    let mut by: BTreeMap<Key, usize> = BTreeMap::new();
+    let mut acc: Vec<([Out; 3], usize)> = vec![];
+    let mut cache: [Option<(Key, usize)>; 64] = [None; 64];
     for r in rows {
-        let e = by
-            .entry((r.pid, r.comm.clone(), r.cgroup))
-            .or_insert(([Out::default(); 3], 0));
-        e.0[r.cohort as usize].add(&r.out);
-        e.1 += 1;
+        let key = (r.pid, &*r.comm, r.cgroup);
+        let slot = &mut cache[r.pid as usize % 64];
+        let i = match slot {
+            Some((k, i)) if *k == key => *i,
+            _ => {
+                let next = acc.len();
+                let i = *by.entry(key).or_insert(next);
+                if i == next {
+                    acc.push(([Out::default(); 3], 0));
+                }
+                *slot = Some((key, i));
+                i
+            }
+        };
+        acc[i].0[r.cohort as usize].add(&r.out);
+        acc[i].1 += 1;
     }
     let mut v: Vec<_> = by
         .into_iter()
-        .map(|((pid, comm, cg), (outs, n))| (pid, comm, cg, outs, n))
+        .map(|((pid, comm, cg), i)| (pid, comm.to_string(), cg, acc[i].0, acc[i].1))
         .collect();
     let weight = |o: &[Out; 3]| o.iter().map(|x| x.attempts + x.open).sum::<u64>();
     v.sort_by(|a, b| weight(&b.3).cmp(&weight(&a.3)).then(a.0.cmp(&b.0)));
@@ -426,10 +437,53 @@ mod tests {
     }
 
     #[test]
+    fn processes_match_a_plain_aggregation() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Pids that share cache slots (n and n + 64), one pid under two names and cgroups.
+        let rows: Vec<ProcRow> = (0..5000)
+            .map(|_| {
+                let r = next();
+                let pid = [1, 65, 129, 7, 7, 7][(r % 6) as usize];
+                ProcRow {
+                    pid,
+                    comm: if r % 5 == 0 { "a".into() } else { "b".into() },
+                    cgroup: (r >> 8) % 2,
+                    addr: "127.10.0.1".parse().unwrap(),
+                    cohort: Cohort::from_index((r >> 16) as u32 % 3),
+                    out: Out {
+                        attempts: (r >> 20) % 9,
+                        open: (r >> 24) % 3,
+                        ..Default::default()
+                    },
+                }
+            })
+            .collect();
+        let mut plain: BTreeMap<(u32, String, u64), ([Out; 3], usize)> = BTreeMap::new();
+        for r in &rows {
+            let e = plain
+                .entry((r.pid, r.comm.to_string(), r.cgroup))
+                .or_insert(([Out::default(); 3], 0));
+            e.0[r.cohort as usize].add(&r.out);
+            e.1 += 1;
+        }
+        let got = processes(&rows);
+        assert_eq!(got.len(), plain.len());
+        for (pid, comm, cg, outs, n) in got {
+            assert_eq!(plain[&(pid, comm, cg)], (outs, n));
+        }
+    }
+
+    #[test]
     fn processes_aggregate_per_pid_and_cohort() {
         let row = |pid, cohort, attempts| ProcRow {
             pid,
-            comm: format!("p{pid}"),
+            comm: format!("p{pid}").into(),
             cgroup: 1,
             addr: "127.10.0.1".parse().unwrap(),
             cohort,

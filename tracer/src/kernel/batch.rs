@@ -29,21 +29,35 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every (key, per-CPU values) of a per-CPU hash map. `Err` when the kernel lacks batch
-/// lookups (before 5.6): the caller falls back to iterating.
+/// Every (key, per-CPU values) of a per-CPU hash map, collected (what the test checks).
+#[cfg(test)]
 pub fn read_percpu<K: Pod + Default, V: Pod + Default, M: IterableMap<K, PerCpuValues<V>>>(
     map: &M,
     ncpus: usize,
 ) -> io::Result<Vec<(K, Vec<V>)>> {
+    let mut out = Vec::new();
+    for_each_percpu(map, ncpus, |k, v: &[V]| out.push((k, v.to_vec())))?;
+    Ok(out)
+}
+
+/// Hand every (key, per-CPU values) of a per-CPU hash map to `f`, with no allocation per
+/// entry (the values slice is reused). `Err` when the kernel lacks batch lookups (before
+/// 5.6), before `f` saw any entry.
+pub fn for_each_percpu<K, V, M>(map: &M, ncpus: usize, mut f: impl FnMut(K, &[V])) -> io::Result<()>
+where
+    K: Pod + Default,
+    V: Pod + Default,
+    M: IterableMap<K, PerCpuValues<V>>,
+{
     let fd = map.map().fd().as_fd().as_raw_fd();
     // Per-CPU values are laid out one per possible CPU, each rounded up to 8 bytes.
     let stride = size_of::<V>().div_ceil(8) * 8;
     let mut keys = vec![K::default(); CHUNK];
     let mut values = vec![0u8; CHUNK * ncpus * stride];
+    let mut per_cpu = vec![V::default(); ncpus];
     // The batch token of hash maps is a bucket index (u32); room for more does no harm.
     let mut token_in = [0u8; 16];
     let mut token_out = [0u8; 16];
-    let mut out = Vec::new();
     let mut first = true;
     loop {
         let mut attr = BatchAttr {
@@ -73,17 +87,15 @@ pub fn read_percpu<K: Pod + Default, V: Pod + Default, M: IterableMap<K, PerCpuV
         }
         for (i, key) in keys.iter().take(attr.count as usize).enumerate() {
             let base = i * ncpus * stride;
-            let per_cpu = (0..ncpus)
-                .map(|c| {
-                    let at = base + c * stride;
-                    // SAFETY: `at..at + size_of::<V>()` lies inside `values`; V is Pod.
-                    unsafe { std::ptr::read_unaligned(values[at..].as_ptr().cast::<V>()) }
-                })
-                .collect();
-            out.push((*key, per_cpu));
+            for (c, v) in per_cpu.iter_mut().enumerate() {
+                let at = base + c * stride;
+                // SAFETY: `at..at + size_of::<V>()` lies inside `values`; V is Pod.
+                *v = unsafe { std::ptr::read_unaligned(values[at..].as_ptr().cast::<V>()) };
+            }
+            f(*key, &per_cpu);
         }
         if done {
-            return Ok(out);
+            return Ok(());
         }
         token_in = token_out;
         first = false;

@@ -4,6 +4,8 @@
 pub mod batch;
 pub mod btf;
 pub mod census;
+#[cfg(test)]
+mod cost_tests;
 pub mod hooks;
 pub mod owners;
 pub mod presyn;

@@ -2,8 +2,10 @@
 //! gets the same numbers.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    collections::{HashMap as StdHashMap, HashSet},
+    net::IpAddr,
     os::fd::{AsFd, OwnedFd},
+    sync::Arc,
     time::{Instant, SystemTime},
 };
 
@@ -16,7 +18,7 @@ use tracer_common::{
 use super::{Tracer, census_baseline, hooks::one_line, progstats};
 use crate::model::{
     addr::from_key,
-    cohort::{Cohort, Sets},
+    cohort::{Classifier, Cohort, Sets},
     counters::{In, Out, evicted, sum_in, sum_out},
     failures::Reasons,
     latency::{Hist, Latency},
@@ -37,6 +39,8 @@ pub struct Sampler {
     latency: PerCpuArray<MapData, LatHist>,
     progs: Vec<OwnedFd>,
     sets: Sets,
+    /// `sets` ready for one lookup per row.
+    classify: Classifier,
     /// Established connections at start (the census), the base of every `open`.
     start: Table,
     /// Corrections of `open` from the last reconciliation with the socket table.
@@ -48,6 +52,8 @@ pub struct Sampler {
     capacity: [u64; 3],
     /// Unit per pid, looked up once per pid (/proc/PID/cgroup), kept while the pid is listed.
     units: std::cell::RefCell<StdHashMap<u32, Option<String>>>,
+    /// Rows of DEST, LOCAL_IN, PROCS last time: the capacity to reserve for the next.
+    hint: std::cell::Cell<[usize; 3]>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -61,20 +67,49 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|e| one_line(&e))
 }
 
-/// All entries of a per-CPU hash: batched where the kernel can (5.6+), else key by key.
-fn entries<K: aya::Pod + Default, V: aya::Pod + Default>(
+/// One row per entry of a per-CPU hash, made by `row` from the key and its per-CPU values
+/// (and some state `S` it keeps, returned too): batched where the kernel can (5.6+), else key
+/// by key, starting over with fresh state. No allocation per entry but the row's.
+fn rows_with<K: aya::Pod + Default, V: aya::Pod + Default, R, S: Default>(
     map: &PerCpuHashMap<MapData, K, V>,
     ncpus: usize,
-) -> Result<Vec<(K, Vec<V>)>, String> {
-    if let Ok(all) = super::batch::read_percpu(map, ncpus) {
-        return Ok(all);
+    hint: usize,
+    mut row: impl FnMut(&mut S, K, &[V]) -> R,
+) -> Result<(Vec<R>, S), String> {
+    let mut out = Vec::with_capacity(hint);
+    let mut state = S::default();
+    let batched = super::batch::for_each_percpu(map, ncpus, |k, v| out.push(row(&mut state, k, v)));
+    if batched.is_ok() {
+        return Ok((out, state));
     }
-    map.iter()
-        .map(|item| {
-            item.map(|(k, v)| (k, v.to_vec()))
-                .map_err(|e| format!("reading BPF maps failed: {}", one_line(&e)))
-        })
-        .collect()
+    out.clear();
+    state = S::default();
+    for item in map.iter() {
+        let (k, v) = item.map_err(|e| format!("reading BPF maps failed: {}", one_line(&e)))?;
+        out.push(row(&mut state, k, &v));
+    }
+    Ok((out, state))
+}
+
+fn rows<K: aya::Pod + Default, V: aya::Pod + Default, R>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    ncpus: usize,
+    hint: usize,
+    mut row: impl FnMut(K, &[V]) -> R,
+) -> Result<Vec<R>, String> {
+    Ok(rows_with(map, ncpus, hint, |_: &mut (), k, v| row(k, v))?.0)
+}
+
+/// The census count of `addr`, noting it in `seen` when there is one: so the rows missing
+/// from the map (census-only) are found without a second lookup per row.
+fn census_of(census: &StdHashMap<IpAddr, u64>, seen: &mut HashSet<IpAddr>, addr: IpAddr) -> u64 {
+    match census.get(&addr) {
+        Some(n) => {
+            seen.insert(addr);
+            *n
+        }
+        None => 0,
+    }
 }
 
 /// max_entries of a loaded map, as the kernel reports it (0 if it cannot be read).
@@ -85,6 +120,32 @@ fn capacity(t: &Tracer, name: &str) -> u64 {
             d.info().map(|i| u64::from(i.max_entries())).unwrap_or(0)
         }
         _ => 0,
+    }
+}
+
+/// Process names shared between the rows of a process: the last name seen per pid slot.
+struct Names([Option<Named>; 64]);
+
+/// A pid, its raw comm and that comm as text.
+type Named = (u32, [u8; 16], Arc<str>);
+
+impl Default for Names {
+    fn default() -> Self {
+        Names([const { None }; 64])
+    }
+}
+
+impl Names {
+    fn get(&mut self, pid: u32, comm: &[u8; 16]) -> Arc<str> {
+        let slot = &mut self.0[pid as usize % 64];
+        match slot {
+            Some((p, c, name)) if *p == pid && c == comm => name.clone(),
+            _ => {
+                let name: Arc<str> = comm_str(comm).into();
+                *slot = Some((pid, *comm, name.clone()));
+                name
+            }
+        }
     }
 }
 
@@ -122,6 +183,7 @@ impl Sampler {
             proc_reasons: take(t, "PROC_REASONS")?,
             latency: take(t, "LATENCY")?,
             progs,
+            classify: Classifier::new(&sets),
             sets,
             start,
             offsets: Offsets::default(),
@@ -129,6 +191,7 @@ impl Sampler {
             started: Instant::now(),
             ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
             units: Default::default(),
+            hint: Default::default(),
         })
     }
 
@@ -153,6 +216,7 @@ impl Sampler {
 
     /// The cohorts changed while running (`--watch-dns`): classify with the new sets from now on.
     pub fn set_sets(&mut self, sets: Sets) {
+        self.classify = Classifier::new(&sets);
         self.sets = sets;
     }
 
@@ -172,18 +236,19 @@ impl Sampler {
 
         self.sample_failures(&mut snap)?;
 
-        let mut seen = std::collections::HashSet::new();
-        for (key, values) in entries(&self.dest, self.ncpus)? {
-            let addr = from_key(key);
-            seen.insert(addr);
-            let census = self.start.out.get(&addr).copied().unwrap_or(0);
-            snap.destinations.push(DestRow {
-                addr,
-                cohort: self.sets.cohort(addr),
-                out: Out::from_kernel(&sum_out(values.iter()), census),
-            });
-        }
-        let live_dest = seen.len() as u64;
+        let hint = self.hint.get();
+        let (destinations, seen) =
+            rows_with(&self.dest, self.ncpus, hint[0], |seen, key, values| {
+                let addr = from_key(key);
+                let census = census_of(&self.start.out, seen, addr);
+                DestRow {
+                    addr,
+                    cohort: self.classify.cohort(addr),
+                    out: Out::from_kernel(&sum_out(values), census),
+                }
+            })?;
+        snap.destinations = destinations;
+        let live_dest = snap.destinations.len() as u64;
         // Destinations held open from before the start but quiet since have no map entry yet.
         for (addr, n) in &self.start.out {
             if !seen.contains(addr) {
@@ -195,18 +260,18 @@ impl Sampler {
             }
         }
 
-        let mut seen_local = std::collections::HashSet::new();
-        for (key, values) in entries(&self.local_in, self.ncpus)? {
-            let addr = from_key(key);
-            seen_local.insert(addr);
-            let census = self.start.inb.get(&addr).copied().unwrap_or(0);
-            snap.locals.push(LocalRow {
-                addr,
-                cohort: self.sets.cohort(addr),
-                inb: In::from_kernel(&sum_in(values.iter()), census),
-            });
-        }
-        let live_local = seen_local.len() as u64;
+        let (locals, seen_local) =
+            rows_with(&self.local_in, self.ncpus, hint[1], |seen, key, values| {
+                let addr = from_key(key);
+                let census = census_of(&self.start.inb, seen, addr);
+                LocalRow {
+                    addr,
+                    cohort: self.classify.cohort(addr),
+                    inb: In::from_kernel(&sum_in(values), census),
+                }
+            })?;
+        snap.locals = locals;
+        let live_local = snap.locals.len() as u64;
         for (addr, n) in &self.start.inb {
             if !seen_local.contains(addr) {
                 snap.locals.push(LocalRow {
@@ -217,27 +282,34 @@ impl Sampler {
             }
         }
 
-        let mut live_procs = 0;
-        for (key, values) in entries(&self.procs, self.ncpus)? {
-            live_procs += 1;
-            snap.processes.push(ProcRow {
-                pid: key.tgid,
-                comm: comm_str(&key.comm),
-                cgroup: key.cgroup,
-                addr: from_key(key.addr),
-                cohort: Cohort::from_index(key.cohort),
-                out: Out::from_kernel(&sum_out(values.iter()), 0),
-            });
-        }
+        let mut names = Names::default();
+        snap.processes = rows(&self.procs, self.ncpus, hint[2], |key, values| ProcRow {
+            pid: key.tgid,
+            comm: names.get(key.tgid, &key.comm),
+            cgroup: key.cgroup,
+            addr: from_key(key.addr),
+            cohort: Cohort::from_index(key.cohort),
+            out: Out::from_kernel(&sum_out(values), 0),
+        })?;
+        let live_procs = snap.processes.len() as u64;
+        self.hint.set([
+            snap.destinations.len(),
+            snap.locals.len(),
+            snap.processes.len(),
+        ]);
 
+        // Units per distinct pid, not per row: a busy process has thousands of rows.
+        let mut pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
         let mut units = self.units.borrow_mut();
-        units.retain(|pid, _| snap.processes.iter().any(|p| p.pid == *pid));
-        for p in &snap.processes {
+        units.retain(|pid, _| pids.binary_search(pid).is_ok());
+        for pid in pids {
             let unit = units
-                .entry(p.pid)
-                .or_insert_with(|| super::owners::unit_of_pid(p.pid));
+                .entry(pid)
+                .or_insert_with(|| super::owners::unit_of_pid(pid));
             if let Some(u) = unit {
-                snap.units.insert(p.pid, u.clone());
+                snap.units.insert(pid, u.clone());
             }
         }
         drop(units);
@@ -307,13 +379,12 @@ impl Sampler {
                 failed: hist(LAT_FAILED)?,
             };
         }
-        for item in self.dest_reasons.iter() {
-            let (key, values) = item.map_err(err)?;
-            snap.dest_reasons
-                .insert(from_key(key), Reasons::from_kernel(values.iter()));
-        }
-        for item in self.proc_reasons.iter() {
-            let (key, values) = item.map_err(err)?;
+        // Batched like the rows: a key-by-key walk costs two syscalls per failing address.
+        let dest = rows(&self.dest_reasons, self.ncpus, 0, |key, values| {
+            (from_key(key), Reasons::from_kernel(values))
+        })?;
+        snap.dest_reasons.extend(dest);
+        let procs = rows(&self.proc_reasons, self.ncpus, 0, |key, values| {
             let id = ProcId {
                 pid: key.tgid,
                 comm: comm_str(&key.comm),
@@ -321,9 +392,33 @@ impl Sampler {
                 addr: from_key(key.addr),
                 cohort: Cohort::from_index(key.cohort),
             };
-            snap.proc_reasons
-                .insert(id, Reasons::from_kernel(values.iter()));
-        }
+            (id, Reasons::from_kernel(values))
+        })?;
+        snap.proc_reasons.extend(procs);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comm(s: &str) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..s.len()].copy_from_slice(s.as_bytes());
+        c
+    }
+
+    #[test]
+    fn names_are_shared_per_pid_and_follow_a_rename() {
+        let mut n = Names::default();
+        let a = n.get(7, &comm("curl"));
+        assert_eq!(&*a, "curl");
+        assert!(Arc::ptr_eq(&a, &n.get(7, &comm("curl"))));
+        // Same slot (7 + 64), another process: its own name, then the first is made anew.
+        assert_eq!(&*n.get(71, &comm("java")), "java");
+        assert_eq!(&*n.get(7, &comm("curl")), "curl");
+        assert_eq!(&*n.get(7, &comm("curl-worker")), "curl-worker");
+        assert_eq!(&*n.get(9, &[b'x'; 16]), "xxxxxxxxxxxxxxxx");
     }
 }

@@ -451,7 +451,7 @@ const PC: &[&str] = &["pid", "comm", "cohort"];
 fn process_families(s: &Snapshot, n: usize) -> Vec<Family> {
     let mut by: BTreeMap<(u32, &str), [Out; 3]> = BTreeMap::new();
     for r in &s.processes {
-        by.entry((r.pid, r.comm.as_str())).or_default()[r.cohort as usize].add(&r.out);
+        by.entry((r.pid, &*r.comm)).or_default()[r.cohort as usize].add(&r.out);
     }
     let mut rows: Vec<_> = by.into_iter().collect();
     let weight = |o: &[Out; 3]| o.iter().map(|x| x.attempts + x.open).sum::<u64>();

@@ -214,8 +214,14 @@ impl ViewState {
     /// A new snapshot (the sink's `snapshot`).
     pub fn push(&mut self, cur: &Snapshot, prev: &Snapshot) {
         let d = &mut self.live;
-        d.cur = cur.clone();
-        d.prev = prev.clone();
+        // The session's `prev` is the `cur` of the last push: move it over rather than clone a
+        // second snapshot of tens of thousands of rows (comparing is cheaper than copying).
+        if d.cur == *prev {
+            d.prev = std::mem::replace(&mut d.cur, cur.clone());
+        } else {
+            d.cur = cur.clone();
+            d.prev = prev.clone();
+        }
         let secs = d.secs(self.info.interval_ms);
         let mut rate = [0.0; 3];
         for c in Cohort::ALL {

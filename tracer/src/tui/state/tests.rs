@@ -172,3 +172,20 @@ fn reconciled_event_says_what_moved() {
         "open checked against the socket table (lost_events): no change"
     );
 }
+
+#[test]
+fn push_keeps_the_previous_snapshot_whether_moved_or_copied() {
+    let mut st = fixtures::mid_failover();
+    let first = st.live.cur.clone();
+    let mut second = first.clone();
+    second.elapsed += Duration::from_secs(1);
+    second.out[Cohort::New as usize].attempts += 7;
+    // The session's order: the last `cur` comes back as `prev` (moved, not cloned).
+    st.push(&second, &first);
+    assert_eq!((&st.live.prev, &st.live.cur), (&first, &second));
+    // A `prev` the view never saw as `cur` is taken as given.
+    let mut other = first.clone();
+    other.out[Cohort::Old as usize].attempts += 3;
+    st.push(&first, &other);
+    assert_eq!((&st.live.prev, &st.live.cur), (&other, &first));
+}
