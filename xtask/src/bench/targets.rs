@@ -141,8 +141,9 @@ pub fn evaluate(v: &Value) -> Value {
             (_, false) => "the quick run stops at fewer destinations".into(),
             (Some(c), true) if c > 1.0 => format!(
                 "~{:.0} ms of CPU per 1 s snapshot, ~{:.1} µs per destination: the sampler reads DEST, LOCAL_IN \
-                 and PROCS whole every interval (batched lookups, then one row per entry), and the spread churn \
-                 fills all three with one entry per address; RSS is {}",
+                 and PROCS whole every interval and the spread churn fills all three with one entry per \
+                 address; profiled in-process (`cargo test --release -p tracer snapshot_cost -- --nocapture`), \
+                 most of it is the kernel's batch lookup per entry, not tracer's own work; RSS is {}",
                 c * 10.0,
                 c * 10_000.0 / n_dest.max(1) as f64,
                 if rss.is_some_and(|r| r <= 50.0) { "within its target" } else { "over its target too" }
