@@ -216,6 +216,13 @@ fn port_filter_counts_only_the_given_port() {
     assert_eq!(n(&out.meta()["ports"][0]), a.addr.port() as u64);
 }
 
+/// `sh -c SCRIPT` in a private mount namespace: what it mounts or unmounts stays there.
+fn private_mounts(script: &str) -> Command {
+    let mut cmd = Command::new(tool("unshare"));
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script]);
+    cmd
+}
+
 #[test]
 fn without_the_syscall_tracepoint_unsent_connects_are_a_note_not_an_error() {
     require_root();
@@ -229,10 +236,7 @@ fn without_the_syscall_tracepoint_unsent_connects_are_a_note_not_an_error() {
         tracer_bin().display(),
         json.display()
     );
-    let out = Command::new(tool("unshare"))
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .output()
-        .expect("run unshare");
+    let out = private_mounts(&script).output().expect("run unshare");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let note = stderr
@@ -261,14 +265,7 @@ fn without_a_cgroup2_mount_tracer_mounts_one_privately_for_its_connect_hooks() {
          grep -q ' cgroup2 ' /proc/self/mounts && exit 4; exec {} probe",
         tracer_bin().display()
     );
-    let out = sh(Command::new(tool("unshare")).args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]));
+    let out = sh(&mut private_mounts(&script));
     assert!(out.contains("unsent hook   cgroup connect4/6"), "{out}");
     assert!(out.contains("unsent=cgroup+syscall"), "{out}");
 }
@@ -282,14 +279,7 @@ fn tracefs_not_mounted_is_mounted_by_tracer() {
          test -e /sys/kernel/tracing/events && exit 3; exec {} probe",
         tracer_bin().display()
     );
-    let out = sh(std::process::Command::new(tool("unshare")).args([
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]));
+    let out = sh(&mut private_mounts(&script));
     assert!(out.contains("mounted it"), "{out}");
     assert!(
         out.contains("state hook    tracepoint sock:inet_sock_set_state: available"),
