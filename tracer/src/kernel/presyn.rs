@@ -29,15 +29,8 @@ pub fn ret_offset(fs: &Tracefs) -> Result<u32, String> {
 }
 
 pub fn parse_ret_offset(text: &str) -> Result<u32, String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("field:"))
-        .find(|f| {
-            f.split(';')
-                .next()
-                .is_some_and(|d| d.trim().ends_with(" ret"))
-        })
-        .and_then(|f| f.split(';').find_map(|p| p.trim().strip_prefix("offset:")))
-        .and_then(|v| v.trim().parse().ok())
+    super::tracefs::fields(text)
+        .find_map(|(name, offset, _)| (name == "ret").then_some(offset))
         .ok_or_else(|| "syscalls:sys_exit_connect has no `ret` field".into())
 }
 

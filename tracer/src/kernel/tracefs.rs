@@ -46,31 +46,31 @@ pub fn ensure() -> Result<Tracefs, String> {
     })
 }
 
-/// Parse the offsets of the fields tracer reads from a tracepoint `format` description.
-pub fn parse_format(text: &str) -> Result<TpOffsets, String> {
-    let mut o = TpOffsets::default();
-    let mut found = 0u32;
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else {
-            continue;
+/// The fields of a tracepoint `format` description: (name, offset, size), array suffixes and
+/// pointer stars dropped from the name.
+pub fn fields(text: &str) -> impl Iterator<Item = (&str, u32, u32)> {
+    text.lines().filter_map(|line| {
+        let rest = line.trim().strip_prefix("field:")?;
+        let value = |key: &str| {
+            rest.split(';')
+                .find_map(|p| p.trim().strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u32>().ok())
         };
-        let mut parts = rest.split(';');
-        let decl = parts.next().unwrap_or("").trim();
-        let offset = parts
-            .find_map(|p| p.trim().strip_prefix("offset:"))
-            .and_then(|v| v.trim().parse::<u32>().ok());
-        let Some(offset) = offset else { continue };
-        let size = rest
-            .split(';')
-            .find_map(|p| p.trim().strip_prefix("size:"))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .unwrap_or(0);
+        let decl = rest.split(';').next().unwrap_or("").trim();
         let name = decl
             .rsplit(|c: char| c.is_whitespace() || c == '*')
             .next()
             .unwrap_or("");
         let name = name.split('[').next().unwrap_or("");
+        Some((name, value("offset:")?, value("size:").unwrap_or(0)))
+    })
+}
+
+/// Parse the offsets of the fields tracer reads from a tracepoint `format` description.
+pub fn parse_format(text: &str) -> Result<TpOffsets, String> {
+    let mut o = TpOffsets::default();
+    let mut found = 0u32;
+    for (name, offset, size) in fields(text) {
         let slot = match name {
             "skaddr" => &mut o.skaddr,
             "oldstate" => &mut o.oldstate,
