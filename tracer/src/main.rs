@@ -10,6 +10,8 @@ mod ndjson;
 mod probe;
 mod report;
 mod session;
+#[cfg(test)]
+mod testutil;
 mod tui;
 mod watch;
 

@@ -412,16 +412,7 @@ mod tests {
 
     #[test]
     fn writer_emits_one_complete_line_per_object() {
-        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
+        use crate::testutil::Shared;
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut w = Writer::new(Box::new(Shared(buf.clone())), 5);
         w.line(&json!({"type": "meta", "s": "a\nb"})).unwrap();
@@ -438,13 +429,7 @@ mod tests {
 
     #[test]
     fn processes_match_a_plain_aggregation() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testutil::xorshift(0x1234_5678_9abc_def1);
         // Pids that share cache slots (n and n + 64), one pid under two names and cgroups.
         let rows: Vec<ProcRow> = (0..5000)
             .map(|_| {
@@ -452,7 +437,11 @@ mod tests {
                 let pid = [1, 65, 129, 7, 7, 7][(r % 6) as usize];
                 ProcRow {
                     pid,
-                    comm: if r % 5 == 0 { "a".into() } else { "b".into() },
+                    comm: if r.is_multiple_of(5) {
+                        "a".into()
+                    } else {
+                        "b".into()
+                    },
                     cgroup: (r >> 8) % 2,
                     addr: "127.10.0.1".parse().unwrap(),
                     cohort: Cohort::from_index((r >> 16) as u32 % 3),

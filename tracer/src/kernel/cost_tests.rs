@@ -9,7 +9,6 @@
 //! the last snapshot line and the metrics text (timestamps removed) to compare two builds.
 
 use std::{
-    io::{self, Write},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -29,6 +28,7 @@ use crate::{
     },
     ndjson::Writer,
     session::{RunInfo, Session, Sink},
+    testutil::Shared,
 };
 
 const N: u32 = 60_000;
@@ -110,19 +110,6 @@ fn fill(t: &mut Tracer, ncpus: usize) {
         procs
             .insert(proc_key(i), per_cpu(ncpus, |c| out(i, c)), 0)
             .unwrap();
-    }
-}
-
-/// Writes into a shared buffer, so the test can read the lines back.
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

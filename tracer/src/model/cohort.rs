@@ -140,13 +140,7 @@ mod tests {
 
     #[test]
     fn classifier_agrees_with_sets() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testutil::xorshift(0x2545_f491_4f6c_dd1d);
         let prefixes = [
             "127.0.0.0/8",
             "127.10.0.0/16",

@@ -217,13 +217,7 @@ mod tests {
     #[test]
     fn top_n_is_sort_then_truncate() {
         // A small generator, so the cases are many and reproducible without a crate.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testutil::xorshift(0x9e37_79b9_7f4a_7c15);
         for len in [0usize, 1, 2, 5, 20, 21, 100, 1000] {
             let rows: Vec<(u64, u64)> = (0..len as u64).map(|i| (next() % 7, i)).collect();
             let cmp = |a: &(u64, u64), b: &(u64, u64)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
