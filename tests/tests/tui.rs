@@ -47,6 +47,23 @@ impl Tmux {
         self.cmd(&["capture-pane", "-p", "-t", "tui"])
     }
 
+    /// Type `tracer ARGS` at the prompt; its exit code goes to `exit` (see `wait_exit`).
+    fn run_tracer(&self, args: &str, exit: &Path) {
+        let _ = std::fs::remove_file(exit);
+        let cmd = format!(
+            "{} {args}; echo EXIT=$? > {}",
+            tracer_bin().display(),
+            exit.display()
+        );
+        self.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
+    }
+
+    /// Wait for the live view, on the alternate screen.
+    fn wait_live_view(&self) {
+        self.wait_for("the live view", |s| s.contains("share on new"));
+        assert!(self.alternate_screen());
+    }
+
     /// Capture until `ok` holds for the screen (bounded); the last screen either way.
     fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let t0 = Instant::now();
@@ -94,19 +111,15 @@ fn live_view_shows_open_counts_and_share_and_marks_cutover() {
     let json = tmp_path("tui.ndjson");
     let exit = tmp_path("tui.exit");
     let _ = std::fs::remove_file(&json);
-    let _ = std::fs::remove_file(&exit);
     let tmux = Tmux::start("live");
     let (po, pn) = (old.addr.port().to_string(), new.addr.port().to_string());
     // Our own ports only, so other traffic on this host cannot change the counts.
-    let cmd = format!(
-        "{} watch --old 127.10.4.4 --new 127.20.4.4 --port {po} --port {pn} --interval 200ms --json {}; echo EXIT=$? > {}",
-        tracer_bin().display(),
-        json.display(),
-        exit.display()
+    let args = format!(
+        "watch --old 127.10.4.4 --new 127.20.4.4 --port {po} --port {pn} --interval 200ms --json {}",
+        json.display()
     );
-    tmux.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
-    tmux.wait_for("the live view", |s| s.contains("share on new"));
-    assert!(tmux.alternate_screen());
+    tmux.run_tracer(&args, &exit);
+    tmux.wait_live_view();
 
     let (n_old, n_new) = (3u64, 5u64);
     let _held_old = open_connections(old.addr, n_old as usize);
@@ -205,17 +218,13 @@ fn sigterm_and_sighup_restore_the_terminal_and_write_the_summary() {
         let json = tmp_path(&format!("tui-{reason}.ndjson"));
         let exit = tmp_path(&format!("tui-{reason}.exit"));
         let _ = std::fs::remove_file(&json);
-        let _ = std::fs::remove_file(&exit);
         let tmux = Tmux::start(reason);
-        let cmd = format!(
-            "{} watch --old 127.10.4.5 --new 127.20.4.5 --interval 200ms --json {}; echo EXIT=$? > {}",
-            tracer_bin().display(),
-            json.display(),
-            exit.display()
+        let args = format!(
+            "watch --old 127.10.4.5 --new 127.20.4.5 --interval 200ms --json {}",
+            json.display()
         );
-        tmux.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
-        tmux.wait_for("the live view", |s| s.contains("share on new"));
-        assert!(tmux.alternate_screen());
+        tmux.run_tracer(&args, &exit);
+        tmux.wait_live_view();
         // SAFETY: kill(2) to the tracer this test started.
         assert_eq!(unsafe { libc::kill(tracer_pid(&tmux), sig) }, 0);
         assert_eq!(wait_exit(&exit), "EXIT=0", "{reason}");
@@ -235,14 +244,8 @@ fn sigterm_and_sighup_restore_the_terminal_and_write_the_summary() {
 fn json_to_stdout_on_a_terminal_is_refused_in_one_line() {
     require_root();
     let exit = tmp_path("tui-stdout.exit");
-    let _ = std::fs::remove_file(&exit);
     let tmux = Tmux::start("stdout");
-    let cmd = format!(
-        "{} watch --old 127.10.4.6 --json -; echo EXIT=$? > {}",
-        tracer_bin().display(),
-        exit.display()
-    );
-    tmux.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
+    tmux.run_tracer("watch --old 127.10.4.6 --json -", &exit);
     assert_eq!(wait_exit(&exit), "EXIT=2");
     // -J joins the error line where the 100-column pane wrapped it.
     let screen = tmux.cmd(&["capture-pane", "-p", "-J", "-t", "tui"]);
