@@ -43,26 +43,19 @@ fn slot() -> Option<(*mut Pending, u64)> {
 /// Note a TCP connect of this thread. Always allows the connect.
 #[inline(always)]
 pub fn note(ctx: &SockAddrContext, v6: bool) -> i32 {
-    // SAFETY: the context fields are read-only loads the verifier checks.
-    let (ty, proto, port, addr) = unsafe {
-        let c = &*ctx.sock_addr;
-        let addr: Addr = if v6 {
-            let w = c.user_ip6;
-            let mut a = [0u8; 16];
-            a[0..4].copy_from_slice(&w[0].to_ne_bytes());
-            a[4..8].copy_from_slice(&w[1].to_ne_bytes());
-            a[8..12].copy_from_slice(&w[2].to_ne_bytes());
-            a[12..16].copy_from_slice(&w[3].to_ne_bytes());
-            a
-        } else {
-            mapped_v4(c.user_ip4.to_ne_bytes())
-        };
-        (c.type_, c.protocol, c.user_port, addr)
-    };
-    if ty != SOCK_STREAM || proto != IPPROTO_TCP {
+    // SAFETY: the context is valid for the program's run; its fields are read-only loads.
+    let c = unsafe { &*ctx.sock_addr };
+    // Every connect on the host (UDP too) passes here: filter before reading anything else.
+    if c.type_ != SOCK_STREAM || c.protocol != IPPROTO_TCP {
         return 1;
     }
-    let dport = u16::from_be(port as u16);
+    let addr: Addr = if v6 {
+        // SAFETY: four words holding the address bytes in order (network order in memory).
+        unsafe { core::mem::transmute::<[u32; 4], Addr>(c.user_ip6) }
+    } else {
+        mapped_v4(c.user_ip4.to_ne_bytes())
+    };
+    let dport = u16::from_be(c.user_port as u16);
     if !crate::counting::port_allowed(dport) {
         return 1;
     }
