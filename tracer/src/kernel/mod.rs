@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod btf;
 pub mod census;
+pub mod env;
 #[cfg(test)]
 mod cost_tests;
 pub mod hooks;
@@ -112,6 +113,9 @@ pub fn mount_fs(fstype: &str, target: &Path) -> std::io::Result<()> {
 /// Lift MEMLOCK for kernels older than 5.11 that charge BPF maps to it; newer ones do not need
 /// it, so a failure is a warning.
 fn raise_memlock() -> Option<String> {
+    if !env::needs_memlock(&crate::kernel_release()) {
+        return None;
+    }
     let r = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
@@ -246,19 +250,15 @@ impl Tracer {
     /// Attach everything and take the census. Errors are one line naming cause and fix.
     pub fn start(cfg: &Config) -> Result<Tracer, String> {
         let mut warnings: Vec<String> = raise_memlock().into_iter().collect();
-        let fs = tracefs::ensure()?;
+        let env = env::Env::discover();
+        let (fs, tp) = env.tracefs?;
         if fs.mounted_by_us {
             warnings.push(format!(
                 "note: tracefs was not mounted; mounted it at {}",
                 fs.root
             ));
         }
-        let tp = tracefs::offsets(&fs)?;
-        let btf_raw = std::fs::read(btf_path());
-        let sock = match &btf_raw {
-            Ok(raw) => sock_offsets(raw),
-            Err(e) => Err(format!("no kernel BTF at {} ({e})", btf_path())),
-        };
+        let sock = env.sock;
         let needs_btf = matches!(cfg.connect, ConnectMode::Fentry | ConnectMode::Kprobe);
         if let (true, Err(e)) = (needs_btf, &sock) {
             return Err(format!(
@@ -271,17 +271,11 @@ impl Tracer {
                 "note: {e}: failed connects are counted with reason `other` (needs CONFIG_DEBUG_INFO_BTF=y)"
             ));
         }
-        let aya_btf = match &btf_raw {
-            Ok(_) if Path::new(&btf_path()) == Path::new("/sys/kernel/btf/vmlinux") => {
-                aya::Btf::from_sys_fs().ok()
-            }
-            Ok(_) => aya::Btf::parse_file(btf_path(), aya::Endianness::default()).ok(),
-            Err(_) => None,
-        };
+        let aya_btf = env.btf;
 
         // Size the census map from a first count; the real census is taken after attaching.
         let pre = census_filtered(&cfg.ports, &mut warnings).len() as u32;
-        let ret_off = presyn::ret_offset(&fs);
+        let ret_off = env.syscall_ret;
         let mut ebpf = load(
             cfg,
             &tp,

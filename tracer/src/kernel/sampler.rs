@@ -22,7 +22,7 @@ use crate::model::{
     counters::{In, Out, evicted, sum_in, sum_out},
     failures::Reasons,
     latency::{Hist, Latency},
-    reconcile::{self, Change, Offsets, Table},
+    reconcile::{self, Correction, Offsets, Table},
     snapshot::{DestRow, Evicted, LocalRow, MapUse, MapsUse, ProcId, ProcRow, Snapshot},
 };
 
@@ -214,6 +214,10 @@ impl Sampler {
             .collect()
     }
 
+    pub fn sets(&self) -> &Sets {
+        &self.sets
+    }
+
     /// The cohorts changed while running (`--watch-dns`): classify with the new sets from now on.
     pub fn set_sets(&mut self, sets: Sets) {
         self.classify = Classifier::new(&sets);
@@ -347,7 +351,7 @@ impl Sampler {
     /// Correct `open` from `real`, a census taken right after `snap` was sampled: new offsets
     /// for this and every later snapshot. One more sample right after the census bounds what
     /// moved meanwhile (see `reconcile::window_offset`). Returns how much `snap` moved.
-    pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Result<Change, String> {
+    pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Result<Correction, String> {
         let after = self.sample()?;
         let before = snap.clone();
         let d1 = reconcile::derive(snap, &self.start, &self.sets);

@@ -4,7 +4,7 @@
 use plotters::prelude::*;
 
 use super::Recorded;
-use crate::model::analysis::{Finding, drain::Change as DrainChange, gap::Change};
+use crate::model::analysis::{Finding, drain::DrainChange, gap::Crossed};
 
 pub const WIDTH: u32 = 1000;
 pub const HEIGHT: u32 = 640;
@@ -35,7 +35,7 @@ fn marks(rec: &Recorded) -> Vec<Mark> {
             Finding::Threshold {
                 metric,
                 level,
-                change: Change::Reached(c),
+                change: Crossed::Reached(c),
                 ..
             } => v.push(Mark {
                 x: c.reached_ms as f64 / 1000.0,
@@ -45,7 +45,7 @@ fn marks(rec: &Recorded) -> Vec<Mark> {
             Finding::Threshold {
                 metric,
                 level,
-                change: Change::Lost(c),
+                change: Crossed::Lost(c),
                 ..
             } => v.push(Mark {
                 x: c.lost_ms.unwrap_or(0) as f64 / 1000.0,

@@ -48,7 +48,7 @@ fn recording() -> (String, State) {
             lines.push(
                 json!({"type": "event", "elapsed_ms": 5000, "kind": "cutover", "source": "flag"}),
             );
-            live.mark_cutover(5000, "flag");
+            live.mark_cutover(5000, crate::model::analysis::cutover::CutoverSource::Flag);
         }
         prev = cur;
     }

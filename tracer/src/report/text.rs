@@ -57,7 +57,10 @@ pub fn render(rec: &Recorded) -> String {
         o,
         "sets       old: {}   new: {}",
         list(&m["old"]),
-        list(&m["new"])
+        match rec.new_side.is_empty() {
+            true => "-".to_string(),
+            false => rec.new_side.join(", "),
+        }
     );
     match &st.cutover {
         Some(c) => {

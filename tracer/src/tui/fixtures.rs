@@ -176,7 +176,7 @@ pub fn run(secs: u64, moved: f64) -> ViewState {
         }
         if t == secs / 2 && moved > 0.0 && moved < 1.0 {
             st.event(&event(t * 1000, "cutover", json!({"source": "key"})));
-            analysis.mark_cutover(t * 1000, "key");
+            analysis.mark_cutover(t * 1000, crate::model::analysis::cutover::CutoverSource::Key);
         }
         analysis.feed(sample_of(&cur, &prev, 20));
         st.analysis(&analysis.state(), &dns);

@@ -191,7 +191,7 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         second.push(Span::raw(" "));
     }
     // Watched names first: their answer and TTL are the news; the sets below them are stable.
-    let dns = dns_spans(&st.dns);
+    let dns = dns_spans(&st.data().dns);
     if !dns.is_empty() {
         second.extend(dns);
         second.push(Span::raw(" · "));
@@ -209,7 +209,7 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         Span::raw(sets(&i.new)),
     ]);
     let mut lines = vec![Line::from(top), Line::from(second)];
-    match &st.analysis {
+    match &st.data().analysis {
         Some(a) => lines.extend([analysis_line(a), drain_line(a)]),
         None => lines.push(Line::raw("analysis: waiting for the first sample")),
     }
