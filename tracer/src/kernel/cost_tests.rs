@@ -27,7 +27,8 @@ use crate::{
         counters::{In, Out, sum_in, sum_out},
     },
     ndjson::Writer,
-    session::{RunInfo, Session, Sink},
+    session::Session,
+    sink::{RunInfo, Sink},
     testutil::Shared,
 };
 
@@ -231,9 +232,11 @@ fn snapshot_cost_at_60k_destinations() {
         cutover_at: None,
         watch_dns: vec![],
         reconcile_every: None,
+        metrics_addr: None,
     };
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(writer)];
-    let mut session = Session::new(sampler, info, sinks).unwrap();
+    let source = crate::watch::KernelSource::new(t, sampler, vec![]);
+    let mut session = Session::new(Box::new(source), info, sinks, vec![]).unwrap();
     let fixed = Fixed {
         destinations: TOP,
         processes: TOP,

@@ -42,10 +42,10 @@ pub fn lines(text: &str) -> Result<Lines, String> {
                     no - 1
                 ));
             }
-            Ok(_) => return Err(format!("line {no}: not a JSON object: the file is not tracer NDJSON")),
+            Ok(_) => return Err(format!("line {no}: not a JSON object: this is not NDJSON written by `tracer watch --json`")),
             Err(e) => {
                 return Err(format!(
-                    "line {no}: not a complete JSON object ({e}): the file is damaged or is not tracer NDJSON"
+                    "line {no}: not a complete JSON object ({e}): the file is damaged or is not NDJSON written by `tracer watch --json`"
                 ));
             }
         }

@@ -6,9 +6,11 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    analytics::sample_of,
-    model::{cohort::Cohort, counters::Out, latency::bucket_upper_us, snapshot::Snapshot},
-    ndjson,
+    model::{
+        analysis::Sample, cohort::Cohort, counters::Out, latency::bucket_upper_us,
+        snapshot::Snapshot,
+    },
+    ndjson::{reader, writer},
 };
 
 fn meta() -> Value {
@@ -21,7 +23,7 @@ fn meta() -> Value {
 /// A failover: all old for 5 s, cutover at 5 s, moved at 7 s, old pool closed at 10 s.
 fn recording() -> (String, State) {
     let mut lines = vec![meta()];
-    let mut live = Analysis::new(analytics::params_from_json(&meta()["analysis"]));
+    let mut live = Analysis::new(reader::params_from_json(&meta()["analysis"]));
     let mut prev = Snapshot::empty(SystemTime::UNIX_EPOCH);
     let (mut old, mut new) = (Out::default(), Out::default());
     for i in 1..=16u64 {
@@ -42,8 +44,8 @@ fn recording() -> (String, State) {
         lat.0[29] = new.attempts / 10;
         cur.out[Cohort::Old as usize] = old;
         cur.out[Cohort::New as usize] = new;
-        lines.push(ndjson::snapshot(&cur, &prev, 20));
-        live.feed(sample_of(&cur, &prev, 20));
+        lines.push(writer::snapshot(&cur, &prev, 20));
+        live.feed(Sample::of(&cur, &prev, 20));
         if i == 5 {
             lines.push(
                 json!({"type": "event", "elapsed_ms": 5000, "kind": "cutover", "source": "flag"}),
@@ -93,11 +95,21 @@ fn replay_gives_the_numbers_of_the_live_run() {
 #[test]
 fn truncated_and_foreign_files_name_the_line() {
     let (text, _) = recording();
+    // A killed run: reported up to its last complete line, with a warning naming the line.
     let cut = &text[..text.len() - 40];
-    let e = replay(cut).err().unwrap();
+    let rec = replay(cut).unwrap();
     let last = cut.lines().count();
-    assert!(e.starts_with(&format!("line {last}: ")), "{e}");
-    assert!(e.contains("truncated"), "{e}");
+    let w = rec.warning.clone().unwrap();
+    assert!(w.starts_with(&format!("line {last} ")), "{w}");
+    assert!(w.contains("truncated"), "{w}");
+    assert!(rec.summary.is_none());
+    assert_eq!(rec.snapshots, 16);
+    assert_eq!(to_json(&rec)["warning"], w.as_str());
+    // Damage before the end is not a truncation: refused, naming the line.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[3] = "{\"type\":\"snap";
+    let e = replay(&lines.join("\n")).err().unwrap();
+    assert!(e.starts_with("line 4: "), "{e}");
 
     let e = replay("hello world\n").err().unwrap();
     assert!(

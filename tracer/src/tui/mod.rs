@@ -4,7 +4,8 @@
 
 mod cohorts;
 #[cfg(test)]
-mod fixtures;
+pub mod fixtures;
+mod fit;
 mod header;
 pub mod state;
 mod terminal;
