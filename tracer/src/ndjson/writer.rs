@@ -337,6 +337,9 @@ pub fn state_json(st: &State) -> Value {
         .collect();
     let estimate = match &st.drain.estimate {
         Estimate::At(ms) => json!({"quiet_at_ms": ms}),
+        Estimate::QuietSince(ms) => {
+            json!({"quiet_since_ms": ms, "drained_at_ms": ms + st.drain.quiet_for_ms})
+        }
         Estimate::NotPossible(why) => json!({"none": why}),
     };
     json!({

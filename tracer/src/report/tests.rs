@@ -84,12 +84,43 @@ fn replay_gives_the_numbers_of_the_live_run() {
     assert_eq!(j["analysis"]["drain"]["since_ms"], 9000);
     assert_eq!(j["run"]["ended"], "sigint");
     let t = text::render(&rec);
-    assert!(t.contains("cutover    at 5.0 s (marked by flag)"), "{t}");
+    // Wall-clock times (UTC) with the offset into the run: what a postmortem quotes.
     assert!(
-        t.contains("attempts 95%  1.0 s (reached at 6.0 s, held)"),
+        t.contains("cutover    00:00:05 UTC (+5.0 s) (marked by flag)"),
         "{t}"
     );
-    assert!(t.contains("drained at 9.0 s"), "{t}");
+    assert!(
+        t.contains("attempts 95%  1.0 s (reached at 00:00:06 UTC (+6.0 s), held)"),
+        "{t}"
+    );
+    assert!(t.contains("drained at 00:00:09 UTC (+9.0 s)"), "{t}");
+}
+
+#[test]
+fn a_recording_that_ends_quiet_says_since_when_not_a_forecast() {
+    // Old busy until 3 s, quiet from then to the end at 10 s, with --quiet-for 60 s.
+    let mut lines = vec![meta()];
+    lines[0]["analysis"]["quiet_for_ms"] = json!(60_000);
+    let mut prev = Snapshot::empty(SystemTime::UNIX_EPOCH);
+    let mut old = Out::default();
+    for i in 1..=10u64 {
+        if i <= 3 {
+            old.attempts += 10;
+        }
+        let mut cur = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(i));
+        cur.elapsed = Duration::from_secs(i);
+        cur.out[Cohort::Old as usize] = old;
+        lines.push(writer::snapshot(&cur, &prev, 20));
+        prev = cur;
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let t = text::render(&replay(&text).unwrap());
+    assert!(
+        t.contains("quiet since 00:00:03 UTC (+3.0 s): drained at 00:01:03 UTC (+63.0 s)"),
+        "{t}"
+    );
+    assert!(!t.contains("expected quiet"), "{t}");
+    assert!(t.contains("not drained at the end (00:00:10 UTC (+10.0 s))"), "{t}");
 }
 
 #[test]

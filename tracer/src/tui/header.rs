@@ -115,6 +115,11 @@ pub fn drain_line(st: &State, started: SystemTime) -> Line<'static> {
         None => {
             let est = match &d.estimate {
                 Estimate::At(ms) => format!("quiet ~{}", at(started, *ms)),
+                Estimate::QuietSince(ms) => format!(
+                    "quiet since {}, drained at {}",
+                    at(started, *ms),
+                    at(started, ms + d.quiet_for_ms)
+                ),
                 Estimate::NotPossible(why) => format!("no estimate: {why}"),
             };
             format!(

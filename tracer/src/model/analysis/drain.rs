@@ -30,6 +30,8 @@ pub enum DrainChange {
 pub enum Estimate {
     /// Expected quiet at this time (ms since start); drained `quiet_for` later.
     At(u64),
+    /// Quiet already since this time, not yet for `quiet_for`: drained then, if it stays so.
+    QuietSince(u64),
     NotPossible(String),
 }
 
@@ -125,7 +127,7 @@ impl Drain {
             return Estimate::NotPossible("no data yet".into());
         };
         if last.open == 0 && last.attempts == 0 {
-            return Estimate::At(self.last_busy_ms);
+            return Estimate::QuietSince(self.last_busy_ms);
         }
         if self.window.len() < 3 {
             return Estimate::NotPossible("too few intervals to see a trend".into());
@@ -199,6 +201,16 @@ mod tests {
         // At 5 s: open 60 (6 s to go), rate 6/s falling 1/s/s (6 s to go).
         assert_eq!(d.estimate(), Estimate::At(11_000));
         assert_eq!(d.attempts_last_minute(), 10 + 9 + 8 + 7 + 6);
+    }
+
+    #[test]
+    fn quiet_but_not_yet_long_enough_is_not_a_forecast() {
+        let mut d = Drain::new(60_000);
+        d.feed(10_000, 3, 5);
+        d.feed(30_000, 0, 0);
+        d.feed(50_000, 0, 0);
+        assert_eq!(d.estimate(), Estimate::QuietSince(10_000));
+        assert_eq!(d.drained_since, None);
     }
 
     #[test]
