@@ -184,6 +184,11 @@ fn the_svg_renders_to_an_image_of_the_expected_size() {
     let rec = replay(&text).unwrap();
     let svg = svg::render(&rec);
     assert!(svg.contains("cutover (flag)"), "the cutover is marked");
+    // A postmortem picture: title with host and date, wall-clock axis, the drain panel.
+    assert!(svg.contains("move on h from 2026-01-01"), "title");
+    assert!(svg.contains("00:00:05 cutover (flag)"), "legend with the time");
+    assert!(svg.contains("old side: open connections (drain)"), "drain panel");
+    assert!(svg.contains("\n00:00:10\n"), "wall-clock axis labels");
     let tree = resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).unwrap();
     assert_eq!(
         (tree.size().width() as u32, tree.size().height() as u32),
