@@ -30,7 +30,9 @@ impl Resolver {
             ))
         })?;
         let (config, mut opts): (_, ResolverOpts) = parse_resolv_conf(data).map_err(|e| {
-            Error::env(format!("--watch-dns: cannot use {path} ({e}): fix the file"))
+            Error::env(format!(
+                "--watch-dns: cannot use {path} ({e}): fix the file"
+            ))
         })?;
         opts.cache_size = 0;
         opts.timeout = Duration::from_millis(800);

@@ -76,7 +76,6 @@ impl std::error::Error for Error {}
 pub trait Context<T> {
     fn usage(self) -> Result<T>;
     fn env(self) -> Result<T>;
-    fn runtime(self) -> Result<T>;
 }
 
 impl<T, E: Into<String>> Context<T> for std::result::Result<T, E> {
@@ -85,9 +84,6 @@ impl<T, E: Into<String>> Context<T> for std::result::Result<T, E> {
     }
     fn env(self) -> Result<T> {
         self.map_err(|e| Error::env(e))
-    }
-    fn runtime(self) -> Result<T> {
-        self.map_err(|e| Error::runtime(e))
     }
 }
 

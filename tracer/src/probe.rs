@@ -7,7 +7,7 @@ use crate::{
         self, Config,
         env::Env,
         hooks::{self, ConnectHook, ConnectMode},
-        presyn,
+        unsent,
     },
     model::cohort::Sets,
 };
@@ -32,7 +32,9 @@ pub fn run() -> Result<i32> {
         }
         Err(e) if !root => {
             println!("tracefs       cannot read it without root ({e})");
-            println!("hooks         not tried: loading BPF programs needs root (CAP_BPF, CAP_PERFMON)");
+            println!(
+                "hooks         not tried: loading BPF programs needs root (CAP_BPF, CAP_PERFMON)"
+            );
             println!("watch needs root: run `sudo tracer probe` to see which hooks it would use");
             return Ok(2);
         }
@@ -61,7 +63,8 @@ pub fn run() -> Result<i32> {
     let mut chosen = None;
     for hook in ConnectHook::ALL {
         // A fresh object per hook, so that each is tried on its own.
-        let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1).env()?;
+        let mut ebpf =
+            kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1).env()?;
         match hooks::attach_connect(&mut ebpf, hook, aya_btf, sock.is_ok()) {
             Ok(()) => {
                 let how = if hook == ConnectHook::Derived {
@@ -84,9 +87,9 @@ pub fn run() -> Result<i32> {
             return Ok(2);
         }
     }
-    let unsent = env.syscall_ret.and_then(|_| presyn::attach(&mut ebpf));
+    let unsent = env.syscall_ret.and_then(|_| unsent::attach(&mut ebpf));
     match &unsent {
-        Ok(()) => println!("unsent hook   {}: available", presyn::NAME),
+        Ok(()) => println!("unsent hook   {}: available", unsent::NAME),
         Err(why) => println!(
             "unsent hook   not available ({why}): connects failing before a SYN are not counted"
         ),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tracer_common::{SockOffsets, TpOffsets};
 
-use super::{btf_path, presyn, sock_offsets, tracefs};
+use super::{btf_path, sock_offsets, tracefs, unsent};
 
 pub struct Env {
     /// tracefs (mounted if it was not) and the state tracepoint's field offsets.
@@ -40,7 +40,7 @@ impl Env {
             Ok((fs, tp))
         });
         let syscall_ret = match &tracefs {
-            Ok((fs, _)) => presyn::ret_offset(fs),
+            Ok((fs, _)) => unsent::ret_offset(fs),
             Err(e) => Err(e.clone()),
         };
         Env {

@@ -42,7 +42,11 @@ pub fn lines(text: &str) -> Result<Lines, String> {
                     no - 1
                 ));
             }
-            Ok(_) => return Err(format!("line {no}: not a JSON object: this is not NDJSON written by `tracer watch --json`")),
+            Ok(_) => {
+                return Err(format!(
+                    "line {no}: not a JSON object: this is not NDJSON written by `tracer watch --json`"
+                ));
+            }
             Err(e) => {
                 return Err(format!(
                     "line {no}: not a complete JSON object ({e}): the file is damaged or is not NDJSON written by `tracer watch --json`"
@@ -141,11 +145,13 @@ pub fn owners_from_json(v: &Value) -> Vec<CensusOwner> {
         .unwrap_or_default()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{cohort::Cohort, snapshot::{ProcRow, Snapshot}};
+    use crate::model::{
+        cohort::Cohort,
+        snapshot::{ProcRow, Snapshot},
+    };
     use serde_json::json;
     use std::time::{Duration, SystemTime};
 

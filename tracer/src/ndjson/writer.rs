@@ -12,7 +12,10 @@ use crate::{
     error::{Error, Result},
     model::{
         analysis::{
-            Finding, Params, State, drain::DrainChange, drain::Estimate, gap::Crossed,
+            Finding, Params, State,
+            drain::DrainChange,
+            drain::Estimate,
+            gap::Crossed,
             stragglers::{CensusOwner, Straggler},
         },
         cohort::Cohort,
@@ -96,7 +99,7 @@ pub fn meta(m: &RunInfo) -> Value {
         "hooks": {"connect": m.hooks.connect.name(), "state": m.hooks.state,
                   "fallbacks": m.hooks.fallbacks.iter().map(|(h, why)| json!({"hook": h.name(), "reason": why})).collect::<Vec<_>>(),
                   "unsent": match &m.hooks.unsent {
-                      Ok(()) => json!({"counted": true, "hook": crate::kernel::presyn::NAME}),
+                      Ok(()) => json!({"counted": true, "hook": crate::kernel::unsent::NAME}),
                       Err(why) => json!({"counted": false, "reason": why}),
                   }},
         "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
@@ -230,7 +233,12 @@ fn event_fields(ev: &Event) -> Value {
                                "new": addr_list(&change.new), "ttl": change.ttl,
                                "long_ttl": long_ttl});
             if !added_to_new.is_empty() {
-                v["added_to_new"] = json!(added_to_new.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+                v["added_to_new"] = json!(
+                    added_to_new
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                );
             }
             v
         }
@@ -427,8 +435,8 @@ impl Sink for Writer {
 mod tests {
     use super::*;
     use crate::model::snapshot::{DestRow, ProcRow};
-    use std::time::SystemTime;
     use std::time::Duration;
+    use std::time::SystemTime;
 
     fn snap(old_attempts: u64, old_open: u64) -> Snapshot {
         let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
@@ -516,8 +524,14 @@ mod tests {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut w = Writer::new(Box::new(Shared(buf.clone())), 5);
         w.line(&json!({"type": "meta", "s": "a\nb"})).unwrap();
-        w.line(&summary(&snap(1, 1), &snap(0, 0), EndReason::Duration, 3, 5))
-            .unwrap();
+        w.line(&summary(
+            &snap(1, 1),
+            &snap(0, 0),
+            EndReason::Duration,
+            3,
+            5,
+        ))
+        .unwrap();
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);

@@ -77,7 +77,11 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
     analysis.census(&reader::owners_from_json(&meta["census_owners"]));
     let new_side = meta["new"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let mut rec = Recorded {
         meta: Value::Null,

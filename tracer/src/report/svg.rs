@@ -175,7 +175,10 @@ fn draw(rec: &Recorded, buf: &mut String) -> Result<(), Box<dyn std::error::Erro
         * 1.1;
     let mut rate = chart(&panels[1], "connects per second", end, top, &fmt)?;
     for (color, pick) in [
-        (OLD, (|p: &super::Point| p.old_rate) as fn(&super::Point) -> f64),
+        (
+            OLD,
+            (|p: &super::Point| p.old_rate) as fn(&super::Point) -> f64,
+        ),
         (NEW, |p: &super::Point| p.new_rate),
     ] {
         rate.draw_series(LineSeries::new(
@@ -271,7 +274,10 @@ fn draw_legend(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let font = ("sans-serif", 13);
     let mut y = 24;
-    let mut line = |text: String, color: RGBColor, style: Option<ShapeStyle>| -> Result<(), Box<dyn std::error::Error>> {
+    let mut line = |text: String,
+                    color: RGBColor,
+                    style: Option<ShapeStyle>|
+     -> Result<(), Box<dyn std::error::Error>> {
         if let Some(s) = style {
             area.draw(&PathElement::new(vec![(8, y + 7), (34, y + 7)], s))?;
         }
@@ -281,11 +287,7 @@ fn draw_legend(
     };
     line("new side".into(), BLACK, Some(NEW.stroke_width(2)))?;
     line("old side".into(), BLACK, Some(OLD.stroke_width(2)))?;
-    line(
-        "- - share by open conns".into(),
-        BLACK,
-        None,
-    )?;
+    line("- - share by open conns".into(), BLACK, None)?;
     line("grey: --threshold".into(), MARK, None)?;
     line(String::new(), MARK, None)?;
     for (i, m) in marks.iter().enumerate() {

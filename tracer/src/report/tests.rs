@@ -120,7 +120,10 @@ fn a_recording_that_ends_quiet_says_since_when_not_a_forecast() {
         "{t}"
     );
     assert!(!t.contains("expected quiet"), "{t}");
-    assert!(t.contains("not drained at the end (00:00:10 UTC (+10.0 s))"), "{t}");
+    assert!(
+        t.contains("not drained at the end (00:00:10 UTC (+10.0 s))"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -186,8 +189,14 @@ fn the_svg_renders_to_an_image_of_the_expected_size() {
     assert!(svg.contains("cutover (flag)"), "the cutover is marked");
     // A postmortem picture: title with host and date, wall-clock axis, the drain panel.
     assert!(svg.contains("move on h from 2026-01-01"), "title");
-    assert!(svg.contains("00:00:05 cutover (flag)"), "legend with the time");
-    assert!(svg.contains("old side: open connections (drain)"), "drain panel");
+    assert!(
+        svg.contains("00:00:05 cutover (flag)"),
+        "legend with the time"
+    );
+    assert!(
+        svg.contains("old side: open connections (drain)"),
+        "drain panel"
+    );
     assert!(svg.contains("\n00:00:10\n"), "wall-clock axis labels");
     let tree = resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).unwrap();
     assert_eq!(

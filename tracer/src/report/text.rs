@@ -53,7 +53,9 @@ pub fn render(rec: &Recorded) -> String {
     let mut o = String::new();
     let st = &rec.state;
     let m = &rec.meta;
-    let started = m["started_at"].as_str().and_then(crate::ndjson::parse_rfc3339);
+    let started = m["started_at"]
+        .as_str()
+        .and_then(crate::ndjson::parse_rfc3339);
     let when = |ms: u64| at_time(started, ms);
     let ended = match &rec.summary {
         Some(s) => format!("ended by {}", s["reason"].as_str().unwrap_or("?")),
@@ -79,12 +81,7 @@ pub fn render(rec: &Recorded) -> String {
     );
     match &st.cutover {
         Some(c) => {
-            let _ = writeln!(
-                o,
-                "cutover    {} (marked by {})",
-                when(c.at_ms),
-                c.source
-            );
+            let _ = writeln!(o, "cutover    {} (marked by {})", when(c.at_ms), c.source);
         }
         None => {
             let _ = writeln!(

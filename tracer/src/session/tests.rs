@@ -82,7 +82,9 @@ fn info(cutover_at: Option<CutoverAt>) -> RunInfo {
     i
 }
 
-fn session(cutover_at: Option<CutoverAt>) -> (Session, Rc<RefCell<Seen>>, Rc<RefCell<Vec<Prefix>>>) {
+fn session(
+    cutover_at: Option<CutoverAt>,
+) -> (Session, Rc<RefCell<Seen>>, Rc<RefCell<Vec<Prefix>>>) {
     let seen = Rc::new(RefCell::new(Seen::default()));
     let fake = Fake::default();
     let added = fake.added.clone();
@@ -111,10 +113,16 @@ fn a_key_cutover_is_in_the_analysis_at_once_and_only_once() {
     let (mut s, seen, _) = session(None);
     s.tick().unwrap();
     assert_eq!(seen.borrow().analysis_cutover.last(), Some(&false));
-    assert!(s.mark_cutover(CutoverSource::Key, SystemTime::now(), None).unwrap());
+    assert!(
+        s.mark_cutover(CutoverSource::Key, SystemTime::now(), None)
+            .unwrap()
+    );
     // The sinks got the analysis with the cutover right after the event, before any sample.
     assert_eq!(seen.borrow().analysis_cutover.last(), Some(&true));
-    assert!(!s.mark_cutover(CutoverSource::Key, SystemTime::now(), None).unwrap());
+    assert!(
+        !s.mark_cutover(CutoverSource::Key, SystemTime::now(), None)
+            .unwrap()
+    );
     s.tick().unwrap();
     assert_eq!(cutovers(&seen.borrow()), [CutoverSource::Key]);
 }
@@ -124,7 +132,10 @@ fn the_key_after_cutover_at_now_writes_no_second_event() {
     let (mut s, seen, _) = session(Some(CutoverAt::Now));
     assert_eq!(cutovers(&seen.borrow()), [CutoverSource::Flag]);
     assert_eq!(seen.borrow().analysis_cutover.last(), Some(&true));
-    assert!(!s.mark_cutover(CutoverSource::Key, SystemTime::now(), None).unwrap());
+    assert!(
+        !s.mark_cutover(CutoverSource::Key, SystemTime::now(), None)
+            .unwrap()
+    );
     assert_eq!(cutovers(&seen.borrow()), [CutoverSource::Flag]);
 }
 

@@ -98,7 +98,11 @@ impl EventKind {
         let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
         let list = |v: &std::collections::BTreeSet<std::net::IpAddr>| {
             let s: Vec<String> = v.iter().map(|a| a.to_string()).collect();
-            if s.is_empty() { "nothing".into() } else { s.join(", ") }
+            if s.is_empty() {
+                "nothing".into()
+            } else {
+                s.join(", ")
+            }
         };
         match self {
             EventKind::HookFallback {

@@ -3,9 +3,9 @@
 //! their own thread and arrive through a channel, so the UI never holds up sampling.
 
 mod cohorts;
+mod fit;
 #[cfg(test)]
 pub mod fixtures;
-mod fit;
 mod header;
 pub mod state;
 mod terminal;

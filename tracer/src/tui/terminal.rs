@@ -12,8 +12,11 @@ pub struct Guard;
 
 impl Guard {
     pub fn enter() -> Result<Guard> {
-        terminal::enable_raw_mode()
-            .map_err(|e| Error::env(format!("cannot put the terminal in raw mode ({e}): use --headless")))?;
+        terminal::enable_raw_mode().map_err(|e| {
+            Error::env(format!(
+                "cannot put the terminal in raw mode ({e}): use --headless"
+            ))
+        })?;
         // From here on, dropping the guard restores the terminal even if the next step fails.
         let guard = Guard;
         execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)

@@ -242,20 +242,17 @@ fn render_destinations(f: &mut Frame, st: &ViewState, area: Rect) {
     ])
     .style(bold());
     let skip = visible_skip(st.scroll[Pane::Destinations as usize], rows.len(), area);
-    let body = rows
-        .into_iter()
-        .skip(skip)
-        .map(|r| {
-            Row::new(vec![
-                r.addr.to_string(),
-                r.cohort.name().to_string(),
-                r.open.to_string(),
-                rate(r.rate),
-                r.failed.to_string(),
-                ago(r.ago),
-            ])
-            .style(cohort_style(r.cohort))
-        });
+    let body = rows.into_iter().skip(skip).map(|r| {
+        Row::new(vec![
+            r.addr.to_string(),
+            r.cohort.name().to_string(),
+            r.open.to_string(),
+            rate(r.rate),
+            r.failed.to_string(),
+            ago(r.ago),
+        ])
+        .style(cohort_style(r.cohort))
+    });
     let filter = if st.filter.is_empty() {
         String::new()
     } else {
@@ -318,31 +315,28 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     let header = Row::new(head).style(bold());
     let skip = visible_skip(st.scroll[Pane::Stragglers as usize], rows.len(), area);
     let started = st.info.started_at;
-    let body = rows
-        .into_iter()
-        .skip(skip)
-        .map(|s| {
-            let h = s.history.as_ref();
-            let new = h.map_or("", |h| if h.reached_new { "yes" } else { "NO" });
-            let t = |v: Option<u64>| {
-                v.map_or("-".into(), |ms| {
-                    crate::ndjson::clock(started + Duration::from_millis(ms))
-                })
-            };
-            let mut cells = vec![s.pid.to_string(), s.comm.clone(), s.open.to_string()];
-            if rate_col {
-                cells.push(rate(s.rate));
-            }
-            cells.push(new.to_string());
-            if wide {
-                cells.extend([
-                    t(h.and_then(|h| h.last_old_ms)),
-                    t(h.and_then(|h| h.first_old_ms)),
-                    h.and_then(|h| h.unit.clone()).unwrap_or_default(),
-                ]);
-            }
-            Row::new(cells)
-        });
+    let body = rows.into_iter().skip(skip).map(|s| {
+        let h = s.history.as_ref();
+        let new = h.map_or("", |h| if h.reached_new { "yes" } else { "NO" });
+        let t = |v: Option<u64>| {
+            v.map_or("-".into(), |ms| {
+                crate::ndjson::clock(started + Duration::from_millis(ms))
+            })
+        };
+        let mut cells = vec![s.pid.to_string(), s.comm.clone(), s.open.to_string()];
+        if rate_col {
+            cells.push(rate(s.rate));
+        }
+        cells.push(new.to_string());
+        if wide {
+            cells.extend([
+                t(h.and_then(|h| h.last_old_ms)),
+                t(h.and_then(|h| h.first_old_ms)),
+                h.and_then(|h| h.unit.clone()).unwrap_or_default(),
+            ]);
+        }
+        Row::new(cells)
+    });
     let mut widths = vec![
         Constraint::Length(7),
         Constraint::Min(12),
@@ -453,7 +447,10 @@ mod tests {
         let top = s.lines().next().unwrap();
         assert!(top.contains("metrics 127.0.0.1:40123"), "{top}");
         // The kernel release is shown whole or not at all.
-        assert!(!top.contains("kernel") || top.contains(&st.info.kernel), "{top}");
+        assert!(
+            !top.contains("kernel") || top.contains(&st.info.kernel),
+            "{top}"
+        );
         let wide = screen(&st, 200, 30);
         assert!(wide.lines().next().unwrap().contains(&st.info.kernel));
     }
@@ -470,7 +467,10 @@ mod tests {
         let mut st = fixtures::mid_failover();
         st.scroll[Pane::Stragglers as usize] = 99;
         let s = screen(&st, 120, 30);
-        assert!(s.contains("curl"), "the last straggler is still in view:\n{s}");
+        assert!(
+            s.contains("curl"),
+            "the last straggler is still in view:\n{s}"
+        );
     }
 
     #[test]

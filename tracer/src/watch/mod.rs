@@ -73,7 +73,9 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let new = spec::parse(&args.new, &spec::system_resolve, &spec::read_file)
         .map_err(|e| Error::usage(format!("bad --new: {e}")))?;
     if old.is_empty() && new.is_empty() && args.watch_dns.is_empty() {
-        return Err(Error::usage("watch needs the address sets: give --old SPEC and/or --new SPEC (e.g. --old 203.0.113.0/24 --new 198.51.100.7)"));
+        return Err(Error::usage(
+            "watch needs the address sets: give --old SPEC and/or --new SPEC (e.g. --old 203.0.113.0/24 --new 198.51.100.7)",
+        ));
     }
     let auto_sets = old.is_empty() && new.is_empty();
     let mut watcher = match args.watch_dns.is_empty() {
@@ -99,10 +101,18 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     }
     let live = !args.headless && std::io::stdout().is_terminal();
     if live && args.json.as_deref() == Some(Path::new("-")) {
-        return Err(Error::usage("--json - writes NDJSON to the terminal the live view uses: give --json a file path, or add --headless"));
+        return Err(Error::usage(
+            "--json - writes NDJSON to the terminal the live view uses: give --json a file path, or add --headless",
+        ));
     }
-    if live && !(std::io::stdin().is_terminal() && foreground(libc::STDIN_FILENO) && foreground(libc::STDOUT_FILENO)) {
-        return Err(Error::usage("the live view needs the terminal in the foreground, and tracer runs in the background of it (e.g. `timeout` without --foreground, or `&`): add --headless, or run `timeout --foreground ...`"));
+    if live
+        && !(std::io::stdin().is_terminal()
+            && foreground(libc::STDIN_FILENO)
+            && foreground(libc::STDOUT_FILENO))
+    {
+        return Err(Error::usage(
+            "the live view needs the terminal in the foreground, and tracer runs in the background of it (e.g. `timeout` without --foreground, or `&`): add --headless, or run `timeout --foreground ...`",
+        ));
     }
     let out = match (&args.json, live) {
         (Some(p), _) => Some(open_output(p)?),

@@ -97,7 +97,10 @@ impl Drain {
         }
         if open > 0 || attempts > 0 {
             self.last_busy_ms = at_ms;
-            return self.drained_since.take().map(|_| DrainChange::Busy { at_ms });
+            return self
+                .drained_since
+                .take()
+                .map(|_| DrainChange::Busy { at_ms });
         }
         if self.drained_since.is_none() && at_ms - self.last_busy_ms >= self.quiet_for_ms {
             self.drained_since = Some(self.last_busy_ms);

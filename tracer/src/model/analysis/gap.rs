@@ -171,7 +171,9 @@ mod tests {
         t.feed(6, 50, 50);
         t.feed(7, 50, 50);
         let lost = t.feed(8, 50, 50);
-        assert!(matches!(lost, Some(Crossed::Lost(c)) if c.lost_ms == Some(5) && c.reached_ms == 0));
+        assert!(
+            matches!(lost, Some(Crossed::Lost(c)) if c.lost_ms == Some(5) && c.reached_ms == 0)
+        );
         assert!(t.holding().is_none());
         for ms in [9, 10, 11] {
             t.feed(ms, 0, 100);

@@ -96,7 +96,10 @@ fn a_full_failover_gives_gaps_and_a_drain_time() {
         at_ms: 14_000
     })));
     let st = a.state();
-    assert_eq!(st.cutover.as_ref().unwrap().source, crate::model::analysis::cutover::CutoverSource::Flag);
+    assert_eq!(
+        st.cutover.as_ref().unwrap().source,
+        crate::model::analysis::cutover::CutoverSource::Flag
+    );
     assert_eq!(st.drain.drained_since, Some(11_000));
     assert_eq!(st.share_attempts, Some(1000));
     assert!(
@@ -136,7 +139,8 @@ fn without_a_cutover_crossings_are_found_but_no_gap() {
         ]
     );
     assert!(
-        a.mark_cutover(20_000, crate::model::analysis::cutover::CutoverSource::Dns).is_empty(),
+        a.mark_cutover(20_000, crate::model::analysis::cutover::CutoverSource::Dns)
+            .is_empty(),
         "the first cutover wins"
     );
     assert_eq!(a.state().cutover.unwrap().at_ms, 10_000);

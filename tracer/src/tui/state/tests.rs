@@ -97,7 +97,10 @@ fn pause_freezes_the_drain_line_and_the_gaps_too() {
     moved.drain.attempts_last_minute += 99;
     st.analysis(&moved, &[]);
     assert_eq!(st.shown_analysis(), Some(&shown), "frozen with the table");
-    assert!(!st.data().dns.is_empty(), "the DNS answers shown are frozen too");
+    assert!(
+        !st.data().dns.is_empty(),
+        "the DNS answers shown are frozen too"
+    );
     st.key(key('p'));
     assert_eq!(st.shown_analysis(), Some(&moved));
 }
