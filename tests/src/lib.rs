@@ -214,6 +214,17 @@ impl Run {
     }
 }
 
+/// A test that fails before `stop` must not leave tracer running: it would keep its programs
+/// attached and hold whatever it inherited (a lock held around the test run, say).
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub fn read_output(json: &PathBuf, stderr: &PathBuf, status: ExitStatus) -> Output {
     let raw = std::fs::read_to_string(json).unwrap_or_default();
     let lines = raw

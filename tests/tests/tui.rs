@@ -267,8 +267,10 @@ fn a_live_view_in_the_background_of_the_terminal_is_refused_at_once() {
     let tmux = Tmux::start("background");
     let t0 = Instant::now();
     let _ = std::fs::remove_file(&exit);
+    // From a script (no job control), `timeout` puts itself and tracer in a process group of
+    // their own, in the background of the terminal.
     let cmd = format!(
-        "timeout 8 {} watch --old 127.10.4.7; echo EXIT=$? > {}",
+        "sh -c 'timeout 8 {} watch --old 127.10.4.7; echo EXIT=$? > {}'",
         tracer_bin().display(),
         exit.display()
     );

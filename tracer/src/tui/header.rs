@@ -233,7 +233,7 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         Span::raw(sets(&i.new)),
     ]);
     let mut lines = vec![fit::items(top, w), fit::words(Line::from(second), w)];
-    match &d.analysis {
+    match st.shown_analysis() {
         Some(a) => lines.extend([
             fit::words(analysis_line(a, i.started_at), w),
             fit::words(drain_line(a, i.started_at), w),
