@@ -5,6 +5,7 @@
 #![no_main]
 
 mod counting;
+mod dns;
 mod presyn;
 
 use aya_ebpf::{

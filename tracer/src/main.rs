@@ -3,6 +3,7 @@
 mod analytics;
 mod cli;
 mod dns;
+mod dns_answer;
 mod kernel;
 mod metrics;
 mod model;

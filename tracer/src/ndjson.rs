@@ -105,7 +105,8 @@ pub fn meta(m: &RunInfo) -> Value {
                   "unsent": match &m.hooks.unsent {
                       Ok(()) => json!({"counted": true, "hook": crate::kernel::presyn::NAME}),
                       Err(why) => json!({"counted": false, "reason": why}),
-                  }},
+                  },
+                  "dns": crate::dns_answer::hook(&m.hooks.dns)},
         "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
         "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
         "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
@@ -200,6 +201,9 @@ fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
             if let Some(u) = s.units.get(&pid) {
                 v["unit"] = json!(u);
             }
+            if let Some(a) = s.dns.get(&pid) {
+                v["dns"] = crate::dns_answer::row(a);
+            }
             v
         })
         .collect()
@@ -265,6 +269,7 @@ pub fn summary(
         "destinations": destinations(last, top), "processes": processes_json(last, top),
         "evicted": evicted(last), "lost_events": last.lost_events,
         "reconciliations": last.reconciliations,
+        "dns_capture": crate::dns_answer::stats(last.dns_capture.as_ref()),
     })
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::{
     Fatal,
     kernel::{
-        self, Config,
+        self, Config, dnscap,
         hooks::{self, ConnectHook, ConnectMode},
         presyn, tracefs,
     },
@@ -91,15 +91,23 @@ pub fn run() -> Result<i32, Fatal> {
             "unsent hook   not available ({why}): connects failing before a SYN are not counted"
         ),
     }
+    let dns = dnscap::attach(&mut ebpf);
+    match &dns {
+        Ok(()) => println!("dns hook      {}: available", dnscap::NAME),
+        Err(why) => println!(
+            "dns hook      not available ({why}): DNS answers per process are not captured"
+        ),
+    }
     let connect = chosen.unwrap_or(ConnectHook::Derived);
     println!(
-        "watch would use: connect={} state=tracepoint unsent={}",
+        "watch would use: connect={} state=tracepoint unsent={} dns={}",
         connect.name(),
         if unsent.is_ok() {
             "cgroup+syscall"
         } else {
             "none"
-        }
+        },
+        if dns.is_ok() { "cgroup_skb" } else { "none" }
     );
     Ok(0)
 }

@@ -138,6 +138,10 @@ impl Session {
         if let Err(why) = s.info.hooks.unsent.clone() {
             s.event("unsent_not_counted", json!({"reason": why}))?;
         }
+        if let Err(why) = s.info.hooks.dns.clone() {
+            s.event("dns_not_captured", json!({"reason": why}))?;
+        }
+        s.dns_answers(&s.first.dns_answers.clone())?;
         match s.info.cutover_at {
             Some(CutoverAt::Now) => s.event("cutover", json!({"source": "flag"}))?,
             Some(CutoverAt::At(t)) => {
@@ -232,6 +236,7 @@ impl Session {
             self.event_at(kind, fields, at, self.last.elapsed.as_millis() as u64)?;
         }
         self.cutover_due(at)?;
+        self.dns_answers(&self.last.dns_answers.clone())?;
         let ev = self.last.evicted.destinations;
         if ev > self.reported_evicted {
             self.event(
@@ -259,6 +264,18 @@ impl Session {
                        "message": format!("cannot check open against the socket table: {e}")}),
             )?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// One `dns_answer` event per answer, dated when it arrived.
+    fn dns_answers(
+        &mut self,
+        answers: &[crate::model::dns_seen::DnsAnswerSeen],
+    ) -> Result<(), Fatal> {
+        for a in answers {
+            let (kind, fields) = crate::dns_answer::event(a);
+            self.event_at(kind, fields, a.at, self.elapsed_ms(a.at))?;
         }
         Ok(())
     }
@@ -299,6 +316,7 @@ impl Session {
         let state = analytics::state_json(&self.analysis.state());
         self.event("analysis", state)?;
         self.last = self.sampler.sample()?;
+        self.dns_answers(&self.last.dns_answers.clone())?;
         for sink in &mut self.sinks {
             sink.summary(&self.last, &self.first, reason, self.snapshots)?;
         }
