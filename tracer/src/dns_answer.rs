@@ -1,5 +1,6 @@
 //! The NDJSON form of the DNS answers processes received (kernel capture): the `dns_answer`
-//! event, the per-process `dns` field, and the capture's state in the meta and summary lines.
+//! event's fields, the per-process `dns` field, and the capture's state in the meta and
+//! summary lines.
 
 use serde_json::{Value, json};
 
@@ -14,17 +15,31 @@ fn addrs(a: &DnsAnswerSeen) -> Vec<String> {
 
 /// The `dns_answer` event's fields (its `ts` is when the answer arrived). `pid`, `comm` and
 /// `cgroup_id` are null when the socket was set up before tracer started.
-pub fn event(a: &DnsAnswerSeen) -> (&'static str, Value) {
+pub fn event(a: &DnsAnswerSeen) -> Value {
     let o = a.owner.as_ref();
-    (
-        EVENT,
-        json!({
-            "pid": o.map(|o| o.pid), "comm": o.map(|o| o.comm.as_str()),
-            "cgroup_id": o.map(|o| o.cgroup),
-            "name": a.name, "qtype": a.qtype, "rcode": a.rcode, "addrs": addrs(a),
-            "cnames": a.cnames, "ttl": a.ttl, "resolver": a.resolver.to_string(),
-            "truncated": a.truncated,
-        }),
+    json!({
+        "pid": o.map(|o| o.pid), "comm": o.map(|o| o.comm.as_str()),
+        "cgroup_id": o.map(|o| o.cgroup),
+        "name": a.name, "qtype": a.qtype, "rcode": a.rcode, "addrs": addrs(a),
+        "cnames": a.cnames, "ttl": a.ttl, "resolver": a.resolver.to_string(),
+        "truncated": a.truncated,
+    })
+}
+
+/// One sentence for a person: who got which answer from where.
+pub fn message(a: &DnsAnswerSeen) -> String {
+    let who = match &a.owner {
+        Some(o) => format!("{} (pid {})", o.comm, o.pid),
+        None => "a process set up before the start".into(),
+    };
+    let got = match a.addrs.is_empty() {
+        true => a.rcode.clone(),
+        false => addrs(a).join(", "),
+    };
+    let ttl = a.ttl.map(|t| format!(" (TTL {t} s)")).unwrap_or_default();
+    format!(
+        "{who} got {} {}: {got}{ttl} from {}",
+        a.name, a.qtype, a.resolver
     )
 }
 
@@ -83,8 +98,12 @@ mod tests {
             comm: "curl".into(),
             cgroup: 3,
         };
-        let (kind, v) = event(&answer(Some(owner)));
-        assert_eq!(kind, "dns_answer");
+        let a = answer(Some(owner));
+        assert_eq!(
+            message(&a),
+            "curl (pid 7) got svc.tracer.test A: 192.0.2.10 (TTL 42 s) from 127.53.0.1:53"
+        );
+        let v = event(&a);
         assert_eq!(
             v,
             json!({"pid": 7, "comm": "curl", "cgroup_id": 3, "name": "svc.tracer.test",
@@ -92,7 +111,7 @@ mod tests {
                    "cnames": ["real.tracer.test"], "ttl": 42, "resolver": "127.53.0.1:53",
                    "truncated": false})
         );
-        let (_, v) = event(&answer(None));
+        let v = event(&answer(None));
         assert!(v["pid"].is_null() && v["comm"].is_null());
     }
 

@@ -38,7 +38,7 @@ const INGRESS: &str = "dns_ingress";
 /// Load and attach the capture's programs on the cgroup v2 root, or say why not (then none
 /// stays attached).
 pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
-    let root = super::presyn::open_root()?;
+    let root = super::unsent::open_root()?;
     let r = attach_all(ebpf, &root);
     if r.is_err() {
         for name in ADDR_PROGS {
