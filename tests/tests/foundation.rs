@@ -334,3 +334,87 @@ fn headless_writes_ndjson_to_stdout_and_shows_resolved_hostnames() {
             .any(|p| p == "127.0.0.1/32")
     );
 }
+
+/// A DNS query for `name` (type A), as a stub resolver sends it.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend([1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
+}
+
+/// The answer to `q`: one A record with `addr` and `ttl`.
+fn dns_answer(q: &[u8], addr: [u8; 4], ttl: u32) -> Vec<u8> {
+    let mut r = vec![q[0], q[1], 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    r.extend(&q[12..]);
+    r.extend([0xc0, 0x0c, 0, 1, 0, 1]);
+    r.extend(ttl.to_be_bytes());
+    r.extend([0, 4]);
+    r.extend(addr);
+    r
+}
+
+/// The kernel's DNS capture on its own (also in the VM, where no resolver library is
+/// installed): a stub on a connected UDP socket (as glibc, c-ares and Go use) and one that
+/// uses `sendto` on an unconnected socket; both answers must name this process and thread.
+#[test]
+fn dns_capture_names_the_socket_owner() {
+    use std::net::UdpSocket;
+    let server = UdpSocket::bind("127.53.9.1:53").expect("bind 127.53.9.1:53");
+    server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let responder = thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for _ in 0..2 {
+            let (len, from) = server.recv_from(&mut buf).expect("a query");
+            server
+                .send_to(&dns_answer(&buf[..len], [192, 0, 2, 77], 77), from)
+                .unwrap();
+        }
+    });
+    let run = Run::start("dns-capture", &["--old", "192.0.2.77"]);
+    let client = thread::Builder::new()
+        .name("dnsclient".into())
+        .spawn(|| {
+            let mut buf = [0u8; 512];
+            let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.connect("127.53.9.1:53").unwrap();
+            c.send(&dns_query(1, "conn.tracer.test")).unwrap();
+            assert!(c.recv(&mut buf).expect("answer on the connected socket") > 12);
+            let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            u.send_to(&dns_query(2, "sendto.tracer.test"), "127.53.9.1:53")
+                .unwrap();
+            assert!(
+                u.recv_from(&mut buf)
+                    .expect("answer on the unconnected socket")
+                    .0
+                    > 12
+            );
+        })
+        .unwrap();
+    client.join().expect("client");
+    responder.join().expect("responder");
+    let out = run.stop();
+    assert_eq!(out.meta()["hooks"]["dns"]["captured"], true, "{}", out.raw);
+    for name in ["conn.tracer.test", "sendto.tracer.test"] {
+        let evs: Vec<_> = out
+            .events("dns_answer")
+            .into_iter()
+            .filter(|v| v["name"] == name)
+            .collect();
+        assert_eq!(evs.len(), 1, "{name}: {}", out.raw);
+        let v = evs[0];
+        assert_eq!(v["pid"], std::process::id(), "{v}");
+        assert_eq!(v["comm"], "dnsclient", "{v}");
+        assert_eq!(v["addrs"], serde_json::json!(["192.0.2.77"]), "{v}");
+        assert_eq!(v["ttl"], 77, "{v}");
+        assert_eq!(v["resolver"], "127.53.9.1:53", "{v}");
+    }
+}

@@ -5,6 +5,8 @@
 //! key covers both families and v4-mapped IPv6 folds into IPv4 by construction.
 #![no_std]
 
+pub mod dns;
+
 /// A destination (outbound) or local (inbound) address, IPv4 stored as `::ffff:a.b.c.d`.
 pub type Addr = [u8; 16];
 

@@ -5,6 +5,7 @@
 #![no_main]
 
 mod counting;
+mod dns;
 mod unsent;
 
 use aya_ebpf::{

@@ -2,6 +2,7 @@
 
 mod cli;
 mod dns;
+mod dns_answer;
 mod error;
 mod kernel;
 mod metrics;

@@ -4,7 +4,7 @@
 use crate::{
     error::{Context, Result},
     kernel::{
-        self, Config,
+        self, Config, dnscap,
         env::Env,
         hooks::{self, ConnectHook, ConnectMode},
         unsent,
@@ -94,15 +94,23 @@ pub fn run() -> Result<i32> {
             "unsent hook   not available ({why}): connects failing before a SYN are not counted"
         ),
     }
+    let dns = dnscap::attach(&mut ebpf);
+    match &dns {
+        Ok(()) => println!("dns hook      {}: available", dnscap::NAME),
+        Err(why) => println!(
+            "dns hook      not available ({why}): DNS answers per process are not captured"
+        ),
+    }
     let connect = chosen.unwrap_or(ConnectHook::Derived);
     println!(
-        "watch would use: connect={} state=tracepoint unsent={}",
+        "watch would use: connect={} state=tracepoint unsent={} dns={}",
         connect.name(),
         if unsent.is_ok() {
             "cgroup+syscall"
         } else {
             "none"
-        }
+        },
+        if dns.is_ok() { "cgroup_skb" } else { "none" }
     );
     Ok(0)
 }

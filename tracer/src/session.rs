@@ -97,6 +97,10 @@ impl Session {
         if let Err(reason) = hooks.unsent {
             s.event(EventKind::UnsentNotCounted { reason })?;
         }
+        if let Err(reason) = hooks.dns {
+            s.event(EventKind::DnsNotCaptured { reason })?;
+        }
+        s.dns_answers(s.first.dns_answers.clone())?;
         match s.info.cutover_at {
             Some(CutoverAt::Now) => {
                 s.mark_cutover(CutoverSource::Flag, SystemTime::now(), None)?;
@@ -227,6 +231,7 @@ impl Session {
             self.event_at(EventKind::Finding(f), at)?;
         }
         self.cutover_due(at)?;
+        self.dns_answers(self.last.dns_answers.clone())?;
         let destinations = self.last.evicted.destinations;
         if destinations > self.reported_evicted {
             self.event(EventKind::Evicted { destinations })?;
@@ -254,6 +259,15 @@ impl Session {
         Ok(())
     }
 
+    /// One `dns_answer` event per answer, dated when it arrived.
+    fn dns_answers(&mut self, answers: Vec<crate::model::dns_seen::DnsAnswerSeen>) -> Result<()> {
+        for a in answers {
+            let at = a.at;
+            self.event_at(EventKind::DnsAnswer(Box::new(a)), at)?;
+        }
+        Ok(())
+    }
+
     /// Take a census right after `cur` was sampled when losses or `--reconcile-every` call
     /// for it, and correct `cur` (and later snapshots).
     fn reconcile_if_due(
@@ -270,6 +284,7 @@ impl Session {
     pub fn finish(&mut self, reason: EndReason) -> Result<()> {
         self.event(EventKind::Analysis(Box::new(self.analysis.state())))?;
         self.last = self.source.sample().map_err(Error::runtime)?;
+        self.dns_answers(self.last.dns_answers.clone())?;
         for sink in &mut self.sinks {
             sink.summary(&self.last, &self.first, reason, self.snapshots)?;
         }

@@ -21,6 +21,12 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     // The reconciliation test removes per-socket records from a live map to make a missed close.
     ("bpftool", "bpftool"),
+    // The DNS capture test: a real resolver and three real stub resolvers (glibc via getent and
+    // curl, c-ares in Node, Go's own resolver built at test time).
+    ("dnsmasq-base", "dnsmasq"),
+    ("curl", "curl"),
+    ("nodejs", "node"),
+    ("golang-go", "go"),
 ];
 
 /// Debian packages only `cargo xtask bench` needs: the contender bpftrace, and bpftool to name

@@ -134,7 +134,7 @@ echo "VMTEST kernel $(uname -r)"
 echo "VMTEST probe rc=$?"
 for mode in MODES; do
   TRACER_BIN=/bin/tracer TRACER_TCONN=/bin/tconn TRACER_TEST_CONNECT_HOOK=$mode RUST_BACKTRACE=0 \
-    /bin/foundation --test-threads=1 exact_counts the_hook_in_use > /tmp/out 2>&1
+    /bin/foundation --test-threads=1 exact_counts the_hook_in_use dns_capture > /tmp/out 2>&1
   rc=$?
   cat /tmp/out
   echo "VMTEST mode=$mode rc=$rc"
@@ -317,6 +317,9 @@ fn verdict(log: &str) -> Result<Vec<String>> {
         .context("probe in the guest offered no connect hook")?;
     if !log.contains(&format!("watch would use: connect={best}")) {
         bail!("auto does not pick the best hook the guest offers ({best})");
+    }
+    if !log.contains("dns hook      cgroup_skb/ingress") {
+        bail!("the DNS capture hooks are not available in the guest (see `dns hook` in the log)");
     }
     let mut failed = Vec::new();
     for mode in MODES {

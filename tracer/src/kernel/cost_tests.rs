@@ -154,6 +154,7 @@ fn snapshot_cost_at_60k_destinations() {
         fallbacks: vec![],
         tracefs_mounted: false,
         unsent: Err("not attached in this test".into()),
+        dns: Err("not attached in this test".into()),
     };
     // Connections open before the start: half to addresses in the maps, half to quiet ones
     // (those get census-only rows), both directions.

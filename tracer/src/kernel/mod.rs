@@ -6,6 +6,7 @@ pub mod btf;
 pub mod census;
 #[cfg(test)]
 mod cost_tests;
+pub mod dnscap;
 pub mod env;
 pub mod hooks;
 pub mod owners;
@@ -59,6 +60,8 @@ pub struct Hooks {
     pub tracefs_mounted: bool,
     /// Connects that fail before a SYN (no route, no local port): counted, or why not.
     pub unsent: Result<(), String>,
+    /// DNS answers per process (`dnscap`): captured, or why not.
+    pub dns: Result<(), String>,
 }
 
 /// A running tracer: attached programs (kept alive by `ebpf`) and its sampler.
@@ -315,6 +318,13 @@ impl Tracer {
             ));
         }
 
+        let dns = dnscap::attach(&mut ebpf);
+        if let Err(e) = &dns {
+            warnings.push(format!(
+                "note: DNS answers per process are not captured: {e}"
+            ));
+        }
+
         let conns = census_filtered(&cfg.ports, &mut warnings);
         fill_census(&mut ebpf, &cfg.sets, &conns)?;
         Ok(Tracer {
@@ -325,6 +335,7 @@ impl Tracer {
                 fallbacks,
                 tracefs_mounted: fs.mounted_by_us,
                 unsent,
+                dns,
             },
             census: conns,
             warnings,

@@ -20,6 +20,7 @@ use crate::model::{
     addr::from_key,
     cohort::{Classifier, Cohort, Sets},
     counters::{In, Out, evicted, sum_in, sum_out},
+    dns_seen::DnsSeen,
     failures::Reasons,
     latency::{Hist, Latency},
     reconcile::{self, Correction, Offsets, Table},
@@ -54,6 +55,8 @@ pub struct Sampler {
     units: std::cell::RefCell<StdHashMap<u32, Option<String>>>,
     /// Rows of DEST, LOCAL_IN, PROCS last time: the capacity to reserve for the next.
     hint: std::cell::Cell<[usize; 3]>,
+    /// The DNS answer capture and the answers seen so far, when it is attached.
+    dns: Option<std::cell::RefCell<(super::dnscap::Capture, DnsSeen)>>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -192,6 +195,13 @@ impl Sampler {
             ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
             units: Default::default(),
             hint: Default::default(),
+            dns: match t.hooks.dns {
+                Ok(()) => Some(std::cell::RefCell::new((
+                    super::dnscap::Capture::new(&mut t.ebpf)?,
+                    DnsSeen::default(),
+                ))),
+                Err(_) => None,
+            },
         })
     }
 
@@ -308,6 +318,19 @@ impl Sampler {
         pids.dedup();
         let mut units = self.units.borrow_mut();
         units.retain(|pid, _| pids.binary_search(pid).is_ok());
+        if let Some(dns) = &self.dns {
+            let (cap, seen) = &mut *dns.borrow_mut();
+            snap.dns_answers = cap.drain();
+            for a in &snap.dns_answers {
+                seen.add(a);
+            }
+            snap.dns_capture = Some(cap.stats());
+            for &pid in &pids {
+                if let Some(a) = seen.last(pid) {
+                    snap.dns.insert(pid, a.clone());
+                }
+            }
+        }
         for pid in pids {
             let unit = units
                 .entry(pid)
@@ -353,6 +376,9 @@ impl Sampler {
     /// moved meanwhile (see `reconcile::window_offset`). Returns how much `snap` moved.
     pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Result<Correction, String> {
         let after = self.sample()?;
+        // DNS answers drained by this extra sample belong to `snap`: they are not read twice.
+        snap.dns_answers.extend(after.dns_answers.iter().cloned());
+        snap.dns_capture = after.dns_capture;
         let before = snap.clone();
         let d1 = reconcile::derive(snap, &self.start, &self.sets);
         let d2 = reconcile::derive(&after, &self.start, &self.sets);

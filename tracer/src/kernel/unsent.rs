@@ -46,7 +46,7 @@ fn mounted_root() -> Option<PathBuf> {
 
 /// An open handle on the cgroup v2 root. Without a cgroup2 mount (a v1-only host), mount it
 /// privately, open it, and detach the mount again: the open directory is all attaching needs.
-fn open_root() -> Result<File, String> {
+pub(super) fn open_root() -> Result<File, String> {
     if let Some(dir) = mounted_root() {
         return File::open(&dir).map_err(|e| format!("cannot open {}: {e}", dir.display()));
     }

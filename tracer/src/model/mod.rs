@@ -3,6 +3,7 @@ pub mod addr;
 pub mod analysis;
 pub mod cohort;
 pub mod counters;
+pub mod dns_seen;
 pub mod failures;
 pub mod latency;
 pub mod process;

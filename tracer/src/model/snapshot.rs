@@ -113,6 +113,12 @@ pub struct Snapshot {
     pub sample_duration: Duration,
     /// Container or service unit of the processes' pids, where their cgroup path names one.
     pub units: std::collections::BTreeMap<u32, String>,
+    /// DNS answers received since the last sample (kernel capture), oldest first.
+    pub dns_answers: Vec<super::dns_seen::DnsAnswerSeen>,
+    /// The last DNS answer of each listed pid that received one.
+    pub dns: std::collections::BTreeMap<u32, super::dns_seen::DnsAnswerSeen>,
+    /// The capture's counts since start; None when it is not attached.
+    pub dns_capture: Option<super::dns_seen::CaptureStats>,
 }
 
 impl Snapshot {
@@ -136,6 +142,9 @@ impl Snapshot {
             maps: MapsUse::default(),
             sample_duration: Duration::ZERO,
             units: Default::default(),
+            dns_answers: vec![],
+            dns: Default::default(),
+            dns_capture: None,
         }
     }
 

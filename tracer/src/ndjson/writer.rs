@@ -101,7 +101,8 @@ pub fn meta(m: &RunInfo) -> Value {
                   "unsent": match &m.hooks.unsent {
                       Ok(()) => json!({"counted": true, "hook": crate::kernel::unsent::NAME}),
                       Err(why) => json!({"counted": false, "reason": why}),
-                  }},
+                  },
+                  "dns": crate::dns_answer::hook(&m.hooks.dns)},
         "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
         "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
         "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
@@ -156,6 +157,9 @@ fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
                                "destinations": p.destinations, "cohorts": cohorts});
             if let Some(u) = s.units.get(&p.pid) {
                 v["unit"] = json!(u);
+            }
+            if let Some(a) = s.dns.get(&p.pid) {
+                v["dns"] = crate::dns_answer::row(a);
             }
             v
         })
@@ -217,6 +221,8 @@ fn event_fields(ev: &Event) -> Value {
         } => json!({"hook": hook.name(), "reason": reason, "using": using.name()}),
         EventKind::TracefsMounted { path } => json!({"path": path}),
         EventKind::UnsentNotCounted { reason } => json!({"reason": reason}),
+        EventKind::DnsNotCaptured { reason } => json!({"reason": reason}),
+        EventKind::DnsAnswer(a) => crate::dns_answer::event(a),
         EventKind::Cutover { source, name } => {
             let mut v = json!({"source": source.name(), "at": rfc3339(ev.at)});
             if let Some(n) = name {
@@ -305,7 +311,8 @@ pub fn event(ev: &Event) -> Value {
     if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), event_fields(ev)) {
         obj.extend(extra);
     }
-    if !matches!(ev.kind, EventKind::Analysis(_)) {
+    // No sentence on the analysis (an object) nor on DNS answers (many, and all fields).
+    if !matches!(ev.kind, EventKind::Analysis(_) | EventKind::DnsAnswer(_)) {
         v["message"] = json!(ev.kind.message());
     }
     v
@@ -381,6 +388,7 @@ pub fn summary(
         "destinations": destinations(last, top), "processes": processes_json(last, top),
         "evicted": evicted(last), "lost_events": last.lost_events,
         "reconciliations": last.reconciliations,
+        "dns_capture": crate::dns_answer::stats(last.dns_capture.as_ref()),
     })
 }
 

@@ -38,6 +38,12 @@ pub enum EventKind {
     UnsentNotCounted {
         reason: String,
     },
+    /// The DNS answer capture cannot attach on this host.
+    DnsNotCaptured {
+        reason: String,
+    },
+    /// A DNS answer a process received (the event's `at`: when it arrived).
+    DnsAnswer(Box<crate::model::dns_seen::DnsAnswerSeen>),
     /// The move was declared (the event's `at`). Only the first one is recorded.
     Cutover {
         source: CutoverSource,
@@ -78,6 +84,8 @@ impl EventKind {
             EventKind::HookFallback { .. } => "hook_fallback",
             EventKind::TracefsMounted { .. } => "tracefs_mounted",
             EventKind::UnsentNotCounted { .. } => "unsent_not_counted",
+            EventKind::DnsNotCaptured { .. } => "dns_not_captured",
+            EventKind::DnsAnswer(_) => crate::dns_answer::EVENT,
             EventKind::Cutover { .. } => "cutover",
             EventKind::DnsChange { .. } => "dns_change",
             EventKind::Evicted { .. } => "evicted",
@@ -120,6 +128,10 @@ impl EventKind {
             EventKind::UnsentNotCounted { reason } => format!(
                 "connects failing before a SYN (no route, no port) are not counted: {reason}"
             ),
+            EventKind::DnsNotCaptured { reason } => {
+                format!("DNS answers per process are not captured: {reason}")
+            }
+            EventKind::DnsAnswer(a) => crate::dns_answer::message(a),
             EventKind::Cutover { source, name } => match name {
                 Some(n) => format!("cutover marked ({}: {n} changed)", source.name()),
                 None => format!("cutover marked ({})", source.name()),

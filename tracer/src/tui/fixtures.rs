@@ -45,6 +45,7 @@ pub fn info() -> RunInfo {
             ],
             tracefs_mounted: false,
             unsent: Ok(()),
+            dns: Ok(()),
         },
         old: vec![spec("127.10.0.0/16", &["127.10.0.0/16"], false)],
         new: vec![spec("api.example", &["127.20.0.7"], true)],

@@ -284,6 +284,8 @@ impl ViewState {
             }),
             // The final analysis is shown by the header, not as a log line.
             EventKind::Analysis(_) => return,
+            // Many on a busy host: NDJSON records them, the log would only scroll.
+            EventKind::DnsAnswer(_) => return,
             _ => {}
         }
         self.log_line(ev.at, ev.elapsed_ms, ev.kind.name(), ev.kind.message());
