@@ -101,8 +101,9 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     // Bind before tracing starts: a port in use or a bad address fails here, nothing loaded yet.
     let metrics = match &args.metrics {
         Some(addr) => {
-            let ep = crate::metrics::bind(addr)?;
-            eprintln!("tracer: serving metrics at http://{}/metrics", ep.local);
+            let ep = crate::metrics::bind(addr, args.web_config.as_deref())?;
+            let scheme = ep.scheme();
+            eprintln!("tracer: serving metrics at {scheme}://{}/metrics", ep.local);
             let opts = crate::metrics::Options {
                 labels: args.label.clone(),
                 destinations: args.metrics_destinations.into(),

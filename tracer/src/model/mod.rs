@@ -4,6 +4,7 @@ pub mod analysis;
 pub mod cohort;
 pub mod counters;
 pub mod failures;
+pub mod fleet;
 pub mod latency;
 pub mod reconcile;
 pub mod share;

@@ -1,6 +1,8 @@
 //! `tracer report FILE.ndjson`: replay a recorded run through the same analysis the live run
 //! uses, then print it as text or JSON, and optionally draw it as SVG.
 
+mod fleet;
+mod fleet_text;
 mod outcomes;
 mod svg;
 mod text;
@@ -26,6 +28,11 @@ pub struct Point {
     /// Connects per second on each side over the interval.
     pub old_rate: f64,
     pub new_rate: f64,
+    /// The counts behind them (the fleet report sums these across hosts).
+    pub old_attempts: u64,
+    pub new_attempts: u64,
+    pub old_open: u64,
+    pub new_open: u64,
 }
 
 /// A recorded run, replayed.
@@ -113,6 +120,10 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                     share_open: share_permille(s.old.open, s.new.open),
                     old_rate: s.old_attempts as f64 / secs,
                     new_rate: s.new_attempts as f64 / secs,
+                    old_attempts: s.old_attempts,
+                    new_attempts: s.new_attempts,
+                    old_open: s.old.open,
+                    new_open: s.new.open,
                 });
                 let at = s.elapsed_ms;
                 rec.findings
@@ -177,22 +188,38 @@ pub fn to_json(rec: &Recorded) -> Value {
     })
 }
 
-pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
-    let text = read(&args.file)?;
-    let rec = replay(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
-    if let Some(out) = &args.svg {
-        let svg = svg::render(&rec);
-        std::fs::write(out, svg).map_err(|e| {
-            format!(
-                "cannot write --svg {}: {e}: choose a writable path",
-                out.display()
-            )
-        })?;
+/// Read and replay one file; errors name it.
+fn load(path: &Path) -> Result<Recorded, Fatal> {
+    let text = read(path)?;
+    replay(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Several files: the fleet report.
+fn run_fleet(args: &ReportArgs) -> Result<String, Fatal> {
+    if args.svg.is_some() {
+        return Err("--svg draws one run: give one file with --svg, or leave --svg out for the fleet report".into());
     }
-    let out = if args.json {
-        serde_json::to_string_pretty(&to_json(&rec)).unwrap_or_default() + "\n"
+    let mut runs = vec![];
+    for p in &args.files {
+        runs.push((p.display().to_string(), load(p)?));
+    }
+    let step = args.step.map(|d| d.as_millis() as u64);
+    if step == Some(0) {
+        return Err("--step 0: give a step of 1ms or more, e.g. --step 10s".into());
+    }
+    let f = fleet::merge(&runs, step)?;
+    Ok(if args.json {
+        serde_json::to_string_pretty(&fleet::to_json(&f)).unwrap_or_default() + "\n"
     } else {
-        text::render(&rec)
+        fleet_text::render(&f)
+    })
+}
+
+pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
+    let out = if args.files.len() > 1 {
+        run_fleet(&args)?
+    } else {
+        run_one(&args)?
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();
@@ -205,6 +232,29 @@ pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
         }
         _ => Ok(0),
     }
+}
+
+fn run_one(args: &ReportArgs) -> Result<String, Fatal> {
+    if args.step.is_some() {
+        return Err(
+            "--step is for the fleet report: give two or more files, or leave --step out".into(),
+        );
+    }
+    let rec = load(&args.files[0])?;
+    if let Some(out) = &args.svg {
+        let svg = svg::render(&rec);
+        std::fs::write(out, svg).map_err(|e| {
+            format!(
+                "cannot write --svg {}: {e}: choose a writable path",
+                out.display()
+            )
+        })?;
+    }
+    Ok(if args.json {
+        serde_json::to_string_pretty(&to_json(&rec)).unwrap_or_default() + "\n"
+    } else {
+        text::render(&rec)
+    })
 }
 
 #[cfg(test)]
