@@ -92,7 +92,11 @@ fn a_broken_rule_fails_the_rule_tests() {
         .current_dir(&dir)
         .output()
         .expect("run promtool");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("TracerMapNearlyFull"), "{text}");
 }

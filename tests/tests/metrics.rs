@@ -364,7 +364,11 @@ fn rules_evaluate(prom: &Prometheus) {
             let got = prom.query(name, None);
             match pending(rule["query"].as_str().unwrap()) {
                 Some(_) => assert!(got.is_empty(), "{name} has data now: drop it from PENDING"),
-                None => assert!(!got.is_empty(), "recording rule {name} recorded nothing"),
+                None => assert!(
+                    !got.is_empty(),
+                    "recording rule {name} recorded nothing: {rule} {:?}",
+                    prom.query(rule["query"].as_str().unwrap(), None)
+                ),
             }
         }
     }

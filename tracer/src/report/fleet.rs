@@ -40,8 +40,10 @@ pub struct Host {
 }
 
 impl Host {
+    /// Still holds connections to the old side at the end of its recording (whether it is
+    /// drained, quiet for `--quiet-for`, is told apart in `drained_ms`).
     pub fn holds_old(&self) -> bool {
-        self.old_open > 0 || self.drained_ms.is_none()
+        self.old_open > 0
     }
 }
 
