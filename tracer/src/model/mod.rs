@@ -6,6 +6,7 @@ pub mod counters;
 pub mod failures;
 pub mod fleet;
 pub mod latency;
+pub mod process;
 pub mod reconcile;
 pub mod share;
 pub mod snapshot;

@@ -8,12 +8,11 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::Recorded;
 use crate::{
-    analytics,
     model::{
         analysis::{Params, gap::Metric, stragglers::Straggler},
         fleet::{self, Bucket, HostPoint},
     },
-    ndjson::SCHEMA,
+    ndjson::{SCHEMA, writer},
 };
 
 /// Steps the text report aims at when no `--step` is given.
@@ -105,7 +104,10 @@ fn host(file: &str, rec: &Recorded) -> Result<(Host, Vec<HostPoint>), String> {
         end_ms: at(st.now_ms),
         interval_ms: rec.meta["interval_ms"].as_u64().unwrap_or(1000),
         snapshots: rec.snapshots,
-        cutover: st.cutover.as_ref().map(|c| (at(c.at_ms), c.source.clone())),
+        cutover: st
+            .cutover
+            .as_ref()
+            .map(|c| (at(c.at_ms), c.source.name().to_string())),
         gaps: st
             .gaps
             .iter()
@@ -114,7 +116,7 @@ fn host(file: &str, rec: &Recorded) -> Result<(Host, Vec<HostPoint>), String> {
         drained_ms: st.drain.drained_since.map(at),
         old_open: rec.series.last().map_or(0, |p| p.old_open),
         stragglers: st.stragglers.clone(),
-        stragglers_json: analytics::state_json(st)["stragglers"].clone(),
+        stragglers_json: writer::state_json(st)["stragglers"].clone(),
     };
     Ok((h, points))
 }

@@ -116,7 +116,10 @@ pub fn render(f: &Fleet) -> String {
     let _ = writeln!(o);
     let holding: Vec<_> = f.hosts.iter().filter(|h| h.holds_old()).collect();
     if holding.is_empty() {
-        let _ = writeln!(o, "holding old: none (no host has old connections open at its end)");
+        let _ = writeln!(
+            o,
+            "holding old: none (no host has old connections open at its end)"
+        );
     }
     for h in holding {
         let who: Vec<String> = h
