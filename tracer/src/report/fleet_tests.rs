@@ -51,7 +51,7 @@ fn recording(p: &Plan) -> (String, Vec<(u64, u64, u64, u64, u64)>) {
         cur.elapsed = Duration::from_secs(i);
         cur.out[Cohort::Old as usize] = old;
         cur.out[Cohort::New as usize] = new;
-        lines.push(ndjson::snapshot(&cur, &prev, 20));
+        lines.push(ndjson::writer::snapshot(&cur, &prev, 20));
         points.push((p.start_ms + i * 1000, o, n, old.open, new.open));
         if i * 1000 == p.cutover_ms {
             lines.push(json!({"type": "event", "elapsed_ms": p.cutover_ms, "kind": "cutover", "source": "flag"}));
