@@ -18,6 +18,7 @@ use std::{
 use serde_json::Value;
 
 pub mod prom;
+pub mod tls;
 
 /// The binary under test: `TRACER_BIN` (set by `cargo xtask test`) or the release build.
 pub fn tracer_bin() -> PathBuf {

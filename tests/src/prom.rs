@@ -64,18 +64,37 @@ fn encode(s: &str) -> String {
 }
 
 impl Prometheus {
-    /// Start Prometheus scraping `target` every second, and wait (bounded) until it is ready.
+    /// Start Prometheus scraping `target` (plain HTTP, job `tracer`) every second, and wait
+    /// (bounded) until it is ready.
     pub fn start(target: SocketAddr) -> Prometheus {
+        Self::start_with(
+            &format!("  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n"),
+            &[],
+        )
+    }
+
+    /// Start Prometheus with these `scrape_configs` entries (YAML list items, indented by two)
+    /// and rule files, scraping and evaluating every second; wait (bounded) until it is ready.
+    pub fn start_with(scrape_configs: &str, rule_files: &[PathBuf]) -> Prometheus {
         let bin = tool("prometheus");
         let dir = tmp_path("prometheus");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("prometheus dir");
         let config = dir.join("prometheus.yml");
+        let rules: String = rule_files
+            .iter()
+            .map(|p| format!("  - '{}'\n", p.display()))
+            .collect();
+        let rules = if rules.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rules}")
+        };
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n"
+                 {rules}scrape_configs:\n{scrape_configs}"
             ),
         )
         .expect("write prometheus.yml");
@@ -115,6 +134,14 @@ impl Prometheus {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/<what>` (targets, rules, ...) as JSON.
+    pub fn api(&self, what: &str) -> Value {
+        let (status, body) =
+            http_get(self.addr, &format!("/api/v1/{what}")).expect("query prometheus");
+        assert_eq!(status, 200, "{what}: {body}");
+        serde_json::from_str(&body).expect("prometheus answers JSON")
     }
 
     /// An instant query (at `time`, Unix seconds, or now) through `/api/v1/query`.

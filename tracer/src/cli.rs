@@ -23,21 +23,27 @@ pub enum Command {
     Watch(Box<WatchArgs>),
     /// Show what this kernel offers and which hooks `watch` would use.
     Probe,
-    /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers.
+    /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers. Several
+    /// files (one per host): the fleet's story on one wall clock.
     Report(ReportArgs),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
-    /// NDJSON file written by `tracer watch --headless --json FILE`.
-    #[arg(value_name = "FILE.ndjson")]
-    pub file: PathBuf,
+    /// NDJSON file written by `tracer watch --headless --json FILE`; several (one per host)
+    /// for the fleet report.
+    #[arg(value_name = "FILE.ndjson", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
     /// Also draw the new side's share and connects/s over time into this SVG file.
     #[arg(long, value_name = "OUT.svg")]
     pub svg: Option<PathBuf>,
+    /// Fleet report: the wall-clock step the hosts' snapshots are summed into (default: the
+    /// largest interval, coarser for long runs so about 60 steps are shown).
+    #[arg(long, value_parser = parse_duration)]
+    pub step: Option<Duration>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -72,10 +78,14 @@ pub struct WatchArgs {
     /// Rows of destinations and processes per snapshot line.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
-    /// Serve Prometheus/OpenMetrics text at http://ADDR:PORT/metrics (no authentication: bind
-    /// to localhost or a private interface).
+    /// Serve Prometheus/OpenMetrics text at http://ADDR:PORT/metrics (without --web-config: no
+    /// TLS, no authentication; bind to localhost or a private interface).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
+    /// TLS and basic auth for --metrics from a Prometheus exporter web config file
+    /// (tls_server_config, basic_auth_users with bcrypt hashes); read once at start.
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    pub web_config: Option<PathBuf>,
     /// Per-destination series for the top N destinations by activity (0 = none, at most 1000).
     #[arg(long, value_name = "N", default_value_t = 0, requires = "metrics",
           value_parser = clap::value_parser!(u16).range(0..=1000))]

@@ -19,6 +19,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "nft"),
     ("tmux", "tmux"),
     ("prometheus", "prometheus"),
+    // promtool (in Debian's prometheus package) tests the shipped rules; openssl makes the
+    // metrics test's certificates, htpasswd the bcrypt hash of its web config.
+    ("prometheus", "promtool"),
+    ("openssl", "openssl"),
+    ("apache2-utils", "htpasswd"),
     // The reconciliation test removes per-socket records from a live map to make a missed close.
     ("bpftool", "bpftool"),
     // The DNS capture test: a real resolver and three real stub resolvers (glibc via getent and

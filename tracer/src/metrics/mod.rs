@@ -1,10 +1,12 @@
-//! `--metrics ADDR:PORT`: Prometheus / OpenMetrics text over HTTP, from the same snapshots as
+//! `--metrics ADDR:PORT`: Prometheus / OpenMetrics text over HTTP(S), from the same snapshots as
 //! every other sink. The sink renders after each snapshot and swaps the text in; a scrape only
 //! copies a pointer to it, so it never reads a map and never waits on sampling.
 
+mod auth;
 pub mod exposition;
 pub mod labels;
 pub mod server;
+pub mod webconfig;
 
 use exposition::{Fixed, Format, Frame, Milestones, render};
 use server::{Endpoint, Latest};
@@ -53,9 +55,10 @@ pub fn milestones(st: &State, started_at: SystemTime) -> Milestones {
     }
 }
 
-/// Bind `addr` (before tracing starts: a bad address or a port in use fails the run at once).
-pub fn bind(addr: &str) -> Result<Endpoint> {
-    server::bind(addr).usage()
+/// Read `--web-config` and bind `addr` (before tracing starts: a bad config file, a bad address
+/// or a port in use fails the run at once).
+pub fn bind(addr: &str, web_config: Option<&std::path::Path>) -> Result<Endpoint> {
+    server::bind(addr, web_config).usage()
 }
 
 /// Start serving on a bound endpoint; the returned sink keeps what it serves current.

@@ -5,6 +5,7 @@ pub mod cohort;
 pub mod counters;
 pub mod dns_seen;
 pub mod failures;
+pub mod fleet;
 pub mod latency;
 pub mod process;
 pub mod reconcile;

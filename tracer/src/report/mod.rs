@@ -1,6 +1,8 @@
 //! `tracer report FILE.ndjson`: replay a recorded run through the same analysis the live run
 //! uses, then print it as text or JSON, and optionally draw it as SVG.
 
+mod fleet;
+mod fleet_text;
 mod outcomes;
 mod svg;
 mod text;
@@ -30,6 +32,10 @@ pub struct Point {
     /// Connects per second on each side over the interval.
     pub old_rate: f64,
     pub new_rate: f64,
+    /// The counts behind them (the fleet report sums these across hosts).
+    pub old_attempts: u64,
+    pub new_attempts: u64,
+    pub new_open: u64,
 }
 
 /// A recorded run, replayed.
@@ -116,6 +122,9 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                     old_open: s.old.open,
                     old_rate: s.old_attempts as f64 / secs,
                     new_rate: s.new_attempts as f64 / secs,
+                    old_attempts: s.old_attempts,
+                    new_attempts: s.new_attempts,
+                    new_open: s.new.open,
                 });
                 let at = s.elapsed_ms;
                 rec.findings
@@ -201,12 +210,48 @@ pub fn to_json(rec: &Recorded) -> Value {
     })
 }
 
-pub fn run(args: ReportArgs) -> Result<i32> {
-    let text = read(&args.file)?;
-    let rec = replay(&text).map_err(|e| Error::usage(format!("{}: {e}", args.file.display())))?;
+/// Read and replay one file; errors name it.
+fn load(path: &Path) -> Result<Recorded> {
+    let text = read(path)?;
+    let rec = replay(&text).map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
     if let Some(w) = &rec.warning {
-        eprintln!("tracer: warning: {}: {w}", args.file.display());
+        eprintln!("tracer: warning: {}: {w}", path.display());
     }
+    Ok(rec)
+}
+
+/// Several files: the fleet report.
+fn run_fleet(args: &ReportArgs) -> Result<String> {
+    if args.svg.is_some() {
+        return Err(Error::usage(
+            "--svg draws one run: give one file with --svg, or leave --svg out for the fleet report",
+        ));
+    }
+    let mut runs = vec![];
+    for p in &args.files {
+        runs.push((p.display().to_string(), load(p)?));
+    }
+    let step = args.step.map(|d| d.as_millis() as u64);
+    if step == Some(0) {
+        return Err(Error::usage(
+            "--step 0: give a step of 1ms or more, e.g. --step 10s",
+        ));
+    }
+    let f = fleet::merge(&runs, step).map_err(Error::usage)?;
+    Ok(if args.json {
+        serde_json::to_string_pretty(&fleet::to_json(&f)).unwrap_or_default() + "\n"
+    } else {
+        fleet_text::render(&f)
+    })
+}
+
+fn run_one(args: &ReportArgs) -> Result<String> {
+    if args.step.is_some() {
+        return Err(Error::usage(
+            "--step is for the fleet report: give two or more files, or leave --step out",
+        ));
+    }
+    let rec = load(&args.files[0])?;
     if let Some(out) = &args.svg {
         let svg = svg::render(&rec);
         std::fs::write(out, svg).map_err(|e| {
@@ -216,10 +261,18 @@ pub fn run(args: ReportArgs) -> Result<i32> {
             ))
         })?;
     }
-    let out = if args.json {
+    Ok(if args.json {
         serde_json::to_string_pretty(&to_json(&rec)).unwrap_or_default() + "\n"
     } else {
         text::render(&rec)
+    })
+}
+
+pub fn run(args: ReportArgs) -> Result<i32> {
+    let out = if args.files.len() > 1 {
+        run_fleet(&args)?
+    } else {
+        run_one(&args)?
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     let mut stdout = std::io::stdout().lock();

@@ -124,8 +124,9 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let mut metrics_addr = None;
     let metrics = match &args.metrics {
         Some(addr) => {
-            let ep = crate::metrics::bind(addr)?;
-            eprintln!("tracer: serving metrics at http://{}/metrics", ep.local);
+            let ep = crate::metrics::bind(addr, args.web_config.as_deref())?;
+            let scheme = ep.scheme();
+            eprintln!("tracer: serving metrics at {scheme}://{}/metrics", ep.local);
             metrics_addr = Some(ep.local);
             let opts = crate::metrics::Options {
                 labels: args.label.clone(),
