@@ -76,7 +76,11 @@ fn not_root() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("root"), "{stderr}");
+    // Not root and no capabilities: what is missing, and the fix.
+    assert!(
+        stderr.contains("missing CAP_BPF") && stderr.contains("sudo"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 

@@ -1,8 +1,10 @@
 //! `tracer`: kernel-side TCP connection counting for moves from old to new addresses.
 
 mod analytics;
+mod caps;
 mod cli;
 mod dns;
+mod generate;
 mod kernel;
 mod metrics;
 mod model;
@@ -35,6 +37,7 @@ fn main() {
             .unwrap_or_default();
         eprintln!("tracer: internal error: {msg}{at} (please report it)");
     }));
+    caps::lower();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e)
@@ -51,10 +54,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if matches!(cli.command, cli::Command::Watch(_) | cli::Command::Probe) {
+        caps::reexec_privileged();
+    }
     let result = std::panic::catch_unwind(|| match cli.command {
         cli::Command::Watch(args) => watch::run(*args),
         cli::Command::Probe => probe::run(),
         cli::Command::Report(args) => report::run(args),
+        cli::Command::Generate { dir } => generate::run(&dir),
     });
     match result {
         Ok(Ok(code)) => std::process::exit(code),
@@ -64,17 +71,6 @@ fn main() {
         }
         Err(_) => std::process::exit(2),
     }
-}
-
-/// Root is needed to load BPF programs; say so before anything else fails obscurely.
-pub fn require_root() -> Result<(), Fatal> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(
-            "must run as root to load BPF programs (CAP_BPF, CAP_PERFMON): run it with sudo".into(),
-        );
-    }
-    Ok(())
 }
 
 pub fn kernel_release() -> String {

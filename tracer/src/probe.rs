@@ -13,8 +13,16 @@ use crate::{
 };
 
 pub fn run() -> Result<i32, Fatal> {
-    crate::require_root()?;
     println!("kernel        {}", crate::kernel_release());
+    let (lines, caps_ok) = crate::caps::probe_lines();
+    for l in lines {
+        println!("{l}");
+    }
+    if !caps_ok {
+        println!("watch cannot run without the capabilities above");
+        return Ok(2);
+    }
+    crate::caps::acquire()?;
     let btf_path = kernel::btf_path();
     let btf_raw = std::fs::read(&btf_path);
     let sock = match &btf_raw {

@@ -97,7 +97,7 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         (None, false) => Some(Box::new(std::io::stdout()) as Box<dyn Write + Send>),
         (None, true) => None,
     };
-    crate::require_root()?;
+    crate::caps::acquire()?;
     // Bind before tracing starts: a port in use or a bad address fails here, nothing loaded yet.
     let metrics = match &args.metrics {
         Some(addr) => {
@@ -153,6 +153,8 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         watch_dns: args.watch_dns.clone(),
         reconcile_every: args.reconcile_every,
     };
+    // Attached, census and its owners taken: keep only what reconciliation needs.
+    crate::caps::drop_after_attach()?;
     let mut sinks: Vec<Box<dyn Sink>> = vec![];
     if let Some(out) = out {
         sinks.push(Box::new(Writer::new(out, args.top)));

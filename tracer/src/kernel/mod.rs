@@ -110,8 +110,11 @@ pub fn mount_fs(fstype: &str, target: &Path) -> std::io::Result<()> {
 }
 
 /// Lift MEMLOCK for kernels older than 5.11 that charge BPF maps to it; newer ones do not need
-/// it, so a failure is a warning.
+/// it (and it needs CAP_SYS_RESOURCE), so it is not tried there, and a failure is a warning.
 fn raise_memlock() -> Option<String> {
+    if !crate::caps::release_before(&crate::kernel_release(), 5, 11) {
+        return None;
+    }
     let r = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
