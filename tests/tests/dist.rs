@@ -75,7 +75,7 @@ impl User {
         let mut c = Command::new(tool("useradd"));
         c.args(["--system", "-U", "-M", "-s", "/usr/sbin/nologin"]);
         if !groups.is_empty() {
-            c.args(["-G", &groups.join(",")]);
+            c.arg("-G").arg(groups.join(","));
         }
         let (rc, _, err) = run(c.arg(name));
         assert_eq!(rc, 0, "useradd {name}: {err}");
@@ -311,7 +311,7 @@ fn deb_lets_the_tracer_group_run_it_without_sudo() {
         .args(["--reuid", "tracer", "--regid", "tracer", "--init-groups"])
         .arg(format!("--inh-caps={list}"))
         .arg(format!("--ambient-caps={list}"))
-        .args(["/bin/sh", "-c", &exec])
+        .args(["/bin/sh", "-c", exec.as_str()])
         .env("STATE_DIRECTORY", &state)
         .env("TRACER_SETS", format!("--old {OLD} --new {NEW}"))
         .env("TRACER_INTERVAL", "200ms")
@@ -343,7 +343,7 @@ fn deb_lets_the_tracer_group_run_it_without_sudo() {
 
     // The settings file is not started without sets: exit 2, one line.
     let (rc, _, err) = run(Command::new("/bin/sh")
-        .args(["-c", &exec])
+        .args(["-c", exec.as_str()])
         .env("TRACER_SETS", ""));
     assert_eq!(
         (rc, err.trim()),
@@ -451,7 +451,7 @@ fn the_container_image_runs_probe() {
             "--ulimit",
             "nproc=1024:1024",
         ])
-        .args(["--cap-drop", "all", "--cap-add", &caps.join(",")])
+        .args(["--cap-drop", "all", "--cap-add", caps.join(",").as_str()])
         .arg(image)
         .arg("probe"));
     assert_eq!(rc, 0, "tracer probe in the image: {out}{err}");

@@ -11,7 +11,7 @@ use std::{collections::HashSet, ffi::CString, os::unix::ffi::OsStrExt, path::Pat
 
 use caps::{CapSet, Capability};
 
-use crate::Fatal;
+use crate::error::{Error, Result};
 
 /// The copy of tracer with file capabilities that the Debian package installs, executable by
 /// root and the `tracer` group only. The package's `/usr/sbin/tracer` (no capabilities) runs it.
@@ -166,7 +166,7 @@ fn executable(path: &str) -> bool {
 
 /// Replaces the old euid-0 check: the required capabilities are permitted, or one line that
 /// names what is missing and the fix. Then they are made effective for loading and attaching.
-pub fn acquire() -> Result<(), Fatal> {
+pub fn acquire() -> Result<()> {
     let missing = missing();
     let required: Vec<&Use> = missing
         .iter()
@@ -174,7 +174,11 @@ pub fn acquire() -> Result<(), Fatal> {
         .filter(|u| u.without.is_none())
         .collect();
     if !required.is_empty() {
-        return Err(format!("missing {}: {}", names(&required), fix()));
+        return Err(Error::env(format!(
+            "missing {}: {}",
+            names(&required),
+            fix()
+        )));
     }
     for u in &missing {
         eprintln!(
@@ -185,7 +189,7 @@ pub fn acquire() -> Result<(), Fatal> {
     }
     let have = permitted();
     caps::set(None, CapSet::Effective, &have)
-        .map_err(|e| format!("cannot raise the permitted capabilities: {e}"))?;
+        .map_err(|e| Error::env(format!("cannot raise the permitted capabilities: {e}")))?;
     Ok(())
 }
 
@@ -240,9 +244,9 @@ pub fn release_before(release: &str, major: u32, minor: u32) -> bool {
 
 /// After the programs are attached and the census at start is taken: keep only what later work
 /// needs (see `USES`), in every set, so nothing can raise the rest again. Returns what is kept.
-pub fn drop_after_attach() -> Result<Vec<Capability>, Fatal> {
+pub fn drop_after_attach() -> Result<Vec<Capability>> {
     let keep = kept_set(&crate::kernel_release());
-    let err = |e: caps::errors::CapsError| format!("cannot drop capabilities: {e}");
+    let err = |e: caps::errors::CapsError| Error::env(format!("cannot drop capabilities: {e}"));
     if permitted().contains(&Capability::CAP_SETPCAP) {
         for c in caps::all().difference(&keep) {
             let _ = caps::drop(None, CapSet::Bounding, *c);

@@ -6,18 +6,21 @@ use std::path::Path;
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::{Fatal, cli::Cli};
+use crate::{
+    cli::Cli,
+    error::{Error, Result},
+};
 
-pub fn run(dir: &Path) -> Result<i32, Fatal> {
+pub fn run(dir: &Path) -> Result<i32> {
     let err = |what: &Path, e: std::io::Error| {
-        format!(
+        Error::usage(format!(
             "cannot write {}: {e}: choose a writable DIR",
             what.display()
-        )
+        ))
     };
     std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
     let cmd = Cli::command();
-    let page = |cmd: clap::Command, name: &str| -> Result<(), Fatal> {
+    let page = |cmd: clap::Command, name: &str| -> Result<()> {
         let path = dir.join(format!("{name}.8"));
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd)

@@ -1,9 +1,9 @@
 //! `tracer`: kernel-side TCP connection counting for moves from old to new addresses.
 
-mod analytics;
 mod caps;
 mod cli;
 mod dns;
+mod error;
 mod generate;
 mod kernel;
 mod metrics;
@@ -11,16 +11,15 @@ mod model;
 mod ndjson;
 mod probe;
 mod report;
+mod run;
 mod session;
+mod sink;
 #[cfg(test)]
 mod testutil;
 mod tui;
 mod watch;
 
 use clap::Parser;
-
-/// A failure that is the user's to fix: printed as one line, exit code 2.
-pub type Fatal = String;
 
 fn main() {
     // No backtraces for users: a panic is one line and exit code 2.
@@ -65,9 +64,9 @@ fn main() {
     });
     match result {
         Ok(Ok(code)) => std::process::exit(code),
-        Ok(Err(msg)) => {
-            eprintln!("tracer: {msg}");
-            std::process::exit(2);
+        Ok(Err(e)) => {
+            eprintln!("tracer: {e}");
+            std::process::exit(e.exit_code());
         }
         Err(_) => std::process::exit(2),
     }

@@ -99,7 +99,7 @@ fn test() -> Result<()> {
     bootstrap::test_tools()?;
     lint()?;
     let bin = build()?;
-    eprintln!("xtask: unit tests");
+    eprintln!("xtask: unit tests (with the root-only ones a plain `cargo test` leaves out)");
     run_ok(cargo().args([
         "test",
         "--workspace",
@@ -107,6 +107,8 @@ fn test() -> Result<()> {
         "tracer-tests",
         "--exclude",
         "tracer-ebpf",
+        "--",
+        "--include-ignored",
     ]))?;
     eprintln!("xtask: dist (static binaries, SHA256SUMS, Debian package)");
     let dist = dist::dist()?;
