@@ -142,11 +142,20 @@ impl Run {
     /// Start `tracer watch --headless --json FILE` with `args`, and wait until it is tracing
     /// (its meta line is written after the programs are attached and the census is taken).
     pub fn start(name: &str, args: &[&str]) -> Run {
+        Run::start_cmd(
+            Command::new(tracer_bin()),
+            tmp_path(&format!("{name}.ndjson")),
+            args,
+        )
+    }
+
+    /// The same with a command of the caller's that runs tracer (e.g. through `setpriv` as
+    /// another user), writing NDJSON to `json` (its stderr beside it).
+    pub fn start_cmd(mut cmd: Command, json: PathBuf, args: &[&str]) -> Run {
         require_root();
-        let json = tmp_path(&format!("{name}.ndjson"));
-        let stderr_path = tmp_path(&format!("{name}.stderr"));
+        let stderr_path = json.with_extension("stderr");
         let _ = std::fs::remove_file(&json);
-        let child = Command::new(tracer_bin())
+        let child = cmd
             .args(["watch", "--headless", "--interval", "200ms", "--json"])
             .arg(&json)
             .args(args)

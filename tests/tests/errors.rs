@@ -84,7 +84,11 @@ fn not_root() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("root"), "{stderr}");
+    // Not root and no capabilities: what is missing, and the fix.
+    assert!(
+        stderr.contains("missing CAP_BPF") && stderr.contains("sudo"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
@@ -102,7 +106,10 @@ fn probe_without_root_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     assert!(stdout.starts_with("kernel        "), "{stdout}");
     assert!(stdout.contains("btf           "), "{stdout}");
-    assert!(stdout.contains("needs root"), "{stdout}");
+    assert!(
+        stdout.contains("CAP_BPF: MISSING") && stdout.contains("needs the capabilities above"),
+        "{stdout}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

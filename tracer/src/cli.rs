@@ -10,7 +10,8 @@ use crate::{kernel::hooks::ConnectMode, model::analysis::cutover::CutoverAt};
 #[command(
     name = "tracer",
     version,
-    about = "Count TCP connections per destination in the kernel during a move from old to new addresses"
+    about = "Count TCP connections per destination in the kernel during a move from old to new addresses",
+    after_help = crate::caps::HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,6 +27,12 @@ pub enum Command {
     /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers. Several
     /// files (one per host): the fleet's story on one wall clock.
     Report(ReportArgs),
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,9 +1,11 @@
 //! `tracer`: kernel-side TCP connection counting for moves from old to new addresses.
 
+mod caps;
 mod cli;
 mod dns;
 mod dns_answer;
 mod error;
+mod generate;
 mod kernel;
 mod metrics;
 mod model;
@@ -35,6 +37,7 @@ fn main() {
             .unwrap_or_default();
         eprintln!("tracer: internal error: {msg}{at} (please report it)");
     }));
+    caps::lower();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e)
@@ -51,10 +54,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if matches!(cli.command, cli::Command::Watch(_) | cli::Command::Probe) {
+        caps::reexec_privileged();
+    }
     let result = std::panic::catch_unwind(|| match cli.command {
         cli::Command::Watch(args) => watch::run(*args),
         cli::Command::Probe => probe::run(),
         cli::Command::Report(args) => report::run(args),
+        cli::Command::Generate { dir } => generate::run(&dir),
     });
     match result {
         Ok(Ok(code)) => std::process::exit(code),
@@ -64,21 +71,6 @@ fn main() {
         }
         Err(_) => std::process::exit(2),
     }
-}
-
-/// Root is needed to load BPF programs; say so before anything else fails obscurely.
-pub fn require_root() -> error::Result<()> {
-    if !is_root() {
-        return Err(error::Error::env(
-            "must run as root to load BPF programs (CAP_BPF, CAP_PERFMON): run it with sudo",
-        ));
-    }
-    Ok(())
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 pub fn kernel_release() -> String {

@@ -14,7 +14,15 @@ use crate::{
 
 pub fn run() -> Result<i32> {
     println!("kernel        {}", crate::kernel_release());
-    let root = crate::is_root();
+    let (lines, caps_ok) = crate::caps::probe_lines();
+    for l in lines {
+        println!("{l}");
+    }
+    // What the user lacks is listed above: go on reading what can be read without it.
+    let root = caps_ok;
+    if caps_ok {
+        crate::caps::acquire()?;
+    }
     let env = Env::discover();
     match &env.sock {
         Ok(_) => println!("btf           yes ({})", env.btf_path),
@@ -31,11 +39,12 @@ pub fn run() -> Result<i32> {
             *tp
         }
         Err(e) if !root => {
-            println!("tracefs       cannot read it without root ({e})");
+            println!("tracefs       cannot read it without the capabilities above ({e})");
+            println!("hooks         not tried: loading BPF programs needs the capabilities above");
             println!(
-                "hooks         not tried: loading BPF programs needs root (CAP_BPF, CAP_PERFMON)"
+                "watch cannot run without the capabilities above: {}",
+                crate::caps::fix()
             );
-            println!("watch needs root: run `sudo tracer probe` to see which hooks it would use");
             return Ok(2);
         }
         Err(e) => {
@@ -46,8 +55,11 @@ pub fn run() -> Result<i32> {
         }
     };
     if !root {
-        println!("hooks         not tried: loading BPF programs needs root (CAP_BPF, CAP_PERFMON)");
-        println!("watch needs root: run `sudo tracer probe` to see which hooks it would use");
+        println!("hooks         not tried: loading BPF programs needs the capabilities above");
+        println!(
+            "watch cannot run without the capabilities above: {}",
+            crate::caps::fix()
+        );
         return Ok(2);
     }
     let ret_off = *env.syscall_ret.as_ref().unwrap_or(&16);

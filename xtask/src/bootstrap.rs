@@ -34,6 +34,21 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("golang-go", "go"),
 ];
 
+/// What `cargo xtask dist` and its test use: Debian's cross toolchain links the aarch64 binary,
+/// `file` checks both are static, setcap sets the package's file capabilities, podman (with
+/// runc: crun refuses this host's hybrid cgroup layout) builds and runs the image.
+const DIST_PACKAGES: &[(&str, &str)] = &[
+    ("gcc-aarch64-linux-gnu", "aarch64-linux-gnu-gcc"),
+    ("file", "file"),
+    ("libcap2-bin", "setcap"),
+    ("podman", "podman"),
+    ("runc", "runc"),
+    // systemd-analyze verify checks the unit the package ships.
+    ("systemd", "systemd-analyze"),
+    ("man-db", "man"),
+];
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 /// Debian packages only `cargo xtask bench` needs: the contender bpftrace, and bpftool to name
 /// BPF programs in the per-program cost table.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("bpftrace", "bpftrace"), ("bpftool", "bpftool")];
@@ -182,6 +197,25 @@ fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
         .collect();
     if !missing.is_empty() {
         apt.install(&missing)?;
+    }
+    Ok(())
+}
+
+/// The Debian packages of DIST_PACKAGES, and cargo-deb (a maintained packager) from crates.io.
+pub fn dist_tools() -> Result<()> {
+    install_missing(DIST_PACKAGES)?;
+    if find_bin("cargo-deb").is_none() {
+        say(&format!(
+            "building cargo-deb {CARGO_DEB_VERSION} (a few minutes, once)"
+        ));
+        run_ok(Command::new("cargo").args([
+            "install",
+            "cargo-deb",
+            "--locked",
+            "--version",
+            CARGO_DEB_VERSION,
+        ]))
+        .context("cargo install cargo-deb failed")?;
     }
     Ok(())
 }

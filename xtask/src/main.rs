@@ -4,6 +4,7 @@
 
 mod bench;
 mod bootstrap;
+mod dist;
 mod vm;
 
 use std::{
@@ -18,10 +19,11 @@ use bootstrap::run_ok;
 
 const USAGE: &str = "usage: cargo xtask <command>
   run -- ARGS     build tracer (release) and run it with ARGS, e.g. run -- watch --old 10.0.0.0/8 --new 10.1.0.0/16
-  test            lint, unit tests, integration tests against the real kernel (root),
+  test            lint, unit tests, dist, integration tests against the real kernel (root),
                   bench --quick, vm-test
   lint            cargo fmt --check and clippy -D warnings (workspace and eBPF crate)
   build           build tracer (release)
+  dist            static binaries (x86_64, aarch64), SHA256SUMS and the Debian package in target/dist/
   vm-test         run the BPF integration tests in Debian kernels under qemu, once per connect hook
   bootstrap       install build and test tools if missing
   bench [--quick] tracer against no tracing, bpftrace, a /proc/net/tcp loop and ss (root);
@@ -108,6 +110,8 @@ fn test() -> Result<()> {
         "--",
         "--include-ignored",
     ]))?;
+    eprintln!("xtask: dist (static binaries, SHA256SUMS, Debian package)");
+    let dist = dist::dist()?;
     eprintln!(
         "xtask: integration tests against the running kernel ({})",
         bin.display()
@@ -122,7 +126,25 @@ fn test() -> Result<()> {
                 "--",
                 "--test-threads=1",
             ])
-            .env("TRACER_BIN", &bin),
+            .env("TRACER_BIN", &bin)
+            .env("TRACER_DIST_DIR", dist::dist_dir()),
+    )?;
+    eprintln!(
+        "xtask: the foundation scenario with the static binary ({})",
+        dist.x86_64.display()
+    );
+    run_ok(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "tracer-tests",
+                "--test",
+                "foundation",
+            ])
+            .args(["--", "--test-threads=1", "exact_counts"])
+            .env("TRACER_BIN", &dist.x86_64),
     )?;
     // The bench harness runs on every test so it never rots (quick: a few seconds per phase,
     // results in target/bench-quick/, the committed bench/RESULTS.md is left alone).
@@ -167,6 +189,9 @@ fn real_main() -> Result<()> {
         "bench-agent" => bench::agent::main(&args[1..])?,
         "test" => test()?,
         "vm-test" => vm::vm_test()?,
+        "dist" => {
+            dist::dist()?;
+        }
         "run" => {
             let bin = build()?;
             let rest: Vec<&String> = args[1..].iter().skip_while(|a| *a == "--").collect();

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{bootstrap, cargo, root};
 
-const MUSL: &str = "x86_64-unknown-linux-musl";
+const MUSL: &str = crate::dist::X86_64;
 /// Meta package whose dependency names the current kernel of a series.
 const KERNEL_SERIES: &[&str] = &["linux-image-amd64"];
 const MODES: &[&str] = &["auto", "fentry", "kprobe", "derived"];
@@ -85,16 +85,10 @@ fn find_vmlinuz(boot: &Path) -> Option<PathBuf> {
         })
 }
 
-/// Static (musl) builds of tracer and the integration test binaries the guest runs.
+/// Static (musl) builds of tracer (the one `cargo xtask dist` ships) and the integration test
+/// binaries the guest runs.
 fn build_guest_binaries() -> Result<(PathBuf, PathBuf)> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()?;
-    if !String::from_utf8_lossy(&installed.stdout).contains(MUSL) {
-        say(&format!("installing the {MUSL} target"));
-        bootstrap::run_ok(Command::new("rustup").args(["target", "add", MUSL]))?;
-    }
-    bootstrap::run_ok(cargo().args(["build", "--release", "-p", "tracer", "--target", MUSL]))?;
+    let tracer = crate::dist::static_binary(MUSL)?;
     let out = cargo()
         .args(["test", "--release", "-p", "tracer-tests", "--target", MUSL])
         .args(["--test", "foundation", "--no-run", "--message-format=json"])
@@ -113,7 +107,7 @@ fn build_guest_binaries() -> Result<(PathBuf, PathBuf)> {
             Some(PathBuf::from(&l[start..end]))
         })
         .context("no foundation test executable in cargo's output")?;
-    Ok((root().join(format!("target/{MUSL}/release/tracer")), test))
+    Ok((tracer, test))
 }
 
 const INIT: &str = r#"#!/bin/busybox sh

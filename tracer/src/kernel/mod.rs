@@ -114,7 +114,7 @@ pub fn mount_fs(fstype: &str, target: &Path) -> std::io::Result<()> {
 }
 
 /// Lift MEMLOCK for kernels older than 5.11 that charge BPF maps to it; newer ones do not need
-/// it, so a failure is a warning.
+/// it (and it needs CAP_SYS_RESOURCE), so it is not tried there, and a failure is a warning.
 fn raise_memlock() -> Option<String> {
     if !env::needs_memlock(&crate::kernel_release()) {
         return None;

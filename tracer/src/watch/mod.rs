@@ -119,7 +119,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         (None, false) => Some(Box::new(std::io::stdout()) as Box<dyn Write + Send>),
         (None, true) => None,
     };
-    crate::require_root()?;
+    crate::caps::acquire()?;
     // Bind before tracing starts: a port in use or a bad address fails here, nothing loaded yet.
     let mut metrics_addr = None;
     let metrics = match &args.metrics {
@@ -179,6 +179,8 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         reconcile_every: args.reconcile_every,
         metrics_addr,
     };
+    // Attached, census and its owners taken: keep only what reconciliation needs.
+    crate::caps::drop_after_attach()?;
     let mut sinks: Vec<Box<dyn Sink>> = vec![];
     if let Some(out) = out {
         sinks.push(Box::new(Writer::new(out, args.top)));
