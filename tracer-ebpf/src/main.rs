@@ -6,6 +6,8 @@
 
 mod counting;
 mod presyn;
+mod record;
+mod state_btf;
 
 use aya_ebpf::{
     EbpfContext,
@@ -14,6 +16,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{FEntryContext, ProbeContext, SockAddrContext, TracePointContext},
 };
+use record::Sk;
 use tracer_common::{
     Addr, CONNECT_DERIVED, REASON_NO_PORT, REASON_OTHER, SockOffsets, TCP_CLOSE, TCP_ESTABLISHED,
     TCP_SYN_RECV, TCP_SYN_SENT, TpOffsets, mapped_v4, reason_of,
@@ -49,10 +52,14 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     dport: 0,
     err: 0,
     err_soft: 0,
+    protocol: 0,
+    rcv_saddr: 0,
+    v6_rcv_saddr: 0,
+    num: 0,
 };
 
 #[inline(always)]
-fn global<T: Copy>(v: &T) -> T {
+pub(crate) fn global<T: Copy>(v: &T) -> T {
     // SAFETY: globals are plain data in .rodata, set by the loader before the program runs.
     unsafe { core::ptr::read_volatile(v) }
 }
@@ -144,7 +151,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
     if family != AF_INET && family != AF_INET6 {
         return Ok(0);
     }
-    let sk: u64 = rec.get(o.skaddr)?;
+    let sk_addr: u64 = rec.get(o.skaddr)?;
+    let sk = Sk::Hash(sk_addr);
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             if counting::connect_source() == CONNECT_DERIVED as u32 {
@@ -160,7 +168,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             let reason = if rec.get::<u16>(o.sport)? == 0 {
                 REASON_NO_PORT
             } else {
-                sock_error(sk as *const u8)
+                sock_error(sk_addr as *const u8)
             };
             counting::on_failed(sk, reason)
         }
@@ -188,7 +196,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
 /// before it changes the state (`tcp_done_with_error`); `sk_err_soft` holds an ICMP error that
 /// arrived while the socket was owned by its process. Offsets from BTF; unknown: `other`.
 #[inline(always)]
-fn sock_error(sk: *const u8) -> u32 {
+pub(crate) fn sock_error(sk: *const u8) -> u32 {
     let o = global(&SOCK_OFFSETS);
     if o.err == 0 {
         return REASON_OTHER;
@@ -204,9 +212,10 @@ fn sock_error(sk: *const u8) -> u32 {
     reason_of(err)
 }
 
-/// Read the destination of a connecting socket through the BTF offsets of `struct sock`.
+/// Read the destination of a connecting socket through the BTF offsets of `struct sock`;
+/// `rec` says where its record goes.
 #[inline(always)]
-fn connect_from_sock(sk: *const u8) -> Result<u32, u32> {
+fn connect_from_sock(sk: *const u8, rec: Sk) -> Result<u32, u32> {
     let o = global(&SOCK_OFFSETS);
     // SAFETY: `sk` is the kernel's socket pointer; the helper validates every read.
     unsafe {
@@ -223,7 +232,7 @@ fn connect_from_sock(sk: *const u8) -> Result<u32, u32> {
         };
         let dport_be: u16 =
             bpf_probe_read_kernel(sk.add(o.dport as usize) as *const u16).map_err(|_| 1u32)?;
-        counting::on_connect(sk as u64, &daddr, u16::from_be(dport_be));
+        counting::on_connect(rec, &daddr, u16::from_be(dport_be));
     }
     Ok(0)
 }
@@ -231,7 +240,16 @@ fn connect_from_sock(sk: *const u8) -> Result<u32, u32> {
 #[fentry(function = "tcp_connect")]
 pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
     let sk: *const u8 = ctx.arg(0);
-    match connect_from_sock(sk) {
+    match connect_from_sock(sk, Sk::Hash(sk as u64)) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+/// The same with the record in socket-local storage, beside the `tp_btf` state program.
+#[fentry(function = "tcp_connect")]
+pub fn tcp_connect_fentry_local(ctx: FEntryContext) -> u32 {
+    let sk: *mut core::ffi::c_void = ctx.arg(0);
+    match connect_from_sock(sk as *const u8, Sk::Local(sk)) {
         Ok(ret) | Err(ret) => ret,
     }
 }
@@ -241,7 +259,7 @@ pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
     let Some(sk) = ctx.arg::<*const u8>(0) else {
         return 1;
     };
-    match connect_from_sock(sk) {
+    match connect_from_sock(sk, Sk::Hash(sk as u64)) {
         Ok(ret) | Err(ret) => ret,
     }
 }

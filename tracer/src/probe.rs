@@ -6,7 +6,7 @@ use crate::{
     Fatal,
     kernel::{
         self, Config,
-        hooks::{self, ConnectHook, ConnectMode},
+        hooks::{self, ConnectHook, ConnectMode, StateHook, StateMode},
         presyn, tracefs,
     },
     model::cohort::Sets,
@@ -49,6 +49,7 @@ pub fn run() -> Result<i32, Fatal> {
         sets: Sets::default(),
         ports: vec![],
         connect: ConnectMode::Auto,
+        state: StateMode::Auto,
         max_destinations: 1024,
         max_processes: 1024,
     };
@@ -58,11 +59,48 @@ pub fn run() -> Result<i32, Fatal> {
     } else {
         None
     };
+    // The state hooks first: which one is used decides the connect hook's program.
+    let mut state = None;
+    for hook in [StateHook::TpBtf, StateHook::Tracepoint] {
+        let mut ebpf = kernel::load_for(
+            &cfg,
+            &tp,
+            &sock.clone().unwrap_or_default(),
+            ret_off,
+            1,
+            hook,
+        )?;
+        let ready = match (&sock, hook) {
+            (Err(e), StateHook::TpBtf) => Err(e.clone()),
+            (Ok(o), StateHook::TpBtf) => kernel::tp_btf_ready(o),
+            _ => Ok(()),
+        };
+        match ready.and_then(|()| hooks::attach_state(&mut ebpf, hook, aya_btf.as_ref())) {
+            Ok(()) => {
+                println!(
+                    "state hook    {} sock:inet_sock_set_state: available",
+                    hook.name()
+                );
+                state.get_or_insert(hook);
+            }
+            Err(why) => println!(
+                "state hook    {} sock:inet_sock_set_state: not available ({why})",
+                hook.name()
+            ),
+        }
+    }
+    let Some(state) = state else {
+        println!("watch cannot run on this kernel");
+        return Ok(2);
+    };
     let mut chosen = None;
     for hook in ConnectHook::ALL {
+        // Beside tp_btf, watch never picks the kprobe: it is tried with the tracepoint.
+        let usable = ConnectHook::candidates(ConnectMode::Auto, state).contains(&hook);
+        let st = if usable { state } else { StateHook::Tracepoint };
         // A fresh object per hook, so that each is tried on its own.
-        let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1)?;
-        match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
+        let mut ebpf = kernel::load_for(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1, st)?;
+        match hooks::attach_connect(&mut ebpf, hook, st, aya_btf.as_ref(), sock.is_ok()) {
             Ok(()) => {
                 let how = if hook == ConnectHook::Derived {
                     " (from CLOSE -> SYN_SENT)"
@@ -70,20 +108,14 @@ pub fn run() -> Result<i32, Fatal> {
                     " on tcp_connect"
                 };
                 println!("connect hook  {}: available{how}", hook.name());
-                chosen.get_or_insert(hook);
+                if usable {
+                    chosen.get_or_insert(hook);
+                }
             }
             Err(why) => println!("connect hook  {}: not available ({why})", hook.name()),
         }
     }
     let mut ebpf = kernel::load(&cfg, &tp, &sock.unwrap_or_default(), ret_off, 1)?;
-    match hooks::attach_state(&mut ebpf) {
-        Ok(()) => println!("state hook    tracepoint sock:inet_sock_set_state: available"),
-        Err(why) => {
-            println!("state hook    tracepoint sock:inet_sock_set_state: not available ({why})");
-            println!("watch cannot run on this kernel");
-            return Ok(2);
-        }
-    }
     let unsent = ret.and_then(|_| presyn::attach(&mut ebpf));
     match &unsent {
         Ok(()) => println!("unsent hook   {}: available", presyn::NAME),
@@ -93,8 +125,9 @@ pub fn run() -> Result<i32, Fatal> {
     }
     let connect = chosen.unwrap_or(ConnectHook::Derived);
     println!(
-        "watch would use: connect={} state=tracepoint unsent={}",
+        "watch would use: connect={} state={} unsent={}",
         connect.name(),
+        state.name(),
         if unsent.is_ok() {
             "cgroup+syscall"
         } else {

@@ -17,7 +17,16 @@ use crate::{bootstrap, cargo, root};
 const MUSL: &str = "x86_64-unknown-linux-musl";
 /// Meta package whose dependency names the current kernel of a series.
 const KERNEL_SERIES: &[&str] = &["linux-image-amd64"];
-const MODES: &[&str] = &["auto", "fentry", "kprobe", "derived"];
+/// `connect:state` hook pairs forced in the guest (the kprobe only beside the classic
+/// tracepoint: it cannot reach the socket storage `tp_btf` keeps records in).
+const MODES: &[&str] = &[
+    "auto:auto",
+    "fentry:tp_btf",
+    "fentry:tracepoint",
+    "kprobe:tracepoint",
+    "derived:tp_btf",
+    "derived:tracepoint",
+];
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn say(msg: &str) {
@@ -133,7 +142,8 @@ echo "VMTEST kernel $(uname -r)"
 /bin/tracer probe
 echo "VMTEST probe rc=$?"
 for mode in MODES; do
-  TRACER_BIN=/bin/tracer TRACER_TCONN=/bin/tconn TRACER_TEST_CONNECT_HOOK=$mode RUST_BACKTRACE=0 \
+  TRACER_BIN=/bin/tracer TRACER_TCONN=/bin/tconn TRACER_TEST_CONNECT_HOOK=${mode%:*} \
+    TRACER_TEST_STATE_HOOK=${mode#*:} RUST_BACKTRACE=0 \
     /bin/foundation --test-threads=1 exact_counts the_hook_in_use > /tmp/out 2>&1
   rc=$?
   cat /tmp/out
@@ -318,6 +328,13 @@ fn verdict(log: &str) -> Result<Vec<String>> {
     if !log.contains(&format!("watch would use: connect={best}")) {
         bail!("auto does not pick the best hook the guest offers ({best})");
     }
+    let state = ["tp_btf", "tracepoint"]
+        .into_iter()
+        .find(|h| log.contains(&format!("state hook    {h} sock:inet_sock_set_state: available")))
+        .context("probe in the guest offered no state hook")?;
+    if !log.contains(&format!("state={state} ")) {
+        bail!("auto does not pick the best state hook the guest offers ({state})");
+    }
     let mut failed = Vec::new();
     for mode in MODES {
         let ok = log.contains(&format!("VMTEST mode={mode} rc=0"));
@@ -329,7 +346,7 @@ fn verdict(log: &str) -> Result<Vec<String>> {
     if !failed.is_empty() {
         bail!("modes failed in the guest: {failed:?}");
     }
-    lines.push(format!("auto picked {best}"));
+    lines.push(format!("auto picked {best} and {state}"));
     Ok(lines)
 }
 

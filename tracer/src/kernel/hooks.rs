@@ -3,7 +3,7 @@
 
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, KProbe, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, TracePoint},
 };
 use tracer_common::{CONNECT_DERIVED, CONNECT_FENTRY, CONNECT_KPROBE};
 
@@ -50,17 +50,25 @@ impl ConnectHook {
         }) as u32
     }
 
-    fn program(self) -> Option<&'static str> {
+    /// The program of this hook; beside `tp_btf` the fentry one keeps its record in the
+    /// socket's storage.
+    fn program(self, state: StateHook) -> Option<&'static str> {
         match self {
+            ConnectHook::Fentry if state == StateHook::TpBtf => Some("tcp_connect_fentry_local"),
             ConnectHook::Fentry => Some("tcp_connect_fentry"),
             ConnectHook::Kprobe => Some("tcp_connect_kprobe"),
             ConnectHook::Derived => None,
         }
     }
 
-    /// Candidates in order of preference for a mode.
-    pub fn candidates(mode: ConnectMode) -> &'static [ConnectHook] {
+    /// Candidates in order of preference for a mode, beside a state hook: the kprobe sees the
+    /// socket only as a number, so it cannot reach the socket storage `tp_btf` keeps records
+    /// in (and the derived hook counts the same attempts for less).
+    pub fn candidates(mode: ConnectMode, state: StateHook) -> &'static [ConnectHook] {
         match mode {
+            ConnectMode::Auto if state == StateHook::TpBtf => {
+                &[ConnectHook::Fentry, ConnectHook::Derived]
+            }
             ConnectMode::Auto => &Self::ALL,
             ConnectMode::Fentry => &[ConnectHook::Fentry],
             ConnectMode::Kprobe => &[ConnectHook::Kprobe],
@@ -69,7 +77,55 @@ impl ConnectHook {
     }
 }
 
-pub const STATE_PROGRAM: &str = "inet_sock_set_state";
+/// How state transitions are seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateHook {
+    /// BTF-typed tracepoint: no trace record, the socket's own storage for the record
+    /// (kernel 5.11+ with BTF).
+    TpBtf,
+    /// The classic tracepoint, offsets from tracefs, records in an LRU hash.
+    Tracepoint,
+}
+
+/// `--state-hook`: one forced, or the best that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateMode {
+    Auto,
+    #[value(name = "tp_btf")]
+    TpBtf,
+    Tracepoint,
+}
+
+impl StateHook {
+    pub fn name(self) -> &'static str {
+        match self {
+            StateHook::TpBtf => "tp_btf",
+            StateHook::Tracepoint => "tracepoint",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            StateHook::TpBtf => "inet_sock_set_state_btf",
+            StateHook::Tracepoint => "inet_sock_set_state",
+        }
+    }
+
+    /// Candidates in order of preference; a forced kprobe connect hook rules `tp_btf` out
+    /// (see `ConnectHook::candidates`).
+    pub fn candidates(mode: StateMode, connect: ConnectMode) -> Result<&'static [StateHook], String> {
+        match (mode, connect) {
+            (StateMode::TpBtf, ConnectMode::Kprobe) => Err(
+                "--state-hook tp_btf cannot be used with --connect-hook kprobe (a kprobe cannot reach socket storage): use --connect-hook derived or fentry".into(),
+            ),
+            (StateMode::Auto, ConnectMode::Kprobe) | (StateMode::Tracepoint, _) => {
+                Ok(&[StateHook::Tracepoint])
+            }
+            (StateMode::Auto, _) => Ok(&[StateHook::TpBtf, StateHook::Tracepoint]),
+            (StateMode::TpBtf, _) => Ok(&[StateHook::TpBtf]),
+        }
+    }
+}
 
 /// One line from any error chain, without the verifier's log (which can be pages long).
 pub fn one_line(e: &dyn std::error::Error) -> String {
@@ -105,10 +161,11 @@ fn explain(hook: ConnectHook, raw: String) -> String {
 pub fn attach_connect(
     ebpf: &mut Ebpf,
     hook: ConnectHook,
+    state: StateHook,
     btf: Option<&Btf>,
     has_offsets: bool,
 ) -> Result<(), String> {
-    let Some(name) = hook.program() else {
+    let Some(name) = hook.program(state) else {
         return Ok(());
     };
     if !has_offsets {
@@ -149,14 +206,29 @@ fn attach_program(
     Ok(())
 }
 
-/// Load and attach the state tracepoint.
-pub fn attach_state(ebpf: &mut Ebpf) -> Result<(), String> {
+/// Load and attach the state program as `hook`. `tp_btf` needs the kernel's BTF.
+pub fn attach_state(ebpf: &mut Ebpf, hook: StateHook, btf: Option<&Btf>) -> Result<(), String> {
+    let name = hook.program();
     let prog = ebpf
-        .program_mut(STATE_PROGRAM)
-        .ok_or("program inet_sock_set_state missing from the object")?;
-    let p: &mut TracePoint = prog.try_into().map_err(|e| one_line(&e))?;
-    p.load().map_err(|e| one_line(&e))?;
-    p.attach("sock", "inet_sock_set_state")
-        .map_err(|e| one_line(&e))?;
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    match hook {
+        StateHook::TpBtf => {
+            let btf = btf.ok_or("no kernel BTF")?;
+            let p: &mut BtfTracePoint = prog.try_into().map_err(|e| one_line(&e))?;
+            p.load("inet_sock_set_state", btf)
+                .map_err(|e| one_line(&e))?;
+            if let Err(e) = p.attach() {
+                let _ = p.unload();
+                return Err(one_line(&e));
+            }
+        }
+        StateHook::Tracepoint => {
+            let p: &mut TracePoint = prog.try_into().map_err(|e| one_line(&e))?;
+            p.load().map_err(|e| one_line(&e))?;
+            p.attach("sock", "inet_sock_set_state")
+                .map_err(|e| one_line(&e))?;
+        }
+    }
     Ok(())
 }
