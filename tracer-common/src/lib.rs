@@ -154,11 +154,13 @@ pub struct SockOffsets {
     pub err: u32,
     pub err_soft: u32,
     /// What the BTF-typed state hook (`tp_btf`) reads from the socket instead of a trace record:
-    /// `sk_protocol` (u16), the local addresses and the local port (`skc_num`, host order).
+    /// `sk_protocol` (u16), the local addresses and the local port (`inet_sport` of
+    /// `struct inet_sock`, network order: what the classic tracepoint reports; `skc_num` is
+    /// already 0 when a socket goes to CLOSE).
     pub protocol: u32,
     pub rcv_saddr: u32,
     pub v6_rcv_saddr: u32,
-    pub num: u32,
+    pub sport: u32,
 }
 
 /// Why a connect ended before ESTABLISHED: index into `FailReasons::n`.

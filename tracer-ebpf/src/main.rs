@@ -55,7 +55,7 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     protocol: 0,
     rcv_saddr: 0,
     v6_rcv_saddr: 0,
-    num: 0,
+    sport: 0,
 };
 
 #[inline(always)]

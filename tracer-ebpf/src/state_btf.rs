@@ -79,7 +79,7 @@ fn transition(sk: *mut c_void, old: i32, new: i32) -> Result<(), ()> {
         }
         (TCP_SYN_SENT, TCP_CLOSE) => {
             // No local port yet: `connect()` found none free (see the classic program).
-            let reason = if field::<u16>(sk, o.num)? == 0 {
+            let reason = if field::<u16>(sk, o.sport)? == 0 {
                 REASON_NO_PORT
             } else {
                 crate::sock_error(sk as *const u8)
@@ -89,7 +89,7 @@ fn transition(sk: *mut c_void, old: i32, new: i32) -> Result<(), ()> {
         (TCP_SYN_RECV, TCP_ESTABLISHED) => {
             let family = family(sk)?;
             let saddr = addr(sk, family, true)?;
-            let sport: u16 = field(sk, o.num)?;
+            let sport = u16::from_be(field::<u16>(sk, o.sport)?);
             counting::on_accept(rec, &saddr, sport);
         }
         _ => {
@@ -99,7 +99,7 @@ fn transition(sk: *mut c_void, old: i32, new: i32) -> Result<(), ()> {
                 Ok(TupleKey {
                     saddr: addr(sk, family, true).map_err(|_| 1u32)?,
                     daddr: addr(sk, family, false).map_err(|_| 1u32)?,
-                    sport: field(sk, o.num).map_err(|_| 1u32)?,
+                    sport: u16::from_be(field::<u16>(sk, o.sport).map_err(|_| 1u32)?),
                     dport: u16::from_be(field::<u16>(sk, o.dport).map_err(|_| 1u32)?),
                 })
             });

@@ -93,14 +93,14 @@ pub fn sock_offsets(raw: &[u8]) -> Result<SockOffsets, String> {
         protocol: g("sk_protocol").unwrap_or(0),
         rcv_saddr: f("skc_rcv_saddr").unwrap_or(0),
         v6_rcv_saddr: f("skc_v6_rcv_saddr").unwrap_or(0),
-        num: f("skc_num").unwrap_or(0),
+        sport: b.member_offset("inet_sock", &["inet_sport"]).unwrap_or(0),
     })
 }
 
 /// Whether the BTF offsets cover what the `tp_btf` state program reads from the socket.
 pub fn tp_btf_ready(o: &SockOffsets) -> Result<(), String> {
-    if o.protocol == 0 || o.rcv_saddr == 0 || o.v6_rcv_saddr == 0 || o.num == 0 {
-        return Err("struct sock in BTF lacks sk_protocol, skc_rcv_saddr, skc_v6_rcv_saddr or skc_num".into());
+    if o.protocol == 0 || o.rcv_saddr == 0 || o.v6_rcv_saddr == 0 || o.sport == 0 {
+        return Err("struct sock in BTF lacks sk_protocol, skc_rcv_saddr, skc_v6_rcv_saddr or inet_sock.inet_sport".into());
     }
     Ok(())
 }
