@@ -152,7 +152,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     }
     let sk_addr: u64 = rec.get(o.skaddr)?;
-    let sk = Sk::Hash(sk_addr);
+    let sk = Sk(sk_addr);
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             if counting::connect_source() == CONNECT_DERIVED as u32 {
@@ -240,16 +240,7 @@ fn connect_from_sock(sk: *const u8, rec: Sk) -> Result<u32, u32> {
 #[fentry(function = "tcp_connect")]
 pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
     let sk: *const u8 = ctx.arg(0);
-    match connect_from_sock(sk, Sk::Hash(sk as u64)) {
-        Ok(ret) | Err(ret) => ret,
-    }
-}
-
-/// The same with the record in socket-local storage, beside the `tp_btf` state program.
-#[fentry(function = "tcp_connect")]
-pub fn tcp_connect_fentry_local(ctx: FEntryContext) -> u32 {
-    let sk: *mut core::ffi::c_void = ctx.arg(0);
-    match connect_from_sock(sk as *const u8, Sk::Local(sk)) {
+    match connect_from_sock(sk, Sk(sk as u64)) {
         Ok(ret) | Err(ret) => ret,
     }
 }
@@ -259,7 +250,7 @@ pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
     let Some(sk) = ctx.arg::<*const u8>(0) else {
         return 1;
     };
-    match connect_from_sock(sk, Sk::Hash(sk as u64)) {
+    match connect_from_sock(sk, Sk(sk as u64)) {
         Ok(ret) | Err(ret) => ret,
     }
 }

@@ -1,7 +1,7 @@
 //! The state program as `tp_btf` on `inet_sock_set_state`: the states arrive as arguments (no
-//! trace record is built or copied), the socket as a BTF-typed pointer, so its record lives in
-//! socket-local storage. Fields are read from the socket only on the transitions that need
-//! them, through the BTF offsets userspace passes in `SOCK_OFFSETS`.
+//! trace record is built or copied, nothing is read for the transitions nothing counts), the
+//! socket as a BTF-typed pointer. Fields are read from the socket only on the transitions that
+//! need them, through the BTF offsets userspace passes in `SOCK_OFFSETS`.
 
 use core::ffi::c_void;
 
@@ -66,7 +66,7 @@ fn transition(sk: *mut c_void, old: i32, new: i32) -> Result<(), ()> {
     if field::<u16>(sk, o.protocol)? != IPPROTO_TCP {
         return Ok(());
     }
-    let rec = Sk::Local(sk);
+    let rec = Sk(sk as u64);
     match (old, new) {
         (TCP_SYN_SENT, TCP_ESTABLISHED) => counting::on_established(rec),
         (TCP_CLOSE, TCP_SYN_SENT) => {

@@ -69,7 +69,7 @@ pub struct WatchArgs {
     /// How to count connect attempts: the best that works, or one forced.
     #[arg(long, value_enum, default_value = "auto")]
     pub connect_hook: ConnectMode,
-    /// How to see state transitions: `tp_btf` (cheaper, kernel 5.11+ with BTF), the classic
+    /// How to see state transitions: `tp_btf` (cheaper, kernel 5.5+ with BTF), the classic
     /// `tracepoint`, or the best that works.
     #[arg(long, value_enum, default_value = "auto")]
     pub state_hook: StateMode,

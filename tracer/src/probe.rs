@@ -59,17 +59,9 @@ pub fn run() -> Result<i32, Fatal> {
     } else {
         None
     };
-    // The state hooks first: which one is used decides the connect hook's program.
     let mut state = None;
     for hook in [StateHook::TpBtf, StateHook::Tracepoint] {
-        let mut ebpf = kernel::load_for(
-            &cfg,
-            &tp,
-            &sock.clone().unwrap_or_default(),
-            ret_off,
-            1,
-            hook,
-        )?;
+        let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1)?;
         let ready = match (&sock, hook) {
             (Err(e), StateHook::TpBtf) => Err(e.clone()),
             (Ok(o), StateHook::TpBtf) => kernel::tp_btf_ready(o),
@@ -95,12 +87,9 @@ pub fn run() -> Result<i32, Fatal> {
     };
     let mut chosen = None;
     for hook in ConnectHook::ALL {
-        // Beside tp_btf, watch never picks the kprobe: it is tried with the tracepoint.
-        let usable = ConnectHook::candidates(ConnectMode::Auto, state).contains(&hook);
-        let st = if usable { state } else { StateHook::Tracepoint };
         // A fresh object per hook, so that each is tried on its own.
-        let mut ebpf = kernel::load_for(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1, st)?;
-        match hooks::attach_connect(&mut ebpf, hook, st, aya_btf.as_ref(), sock.is_ok()) {
+        let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1)?;
+        match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
             Ok(()) => {
                 let how = if hook == ConnectHook::Derived {
                     " (from CLOSE -> SYN_SENT)"
@@ -108,9 +97,7 @@ pub fn run() -> Result<i32, Fatal> {
                     " on tcp_connect"
                 };
                 println!("connect hook  {}: available{how}", hook.name());
-                if usable {
-                    chosen.get_or_insert(hook);
-                }
+                chosen.get_or_insert(hook);
             }
             Err(why) => println!("connect hook  {}: not available ({why})", hook.name()),
         }

@@ -128,7 +128,14 @@ fn test() -> Result<()> {
     run_ok(
         cargo()
             .args(["test", "--release", "-p", "tracer-tests"])
-            .args(["--test", "foundation", "--test", "failures", "--test", "netns"])
+            .args([
+                "--test",
+                "foundation",
+                "--test",
+                "failures",
+                "--test",
+                "netns",
+            ])
             .args(["--test", "attribution", "--", "--test-threads=1"])
             .env("TRACER_BIN", &bin)
             .env("TRACER_TEST_STATE_HOOK", "tracepoint"),

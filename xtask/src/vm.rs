@@ -17,12 +17,12 @@ use crate::{bootstrap, cargo, root};
 const MUSL: &str = "x86_64-unknown-linux-musl";
 /// Meta package whose dependency names the current kernel of a series.
 const KERNEL_SERIES: &[&str] = &["linux-image-amd64"];
-/// `connect:state` hook pairs forced in the guest (the kprobe only beside the classic
-/// tracepoint: it cannot reach the socket storage `tp_btf` keeps records in).
+/// `connect:state` hook pairs forced in the guest.
 const MODES: &[&str] = &[
     "auto:auto",
     "fentry:tp_btf",
     "fentry:tracepoint",
+    "kprobe:tp_btf",
     "kprobe:tracepoint",
     "derived:tp_btf",
     "derived:tracepoint",
@@ -330,7 +330,11 @@ fn verdict(log: &str) -> Result<Vec<String>> {
     }
     let state = ["tp_btf", "tracepoint"]
         .into_iter()
-        .find(|h| log.contains(&format!("state hook    {h} sock:inet_sock_set_state: available")))
+        .find(|h| {
+            log.contains(&format!(
+                "state hook    {h} sock:inet_sock_set_state: available"
+            ))
+        })
         .context("probe in the guest offered no state hook")?;
     if !log.contains(&format!("state={state} ")) {
         bail!("auto does not pick the best state hook the guest offers ({state})");

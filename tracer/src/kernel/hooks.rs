@@ -50,25 +50,17 @@ impl ConnectHook {
         }) as u32
     }
 
-    /// The program of this hook; beside `tp_btf` the fentry one keeps its record in the
-    /// socket's storage.
-    fn program(self, state: StateHook) -> Option<&'static str> {
+    fn program(self) -> Option<&'static str> {
         match self {
-            ConnectHook::Fentry if state == StateHook::TpBtf => Some("tcp_connect_fentry_local"),
             ConnectHook::Fentry => Some("tcp_connect_fentry"),
             ConnectHook::Kprobe => Some("tcp_connect_kprobe"),
             ConnectHook::Derived => None,
         }
     }
 
-    /// Candidates in order of preference for a mode, beside a state hook: the kprobe sees the
-    /// socket only as a number, so it cannot reach the socket storage `tp_btf` keeps records
-    /// in (and the derived hook counts the same attempts for less).
-    pub fn candidates(mode: ConnectMode, state: StateHook) -> &'static [ConnectHook] {
+    /// Candidates in order of preference for a mode.
+    pub fn candidates(mode: ConnectMode) -> &'static [ConnectHook] {
         match mode {
-            ConnectMode::Auto if state == StateHook::TpBtf => {
-                &[ConnectHook::Fentry, ConnectHook::Derived]
-            }
             ConnectMode::Auto => &Self::ALL,
             ConnectMode::Fentry => &[ConnectHook::Fentry],
             ConnectMode::Kprobe => &[ConnectHook::Kprobe],
@@ -80,10 +72,9 @@ impl ConnectHook {
 /// How state transitions are seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateHook {
-    /// BTF-typed tracepoint: no trace record, the socket's own storage for the record
-    /// (kernel 5.11+ with BTF).
+    /// BTF-typed tracepoint: no trace record to fill and copy (kernel 5.5+ with BTF).
     TpBtf,
-    /// The classic tracepoint, offsets from tracefs, records in an LRU hash.
+    /// The classic tracepoint, field offsets from tracefs.
     Tracepoint,
 }
 
@@ -111,18 +102,12 @@ impl StateHook {
         }
     }
 
-    /// Candidates in order of preference; a forced kprobe connect hook rules `tp_btf` out
-    /// (see `ConnectHook::candidates`).
-    pub fn candidates(mode: StateMode, connect: ConnectMode) -> Result<&'static [StateHook], String> {
-        match (mode, connect) {
-            (StateMode::TpBtf, ConnectMode::Kprobe) => Err(
-                "--state-hook tp_btf cannot be used with --connect-hook kprobe (a kprobe cannot reach socket storage): use --connect-hook derived or fentry".into(),
-            ),
-            (StateMode::Auto, ConnectMode::Kprobe) | (StateMode::Tracepoint, _) => {
-                Ok(&[StateHook::Tracepoint])
-            }
-            (StateMode::Auto, _) => Ok(&[StateHook::TpBtf, StateHook::Tracepoint]),
-            (StateMode::TpBtf, _) => Ok(&[StateHook::TpBtf]),
+    /// Candidates in order of preference for a mode.
+    pub fn candidates(mode: StateMode) -> &'static [StateHook] {
+        match mode {
+            StateMode::Auto => &[StateHook::TpBtf, StateHook::Tracepoint],
+            StateMode::TpBtf => &[StateHook::TpBtf],
+            StateMode::Tracepoint => &[StateHook::Tracepoint],
         }
     }
 }
@@ -161,11 +146,10 @@ fn explain(hook: ConnectHook, raw: String) -> String {
 pub fn attach_connect(
     ebpf: &mut Ebpf,
     hook: ConnectHook,
-    state: StateHook,
     btf: Option<&Btf>,
     has_offsets: bool,
 ) -> Result<(), String> {
-    let Some(name) = hook.program(state) else {
+    let Some(name) = hook.program() else {
         return Ok(());
     };
     if !has_offsets {

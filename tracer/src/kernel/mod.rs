@@ -150,27 +150,7 @@ pub fn load(
     syscall_ret: u32,
     census_slots: u32,
 ) -> Result<Ebpf, String> {
-    load_for(cfg, tp, sock, syscall_ret, census_slots, StateHook::Tracepoint)
-}
-
-/// Per-socket records of the classic tracepoint's LRU hash; `tp_btf` keeps them in socket
-/// storage and needs one slot only.
-const SOCK_SLOTS: u32 = 262_144;
-
-/// `load` for the state hook that will be attached (it sizes the fallback record hash).
-pub fn load_for(
-    cfg: &Config,
-    tp: &TpOffsets,
-    sock: &SockOffsets,
-    syscall_ret: u32,
-    census_slots: u32,
-    state: StateHook,
-) -> Result<Ebpf, String> {
     let port_filter: u8 = (!cfg.ports.is_empty()).into();
-    let socks = match state {
-        StateHook::TpBtf => 1,
-        StateHook::Tracepoint => SOCK_SLOTS,
-    };
     let mut loader = EbpfLoader::new();
     loader
         .override_global("TP_OFFSETS", tp, true)
@@ -182,8 +162,7 @@ pub fn load_for(
         .map_max_entries("DEST_REASONS", cfg.max_destinations)
         .map_max_entries("PROCS", cfg.max_processes)
         .map_max_entries("PROC_REASONS", cfg.max_processes)
-        .map_max_entries("CENSUS", census_slots.max(1))
-        .map_max_entries("SOCKS", socks);
+        .map_max_entries("CENSUS", census_slots.max(1));
     let mut ebpf = loader
         .load(OBJECT)
         .map_err(|e| format!("loading the BPF object failed: {}", one_line(&e)))?;
@@ -330,7 +309,7 @@ impl Tracer {
         if let (true, Err(e)) = (needs_btf, &sock) {
             return Err(format!(
                 "{e}: --connect-hook {} needs BTF (CONFIG_DEBUG_INFO_BTF=y); use --connect-hook derived",
-                ConnectHook::candidates(cfg.connect, StateHook::Tracepoint)[0].name()
+                ConnectHook::candidates(cfg.connect)[0].name()
             ));
         }
         if let Err(e) = &sock {
@@ -352,19 +331,19 @@ impl Tracer {
         let sock_or_default = sock.clone().unwrap_or_default();
         let mut state_fallbacks = Vec::new();
         let mut loaded = None;
-        for &hook in StateHook::candidates(cfg.state, cfg.connect)? {
+        for &hook in StateHook::candidates(cfg.state) {
             let ready = match (&sock, hook) {
                 (Err(e), StateHook::TpBtf) => Err(e.clone()),
                 (Ok(o), StateHook::TpBtf) => tp_btf_ready(o),
                 _ => Ok(()),
             };
-            let mut ebpf = load_for(
+            // A fresh object per try: a program that failed to load stays unusable.
+            let mut ebpf = load(
                 cfg,
                 &tp,
                 &sock_or_default,
                 *ret_off.as_ref().unwrap_or(&16),
                 pre * 2 + 1024,
-                hook,
             )?;
             match ready.and_then(|()| hooks::attach_state(&mut ebpf, hook, aya_btf.as_ref())) {
                 Ok(()) => {
@@ -391,8 +370,8 @@ impl Tracer {
 
         let mut fallbacks = Vec::new();
         let mut chosen = None;
-        for &hook in ConnectHook::candidates(cfg.connect, state) {
-            match hooks::attach_connect(&mut ebpf, hook, state, aya_btf.as_ref(), sock.is_ok()) {
+        for &hook in ConnectHook::candidates(cfg.connect) {
+            match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
                 Ok(()) => {
                     chosen = Some(hook);
                     break;

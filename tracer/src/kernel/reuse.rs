@@ -18,7 +18,11 @@ impl<K, R> Default for Reuse<K, R> {
 impl<K: PartialEq, R: Clone> Reuse<K, R> {
     /// The rows under totals `key`: the kept ones if `key` equals the totals they were read
     /// under, else fresh ones from `read`. True in the second field when `read` ran.
-    pub fn get(&mut self, key: K, read: impl FnOnce() -> Result<R, String>) -> Result<(R, bool), String> {
+    pub fn get(
+        &mut self,
+        key: K,
+        read: impl FnOnce() -> Result<R, String>,
+    ) -> Result<(R, bool), String> {
         if let Some((k, rows)) = &self.kept
             && *k == key
         {

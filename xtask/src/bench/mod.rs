@@ -89,8 +89,7 @@ pub fn bpftool() -> Option<PathBuf> {
 }
 
 /// Tracer setups to compare: each connect hook `tracer probe` reports as available, with
-/// each available state hook forced (`connect,state`; the kprobe only beside the classic
-/// tracepoint, as `watch` uses it). The first is what `watch` would pick.
+/// each available state hook forced (`connect,state`). The first is what `watch` would pick.
 fn tracer_modes(tracer: &Path) -> Result<Vec<String>> {
     let connects = connect_modes(tracer)?;
     let out = Command::new(tracer).arg("probe").output()?;
@@ -99,8 +98,9 @@ fn tracer_modes(tracer: &Path) -> Result<Vec<String>> {
         .into_iter()
         .filter(|s| {
             text.lines().any(|l| {
-                l.strip_prefix("state hook")
-                    .is_some_and(|r| r.trim().starts_with(&format!("{s} ")) && r.contains(": available"))
+                l.strip_prefix("state hook").is_some_and(|r| {
+                    r.trim().starts_with(&format!("{s} ")) && r.contains(": available")
+                })
             })
         })
         .collect();
@@ -110,9 +110,7 @@ fn tracer_modes(tracer: &Path) -> Result<Vec<String>> {
     let mut modes = Vec::new();
     for c in &connects {
         for s in &states {
-            if c != "kprobe" || *s == "tracepoint" {
-                modes.push(format!("{c},{s}"));
-            }
+            modes.push(format!("{c},{s}"));
         }
     }
     Ok(modes)
