@@ -8,7 +8,7 @@ use hickory_resolver::{
     system_conf::parse_resolv_conf,
 };
 
-use crate::Fatal;
+use crate::error::{Error, Result};
 
 /// The resolver configuration: /etc/resolv.conf, or `TRACER_RESOLV_CONF` (used by the tests to
 /// point at a DNS server of their own on loopback).
@@ -22,20 +22,25 @@ pub struct Resolver {
 
 impl Resolver {
     /// Build from the system's configuration; must be called inside the tokio runtime.
-    pub fn new() -> Result<Self, Fatal> {
+    pub fn new() -> Result<Self> {
         let path = resolv_conf_path();
         let data = std::fs::read(&path).map_err(|e| {
-            format!("--watch-dns: cannot read {path} ({e}): the resolver configuration is needed")
+            Error::env(format!(
+                "--watch-dns: cannot read {path} ({e}): the resolver configuration is needed"
+            ))
         })?;
-        let (config, mut opts): (_, ResolverOpts) = parse_resolv_conf(data)
-            .map_err(|e| format!("--watch-dns: cannot use {path} ({e}): fix the file"))?;
+        let (config, mut opts): (_, ResolverOpts) = parse_resolv_conf(data).map_err(|e| {
+            Error::env(format!(
+                "--watch-dns: cannot use {path} ({e}): fix the file"
+            ))
+        })?;
         opts.cache_size = 0;
         opts.timeout = Duration::from_millis(800);
         opts.attempts = 1;
         let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
-            .map_err(|e| format!("--watch-dns: cannot build a resolver ({e})"))?;
+            .map_err(|e| Error::env(format!("--watch-dns: cannot build a resolver ({e})")))?;
         Ok(Resolver { inner })
     }
 
@@ -70,15 +75,15 @@ pub struct Watcher {
 
 impl Watcher {
     /// Resolve every name once: the baseline. Errors name the name and the fix.
-    pub async fn start(names: &[String], auto_sets: bool) -> Result<Self, Fatal> {
+    pub async fn start(names: &[String], auto_sets: bool) -> Result<Self> {
         let resolver = Resolver::new()?;
         let mut watch = crate::model::analysis::dns::DnsWatch::new(names);
         for (i, n) in names.iter().enumerate() {
             let r = resolver.lookup(n).await;
             if let Err(e) = &r {
-                return Err(format!(
+                return Err(Error::usage(format!(
                     "--watch-dns {n}: cannot resolve it ({e}): check the name and the resolver"
-                ));
+                )));
             }
             watch.observe(i, 0, r);
         }
@@ -91,54 +96,26 @@ impl Watcher {
     }
 
     /// Look every name up again (bounded by the resolver's timeout) and record what changed.
-    pub async fn poll(
-        &mut self,
-        session: &mut crate::session::Session,
-        tracer: &mut crate::kernel::Tracer,
-    ) -> Result<(), Fatal> {
-        use crate::model::{addr::Prefix, cohort::Cohort};
-        use serde_json::json;
-        let answers = self.watch.answers.len();
-        for i in 0..answers {
+    pub async fn poll(&mut self, session: &mut crate::session::Session) -> Result<()> {
+        use crate::model::addr::Prefix;
+        for i in 0..self.watch.answers.len() {
             let name = self.watch.answers[i].name.clone();
             let r = self.resolver.lookup(&name).await;
             let Some(c) = self.watch.observe(i, session.now_ms(), r) else {
                 continue;
             };
-            let long = self.watch.answers[i].long_ttl();
-            let strs = |s: &BTreeSet<IpAddr>| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-            let mut fields = json!({"name": c.name, "old": strs(&c.old), "new": strs(&c.new),
-                                    "ttl": c.ttl, "long_ttl": long});
-            if long {
-                fields["message"] = json!(format!(
-                    "TTL {} s is above {} s: clients may keep the old answer that long",
-                    c.ttl,
-                    crate::model::analysis::dns::LONG_TTL_S
-                ));
-            }
-            session.event_dated("dns_change", fields, c.at_ms)?;
+            let mut added = vec![];
             if self.auto_sets {
-                let added: Vec<Prefix> = c
+                added = c
                     .new
                     .iter()
                     .map(|a| Prefix::host(*a))
                     .filter(|p| !self.sets.old.contains(p) && !self.sets.new.contains(p))
                     .collect();
-                if !added.is_empty() {
-                    crate::kernel::insert_prefixes(
-                        &mut tracer.ebpf,
-                        added.iter().map(|p| (*p, Cohort::New)),
-                    )?;
-                    self.sets.new.extend(added);
-                    session.set_sets(self.sets.clone());
-                }
+                self.sets.new.extend(added.iter().copied());
             }
-            if session.analysis.cutover.is_none() && session.info.cutover_at.is_none() {
-                let fields = json!({"source": "dns", "name": c.name});
-                session.event_dated("cutover", fields, c.at_ms)?;
-            }
+            session.dns_change(c, added)?;
         }
-        session.dns = self.watch.answers.clone();
-        Ok(())
+        session.set_dns(self.watch.answers.clone())
     }
 }
