@@ -57,12 +57,14 @@ pub struct Sampler {
     hint: std::cell::Cell<[usize; 3]>,
     /// Rows kept while the cohort totals stand still (`reuse`): outbound, inbound, reasons.
     kept_out: RefCell<Reuse<[OutCounters; 3], OutRows>>,
-    kept_in: RefCell<Reuse<[InCounters; 3], (Vec<LocalRow>, u64)>>,
+    kept_in: RefCell<Reuse<[InCounters; 3], InRows>>,
     kept_reasons: RefCell<Reuse<[Reasons; 3], ReasonRows>>,
 }
 
 /// Destinations and processes with the live entries of DEST and PROCS.
 type OutRows = (Vec<DestRow>, u64, Vec<ProcRow>, u64);
+/// Local addresses with the live entries of LOCAL_IN.
+type InRows = (Vec<LocalRow>, u64);
 /// Failure reasons per destination and per process.
 type ReasonRows = (Vec<(IpAddr, Reasons)>, Vec<(ProcId, Reasons)>);
 
@@ -361,7 +363,7 @@ impl Sampler {
     }
 
     /// LOCAL_IN read whole, as rows, with the local addresses only the census knows.
-    fn read_in(&self) -> Result<(Vec<LocalRow>, u64), String> {
+    fn read_in(&self) -> Result<InRows, String> {
         let (mut locals, seen_local) = rows_with(
             &self.local_in,
             self.ncpus,
