@@ -43,6 +43,14 @@ pub fn forced_hook() -> Option<String> {
         .filter(|h| !h.is_empty() && h != "auto")
 }
 
+/// The state hook forced for this run (`TRACER_TEST_STATE_HOOK`, set by the kernel matrix and
+/// by `cargo xtask test` for its second pass); `None` lets tracer choose.
+pub fn forced_state_hook() -> Option<String> {
+    std::env::var("TRACER_TEST_STATE_HOOK")
+        .ok()
+        .filter(|h| !h.is_empty() && h != "auto")
+}
+
 /// These tests load BPF programs: without root they fail, loudly, never skip.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -160,6 +168,7 @@ impl Run {
             .arg(&json)
             .args(args)
             .args(forced_hook().map(|h| format!("--connect-hook={h}")))
+            .args(forced_state_hook().map(|h| format!("--state-hook={h}")))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
             .spawn()

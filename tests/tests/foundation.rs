@@ -55,7 +55,11 @@ fn exact_counts_for_a_failover_with_pre_existing_connections() {
     if let Some(forced) = forced_hook() {
         assert_eq!(hook, forced, "the forced connect hook is the one in use");
     }
-    assert_eq!(meta["hooks"]["state"], "tracepoint");
+    let state = meta["hooks"]["state"].as_str().unwrap();
+    assert!(["tp_btf", "tracepoint"].contains(&state), "{state}");
+    if let Some(forced) = forced_state_hook() {
+        assert_eq!(state, forced, "the forced state hook is the one in use");
+    }
     assert_eq!(out.summary()["reason"], "sigint");
     // The kernel skips a program run that would nest on one CPU (softirq over process context);
     // on this host that happens now and then even at this rate. When it does, it must be
@@ -145,11 +149,26 @@ fn the_hook_in_use_is_the_one_probe_announces() {
         }
         None => probe_hook,
     };
+    let probe_state = line
+        .split("state=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let expected_state = match forced_state_hook() {
+        Some(h) => {
+            let line = format!("state hook    {h} sock:inet_sock_set_state: available");
+            assert!(stdout.contains(&line), "probe does not offer {h}: {stdout}");
+            h
+        }
+        None => probe_state,
+    };
     let s = Server::start("127.10.0.2");
     let run = Run::start("probe-hook", &["--old", OLD, "--new", NEW]);
     short_connections(s.addr, 3);
     let out = run.stop();
     assert_eq!(out.meta()["hooks"]["connect"], expected.as_str());
+    assert_eq!(out.meta()["hooks"]["state"], expected_state.as_str());
     assert_eq!(out.destination("127.10.0.2"), Some((3, 3, 0, 3, 0)));
     // Every hook that was not used says why.
     for f in out.meta()["hooks"]["fallbacks"].as_array().unwrap() {

@@ -22,6 +22,11 @@ pub const DIR_IN: u8 = 2;
 
 /// Slots of the `CONFIG` array, written by userspace after the hooks are chosen.
 pub const CONFIG_CONNECT_SOURCE: u32 = 0;
+/// Non-zero when the cohort sets hold host addresses (/32, /128): they live in an exact-match
+/// hash looked up before the LPM trie.
+pub const CONFIG_COHORT_EXACT: u32 = 1;
+/// Non-zero when the cohort sets hold wider prefixes: only then is the LPM trie looked up.
+pub const CONFIG_COHORT_LPM: u32 = 2;
 pub const CONFIG_SLOTS: u32 = 4;
 
 /// Which program counts connect attempts (`CONFIG[CONFIG_CONNECT_SOURCE]`).
@@ -150,6 +155,14 @@ pub struct SockOffsets {
     /// `sk_err` and `sk_err_soft`: why a connect failed. 0 = unknown (no BTF): reason `other`.
     pub err: u32,
     pub err_soft: u32,
+    /// What the BTF-typed state hook (`tp_btf`) reads from the socket instead of a trace record:
+    /// `sk_protocol` (u16), the local addresses and the local port (`inet_sport` of
+    /// `struct inet_sock`, network order: what the classic tracepoint reports; `skc_num` is
+    /// already 0 when a socket goes to CLOSE).
+    pub protocol: u32,
+    pub rcv_saddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub sport: u32,
 }
 
 /// Why a connect ended before ESTABLISHED: index into `FailReasons::n`.
@@ -247,6 +260,7 @@ pub const fn lat_slot(cohort: u32, kind: u32) -> u32 {
 /// these names; a unit test in `tracer` checks every one is in the object).
 pub mod names {
     pub const COHORT_PREFIXES: &str = "COHORT_PREFIXES";
+    pub const COHORT_HOSTS: &str = "COHORT_HOSTS";
     pub const COHORT_OUT: &str = "COHORT_OUT";
     pub const COHORT_IN: &str = "COHORT_IN";
     pub const DEST: &str = "DEST";
@@ -262,6 +276,7 @@ pub mod names {
     pub const STATS: &str = "STATS";
     pub const MAPS: &[&str] = &[
         COHORT_PREFIXES,
+        COHORT_HOSTS,
         COHORT_OUT,
         COHORT_IN,
         DEST,
@@ -374,7 +389,7 @@ mod tests {
         assert_eq!(size_of::<TupleKey>(), 16 + 16 + 2 + 2);
         assert_eq!(size_of::<CensusInfo>(), 8);
         assert_eq!(size_of::<TpOffsets>(), 12 * 4);
-        assert_eq!(size_of::<SockOffsets>(), 24);
+        assert_eq!(size_of::<SockOffsets>(), 40);
         assert_eq!(size_of::<FailReasons>(), 8 * REASONS);
         assert_eq!(size_of::<LatHist>(), 8 * LAT_BUCKETS);
         assert_eq!(size_of::<Pending>(), 8 + 16 + 2 + 6 + 8);

@@ -8,21 +8,27 @@ use aya_ebpf::{
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     },
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
 };
 use tracer_common::{
-    Addr, COHORT_OTHER, COHORTS, CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo,
-    DIR_IN, DIR_OUT, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist,
-    OutCounters, ProcKey, REASON_NO_PORT, REASONS, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS,
-    STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo,
-    TupleKey,
+    Addr, COHORT_OTHER, COHORTS, CONFIG_COHORT_EXACT, CONFIG_COHORT_LPM, CONFIG_CONNECT_SOURCE,
+    CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo, DIR_IN, DIR_OUT, FailReasons, InCounters,
+    LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist, OutCounters, ProcKey, REASON_NO_PORT, REASONS,
+    STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS,
+    STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
 };
 
 const BPF_NOEXIST: u64 = 1;
 
+use crate::record::Sk;
+
 /// Old/new prefixes (IPv4 mapped into IPv6), value = cohort. Filled by userspace.
 #[map]
 static COHORT_PREFIXES: LpmTrie<Addr, u32> = LpmTrie::with_max_entries(4096, 0);
+
+/// Old/new host addresses (/32, /128), value = cohort: one hash lookup instead of a trie walk.
+#[map]
+static COHORT_HOSTS: HashMap<Addr, u32> = HashMap::with_max_entries(4096, 0);
 
 /// Exact outbound totals per cohort: never evicted.
 #[map]
@@ -62,10 +68,6 @@ static PROC_REASONS: LruPerCpuHashMap<ProcKey, FailReasons> =
 #[map]
 static LATENCY: PerCpuArray<LatHist> = PerCpuArray::with_max_entries(LAT_SLOTS, 0);
 
-/// Per-socket record between transitions, keyed by the socket pointer.
-#[map]
-static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(262144, 0);
-
 /// Connections that existed at start, by 4-tuple; removed at their close.
 #[map]
 static CENSUS: HashMap<TupleKey, CensusInfo> = HashMap::with_max_entries(1, 0);
@@ -84,10 +86,12 @@ static CONFIG: Array<u32> = Array::with_max_entries(CONFIG_SLOTS, 0);
 /// Which program counts attempts: exactly one source at a time.
 #[inline(always)]
 pub fn connect_source() -> u32 {
-    CONFIG
-        .get(CONFIG_CONNECT_SOURCE)
-        .copied()
-        .unwrap_or(CONNECT_DERIVED as u32)
+    config(CONFIG_CONNECT_SOURCE, CONNECT_DERIVED as u32)
+}
+
+#[inline(always)]
+fn config(slot: u32, default: u32) -> u32 {
+    CONFIG.get(slot).copied().unwrap_or(default)
 }
 
 /// Self-observation: inserts (to derive evictions) and failures.
@@ -179,20 +183,32 @@ pub fn port_allowed(port: u16) -> bool {
     crate::global(&PORT_FILTER) == 0 || unsafe { PORTS.get(port) }.is_some()
 }
 
+/// The cohort of an address, classified once per connection (at the connect or the accept):
+/// host members by exact match first (the longest prefix there is), then the trie, each only
+/// when the sets hold such members.
 #[inline(always)]
 fn cohort_of(addr: &Addr) -> u32 {
+    if config(CONFIG_COHORT_EXACT, 1) != 0 {
+        // SAFETY: read-only lookup of plain data.
+        if let Some(c) = unsafe { COHORT_HOSTS.get(addr) } {
+            return *c;
+        }
+    }
+    if config(CONFIG_COHORT_LPM, 1) == 0 {
+        return COHORT_OTHER;
+    }
     COHORT_PREFIXES
         .get(Key::new(128, *addr))
         .copied()
         .unwrap_or(COHORT_OTHER)
 }
 
-/// Count one outbound event for the cohort (exact), the destination and the process (bounded).
+/// Count one outbound event for the destination and the process (bounded), then the cohort
+/// (exact). The cohort goes last: userspace reads the cohort totals first and skips reading
+/// DEST and PROCS while they have not moved, so every change of those maps must be followed by
+/// a change of the totals.
 #[inline(always)]
 fn count_out(info: &SockInfo, f: Out) {
-    if let Some(c) = COHORT_OUT.get_ptr_mut(info.cohort as u32) {
-        bump_out(c, f);
-    }
     if upsert(&DEST, &info.addr, |c| bump_out(c, f)) {
         stat(STAT_DEST_INSERTS);
     }
@@ -201,16 +217,20 @@ fn count_out(info: &SockInfo, f: Out) {
     {
         stat(STAT_PROC_INSERTS);
     }
+    if let Some(c) = COHORT_OUT.get_ptr_mut(info.cohort as u32) {
+        bump_out(c, f);
+    }
 }
 
-/// Count one inbound event for the local address's cohort (exact) and the address (bounded).
+/// Count one inbound event for the address (bounded), then its cohort (exact; last, as in
+/// `count_out`).
 #[inline(always)]
 fn count_in(addr: &Addr, cohort: u32, f: In) {
-    if let Some(c) = COHORT_IN.get_ptr_mut(cohort) {
-        bump_in(c, f);
-    }
     if upsert(&LOCAL_IN, addr, |c| bump_in(c, f)) {
         stat(STAT_LOCAL_INSERTS);
+    }
+    if let Some(c) = COHORT_IN.get_ptr_mut(cohort) {
+        bump_in(c, f);
     }
 }
 
@@ -231,7 +251,7 @@ fn outbound(daddr: &Addr) -> SockInfo {
 
 /// An active open, in the connecting process: remember who, then count the attempt.
 #[inline(always)]
-pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
+pub fn on_connect(sk: Sk, daddr: &Addr, dport: u16) {
     crate::unsent::reached();
     if !port_allowed(dport) {
         return;
@@ -241,16 +261,16 @@ pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
         syn_ns: unsafe { bpf_ktime_get_ns() },
         ..outbound(daddr)
     };
-    if SOCKS.insert(sk, info, 0).is_err() {
+    if !sk.create(&info) {
         stat(STAT_SOCK_INSERT_FAILED);
     }
     count_out(&info, Out::Attempts);
 }
 
 #[inline(always)]
-pub fn on_established(sk: u64) {
-    if let Some(p) = SOCKS.get_ptr_mut(sk) {
-        // SAFETY: the entry stays valid while the program runs (RCU).
+pub fn on_established(sk: Sk) {
+    if let Some(p) = sk.get() {
+        // SAFETY: the record stays valid while the program runs (RCU).
         let info = unsafe { &mut *p };
         if info.dir == DIR_OUT && info.established == 0 {
             info.established = 1;
@@ -293,23 +313,25 @@ fn count_reason(info: &SockInfo, reason: u32) {
     } else {
         REASONS - 1
     };
-    if let Some(r) = COHORT_REASONS.get_ptr_mut(info.cohort as u32) {
-        bump_reason(r, reason);
-    }
+    // The cohort last, as in `count_out`.
     upsert(&DEST_REASONS, &info.addr, |r| bump_reason(r, reason));
     if let Some(key) = proc_key(info) {
         upsert(&PROC_REASONS, &key, |r| bump_reason(r, reason));
+    }
+    if let Some(r) = COHORT_REASONS.get_ptr_mut(info.cohort as u32) {
+        bump_reason(r, reason);
     }
 }
 
 /// A connect ended before ESTABLISHED; `reason` was read from the socket's error.
 #[inline(always)]
-pub fn on_failed(sk: u64, reason: u32) {
-    // SAFETY: copied out before the entry is removed.
-    let Some(info) = (unsafe { SOCKS.get(sk) }).copied() else {
+pub fn on_failed(sk: Sk, reason: u32) {
+    let Some(p) = sk.get() else {
         return;
     };
-    let _ = SOCKS.remove(sk);
+    // SAFETY: copied out before the record is released.
+    let info = unsafe { *p };
+    sk.done(p);
     if info.dir == DIR_OUT && info.established == 0 {
         count_out(&info, Out::Failed);
         count_reason(&info, reason);
@@ -332,7 +354,7 @@ pub fn on_unsent(daddr: &Addr, reason: u32) {
 
 /// A passive open completed on the child socket: count it by local address.
 #[inline(always)]
-pub fn on_accept(sk: u64, saddr: &Addr, sport: u16) {
+pub fn on_accept(sk: Sk, saddr: &Addr, sport: u16) {
     if !port_allowed(sport) {
         return;
     }
@@ -344,7 +366,7 @@ pub fn on_accept(sk: u64, saddr: &Addr, sport: u16) {
         established: 1,
         ..SockInfo::default()
     };
-    if SOCKS.insert(sk, info, 0).is_err() {
+    if !sk.create(&info) {
         stat(STAT_SOCK_INSERT_FAILED);
     }
     count_in(saddr, cohort, In::Accepted);
@@ -353,13 +375,14 @@ pub fn on_accept(sk: u64, saddr: &Addr, sport: u16) {
 /// An established connection left ESTABLISHED: count the close by its record, or, for a
 /// connection from before the start, by its 4-tuple in the census.
 #[inline(always)]
-pub fn on_leave_established(sk: u64, tuple: impl FnOnce() -> Result<TupleKey, u32>) {
-    // SAFETY: copied out before the entry is removed.
-    if let Some(info) = unsafe { SOCKS.get(sk) }.copied() {
-        let _ = SOCKS.remove(sk);
+pub fn on_leave_established(sk: Sk, tuple: impl FnOnce() -> Result<TupleKey, u32>) {
+    if let Some(p) = sk.get() {
+        // SAFETY: copied out before the record is released.
+        let info = unsafe { *p };
+        sk.done(p);
         if info.dir == DIR_OUT {
             count_out(&info, Out::Closed);
-        } else {
+        } else if info.dir == DIR_IN {
             count_in(&info.addr, info.cohort as u32, In::Closed);
         }
         return;

@@ -6,6 +6,8 @@
 
 mod counting;
 mod dns;
+mod record;
+mod state_btf;
 mod unsent;
 
 use aya_ebpf::{
@@ -15,6 +17,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::{FEntryContext, ProbeContext, SockAddrContext, TracePointContext},
 };
+use record::Sk;
 use tracer_common::{
     Addr, CONNECT_DERIVED, REASON_NO_PORT, REASON_OTHER, SockOffsets, TCP_CLOSE, TCP_ESTABLISHED,
     TCP_SYN_RECV, TCP_SYN_SENT, TpOffsets, mapped_v4, reason_of,
@@ -50,10 +53,14 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     dport: 0,
     err: 0,
     err_soft: 0,
+    protocol: 0,
+    rcv_saddr: 0,
+    v6_rcv_saddr: 0,
+    sport: 0,
 };
 
 #[inline(always)]
-fn global<T: Copy>(v: &T) -> T {
+pub(crate) fn global<T: Copy>(v: &T) -> T {
     // SAFETY: globals are plain data in .rodata, set by the loader before the program runs.
     unsafe { core::ptr::read_volatile(v) }
 }
@@ -145,7 +152,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
     if family != AF_INET && family != AF_INET6 {
         return Ok(0);
     }
-    let sk: u64 = rec.get(o.skaddr)?;
+    let sk_addr: u64 = rec.get(o.skaddr)?;
+    let sk = Sk(sk_addr);
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             if counting::connect_source() == CONNECT_DERIVED as u32 {
@@ -161,7 +169,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
             let reason = if rec.get::<u16>(o.sport)? == 0 {
                 REASON_NO_PORT
             } else {
-                sock_error(sk as *const u8)
+                sock_error(sk_addr as *const u8)
             };
             counting::on_failed(sk, reason)
         }
@@ -189,7 +197,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<u32, u32> {
 /// before it changes the state (`tcp_done_with_error`); `sk_err_soft` holds an ICMP error that
 /// arrived while the socket was owned by its process. Offsets from BTF; unknown: `other`.
 #[inline(always)]
-fn sock_error(sk: *const u8) -> u32 {
+pub(crate) fn sock_error(sk: *const u8) -> u32 {
     let o = global(&SOCK_OFFSETS);
     if o.err == 0 {
         return REASON_OTHER;
@@ -205,9 +213,10 @@ fn sock_error(sk: *const u8) -> u32 {
     reason_of(err)
 }
 
-/// Read the destination of a connecting socket through the BTF offsets of `struct sock`.
+/// Read the destination of a connecting socket through the BTF offsets of `struct sock`;
+/// `rec` says where its record goes.
 #[inline(always)]
-fn connect_from_sock(sk: *const u8) -> Result<u32, u32> {
+fn connect_from_sock(sk: *const u8, rec: Sk) -> Result<u32, u32> {
     let o = global(&SOCK_OFFSETS);
     // SAFETY: `sk` is the kernel's socket pointer; the helper validates every read.
     unsafe {
@@ -224,7 +233,7 @@ fn connect_from_sock(sk: *const u8) -> Result<u32, u32> {
         };
         let dport_be: u16 =
             bpf_probe_read_kernel(sk.add(o.dport as usize) as *const u16).map_err(|_| 1u32)?;
-        counting::on_connect(sk as u64, &daddr, u16::from_be(dport_be));
+        counting::on_connect(rec, &daddr, u16::from_be(dport_be));
     }
     Ok(0)
 }
@@ -232,7 +241,7 @@ fn connect_from_sock(sk: *const u8) -> Result<u32, u32> {
 #[fentry(function = "tcp_connect")]
 pub fn tcp_connect_fentry(ctx: FEntryContext) -> u32 {
     let sk: *const u8 = ctx.arg(0);
-    match connect_from_sock(sk) {
+    match connect_from_sock(sk, Sk(sk as u64)) {
         Ok(ret) | Err(ret) => ret,
     }
 }
@@ -242,7 +251,7 @@ pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
     let Some(sk) = ctx.arg::<*const u8>(0) else {
         return 1;
     };
-    match connect_from_sock(sk) {
+    match connect_from_sock(sk, Sk(sk as u64)) {
         Ok(ret) | Err(ret) => ret,
     }
 }

@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{kernel::hooks::ConnectMode, model::analysis::cutover::CutoverAt};
+use crate::{
+    kernel::hooks::{ConnectMode, StateMode},
+    model::analysis::cutover::CutoverAt,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -79,6 +82,10 @@ pub struct WatchArgs {
     /// How to count connect attempts: the best that works, or one forced.
     #[arg(long, value_enum, default_value = "auto")]
     pub connect_hook: ConnectMode,
+    /// How to see state transitions: `tp_btf` (cheaper, kernel 5.5+ with BTF), the classic
+    /// `tracepoint`, or the best that works.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub state_hook: StateMode,
     /// Bound of the per-destination map (LRU); cohort totals stay exact beyond it.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
     pub max_destinations: u32,
@@ -238,6 +245,8 @@ mod tests {
             "-",
             "--connect-hook",
             "derived",
+            "--state-hook",
+            "tp_btf",
             "--max-destinations",
             "256",
         ])
@@ -247,6 +256,7 @@ mod tests {
         };
         assert_eq!(w.port, [80, 443]);
         assert_eq!(w.connect_hook, ConnectMode::Derived);
+        assert_eq!(w.state_hook, StateMode::TpBtf);
         assert_eq!(w.interval, Duration::from_millis(250));
         assert_eq!(w.metrics, None);
     }

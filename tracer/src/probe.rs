@@ -6,7 +6,7 @@ use crate::{
     kernel::{
         self, Config, dnscap,
         env::Env,
-        hooks::{self, ConnectHook, ConnectMode},
+        hooks::{self, ConnectHook, ConnectMode, StateHook, StateMode},
         unsent,
     },
     model::cohort::Sets,
@@ -69,8 +69,36 @@ pub fn run() -> Result<i32> {
         sets: Sets::default(),
         ports: vec![],
         connect: ConnectMode::Auto,
+        state: StateMode::Auto,
         max_destinations: 1024,
         max_processes: 1024,
+    };
+    let mut state = None;
+    for hook in [StateHook::TpBtf, StateHook::Tracepoint] {
+        let mut ebpf =
+            kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1).env()?;
+        let ready = match (&sock, hook) {
+            (Err(e), StateHook::TpBtf) => Err(e.clone()),
+            (Ok(o), StateHook::TpBtf) => kernel::tp_btf_ready(o),
+            _ => Ok(()),
+        };
+        match ready.and_then(|()| hooks::attach_state(&mut ebpf, hook, aya_btf)) {
+            Ok(()) => {
+                println!(
+                    "state hook    {} sock:inet_sock_set_state: available",
+                    hook.name()
+                );
+                state.get_or_insert(hook);
+            }
+            Err(why) => println!(
+                "state hook    {} sock:inet_sock_set_state: not available ({why})",
+                hook.name()
+            ),
+        }
+    }
+    let Some(state) = state else {
+        println!("watch cannot run on this kernel");
+        return Ok(2);
     };
     let mut chosen = None;
     for hook in ConnectHook::ALL {
@@ -91,14 +119,6 @@ pub fn run() -> Result<i32> {
         }
     }
     let mut ebpf = kernel::load(&cfg, &tp, &sock.unwrap_or_default(), ret_off, 1).env()?;
-    match hooks::attach_state(&mut ebpf) {
-        Ok(()) => println!("state hook    tracepoint sock:inet_sock_set_state: available"),
-        Err(why) => {
-            println!("state hook    tracepoint sock:inet_sock_set_state: not available ({why})");
-            println!("watch cannot run on this kernel");
-            return Ok(2);
-        }
-    }
     let unsent = env.syscall_ret.and_then(|_| unsent::attach(&mut ebpf));
     match &unsent {
         Ok(()) => println!("unsent hook   {}: available", unsent::NAME),
@@ -115,8 +135,9 @@ pub fn run() -> Result<i32> {
     }
     let connect = chosen.unwrap_or(ConnectHook::Derived);
     println!(
-        "watch would use: connect={} state=tracepoint unsent={} dns={}",
+        "watch would use: connect={} state={} unsent={} dns={}",
         connect.name(),
+        state.name(),
         if unsent.is_ok() {
             "cgroup+syscall"
         } else {

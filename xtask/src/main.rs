@@ -146,6 +146,24 @@ fn test() -> Result<()> {
             .args(["--", "--test-threads=1", "exact_counts"])
             .env("TRACER_BIN", &dist.x86_64),
     )?;
+    // The default run uses the state hook auto picks (tp_btf here); the counting tests run
+    // once more on the classic tracepoint, the fallback on kernels without tp_btf.
+    eprintln!("xtask: counting tests again with --state-hook tracepoint");
+    run_ok(
+        cargo()
+            .args(["test", "--release", "-p", "tracer-tests"])
+            .args([
+                "--test",
+                "foundation",
+                "--test",
+                "failures",
+                "--test",
+                "netns",
+            ])
+            .args(["--test", "attribution", "--", "--test-threads=1"])
+            .env("TRACER_BIN", &bin)
+            .env("TRACER_TEST_STATE_HOOK", "tracepoint"),
+    )?;
     // The bench harness runs on every test so it never rots (quick: a few seconds per phase,
     // results in target/bench-quick/, the committed bench/RESULTS.md is left alone).
     eprintln!("xtask: quick benchmark (harness check)");

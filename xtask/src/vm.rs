@@ -17,7 +17,16 @@ use crate::{bootstrap, cargo, root};
 const MUSL: &str = crate::dist::X86_64;
 /// Meta package whose dependency names the current kernel of a series.
 const KERNEL_SERIES: &[&str] = &["linux-image-amd64"];
-const MODES: &[&str] = &["auto", "fentry", "kprobe", "derived"];
+/// `connect:state` hook pairs forced in the guest.
+const MODES: &[&str] = &[
+    "auto:auto",
+    "fentry:tp_btf",
+    "fentry:tracepoint",
+    "kprobe:tp_btf",
+    "kprobe:tracepoint",
+    "derived:tp_btf",
+    "derived:tracepoint",
+];
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn say(msg: &str) {
@@ -127,7 +136,8 @@ echo "VMTEST kernel $(uname -r)"
 /bin/tracer probe
 echo "VMTEST probe rc=$?"
 for mode in MODES; do
-  TRACER_BIN=/bin/tracer TRACER_TCONN=/bin/tconn TRACER_TEST_CONNECT_HOOK=$mode RUST_BACKTRACE=0 \
+  TRACER_BIN=/bin/tracer TRACER_TCONN=/bin/tconn TRACER_TEST_CONNECT_HOOK=${mode%:*} \
+    TRACER_TEST_STATE_HOOK=${mode#*:} RUST_BACKTRACE=0 \
     /bin/foundation --test-threads=1 exact_counts the_hook_in_use dns_capture > /tmp/out 2>&1
   rc=$?
   cat /tmp/out
@@ -315,6 +325,17 @@ fn verdict(log: &str) -> Result<Vec<String>> {
     if !log.contains("dns hook      cgroup_skb/ingress") {
         bail!("the DNS capture hooks are not available in the guest (see `dns hook` in the log)");
     }
+    let state = ["tp_btf", "tracepoint"]
+        .into_iter()
+        .find(|h| {
+            log.contains(&format!(
+                "state hook    {h} sock:inet_sock_set_state: available"
+            ))
+        })
+        .context("probe in the guest offered no state hook")?;
+    if !log.contains(&format!("state={state} ")) {
+        bail!("auto does not pick the best state hook the guest offers ({state})");
+    }
     let mut failed = Vec::new();
     for mode in MODES {
         let ok = log.contains(&format!("VMTEST mode={mode} rc=0"));
@@ -326,7 +347,7 @@ fn verdict(log: &str) -> Result<Vec<String>> {
     if !failed.is_empty() {
         bail!("modes failed in the guest: {failed:?}");
     }
-    lines.push(format!("auto picked {best}"));
+    lines.push(format!("auto picked {best} and {state}"));
     Ok(lines)
 }
 

@@ -109,7 +109,11 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::{Config, hooks::ConnectMode, load},
+        kernel::{
+            Config,
+            hooks::{ConnectMode, StateMode},
+            load,
+        },
         model::cohort::Sets,
     };
 
@@ -122,6 +126,7 @@ mod tests {
             sets: Sets::default(),
             ports: vec![],
             connect: ConnectMode::Derived,
+            state: StateMode::Auto,
             max_destinations: 10_000,
             max_processes: 1024,
         };

@@ -17,7 +17,11 @@ use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use serde_json::Value;
 use tracer_common::{InCounters, OutCounters, ProcKey, TpOffsets};
 
-use super::{Config, Hooks, Tracer, census, hooks::ConnectHook, hooks::ConnectMode, load};
+use super::{
+    Config, Hooks, Tracer, census,
+    hooks::{ConnectHook, ConnectMode, StateMode},
+    load,
+};
 use crate::{
     metrics::exposition::{Fixed, Format, Frame, Milestones, render},
     model::{
@@ -140,6 +144,7 @@ fn snapshot_cost_at_60k_destinations() {
         sets: sets.clone(),
         ports: vec![],
         connect: ConnectMode::Derived,
+        state: StateMode::Auto,
         max_destinations: 65536,
         max_processes: 65536,
     };

@@ -3,7 +3,7 @@
 
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, KProbe, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, TracePoint},
 };
 use tracer_common::{CONNECT_DERIVED, CONNECT_FENTRY, CONNECT_KPROBE};
 
@@ -69,7 +69,48 @@ impl ConnectHook {
     }
 }
 
-pub const STATE_PROGRAM: &str = "inet_sock_set_state";
+/// How state transitions are seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateHook {
+    /// BTF-typed tracepoint: no trace record to fill and copy (kernel 5.5+ with BTF).
+    TpBtf,
+    /// The classic tracepoint, field offsets from tracefs.
+    Tracepoint,
+}
+
+/// `--state-hook`: one forced, or the best that works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateMode {
+    Auto,
+    #[value(name = "tp_btf")]
+    TpBtf,
+    Tracepoint,
+}
+
+impl StateHook {
+    pub fn name(self) -> &'static str {
+        match self {
+            StateHook::TpBtf => "tp_btf",
+            StateHook::Tracepoint => "tracepoint",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            StateHook::TpBtf => "inet_sock_set_state_btf",
+            StateHook::Tracepoint => "inet_sock_set_state",
+        }
+    }
+
+    /// Candidates in order of preference for a mode.
+    pub fn candidates(mode: StateMode) -> &'static [StateHook] {
+        match mode {
+            StateMode::Auto => &[StateHook::TpBtf, StateHook::Tracepoint],
+            StateMode::TpBtf => &[StateHook::TpBtf],
+            StateMode::Tracepoint => &[StateHook::Tracepoint],
+        }
+    }
+}
 
 /// One line from any error chain, without the verifier's log (which can be pages long).
 pub fn one_line(e: &dyn std::error::Error) -> String {
@@ -149,14 +190,29 @@ fn attach_program(
     Ok(())
 }
 
-/// Load and attach the state tracepoint.
-pub fn attach_state(ebpf: &mut Ebpf) -> Result<(), String> {
+/// Load and attach the state program as `hook`. `tp_btf` needs the kernel's BTF.
+pub fn attach_state(ebpf: &mut Ebpf, hook: StateHook, btf: Option<&Btf>) -> Result<(), String> {
+    let name = hook.program();
     let prog = ebpf
-        .program_mut(STATE_PROGRAM)
-        .ok_or("program inet_sock_set_state missing from the object")?;
-    let p: &mut TracePoint = prog.try_into().map_err(|e| one_line(&e))?;
-    p.load().map_err(|e| one_line(&e))?;
-    p.attach("sock", "inet_sock_set_state")
-        .map_err(|e| one_line(&e))?;
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    match hook {
+        StateHook::TpBtf => {
+            let btf = btf.ok_or("no kernel BTF")?;
+            let p: &mut BtfTracePoint = prog.try_into().map_err(|e| one_line(&e))?;
+            p.load("inet_sock_set_state", btf)
+                .map_err(|e| one_line(&e))?;
+            if let Err(e) = p.attach() {
+                let _ = p.unload();
+                return Err(one_line(&e));
+            }
+        }
+        StateHook::Tracepoint => {
+            let p: &mut TracePoint = prog.try_into().map_err(|e| one_line(&e))?;
+            p.load().map_err(|e| one_line(&e))?;
+            p.attach("sock", "inet_sock_set_state")
+                .map_err(|e| one_line(&e))?;
+        }
+    }
     Ok(())
 }

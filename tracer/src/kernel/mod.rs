@@ -11,6 +11,7 @@ pub mod env;
 pub mod hooks;
 pub mod owners;
 pub mod progstats;
+pub mod reuse;
 pub mod sampler;
 pub mod tracefs;
 pub mod unsent;
@@ -22,7 +23,8 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use tracer_common::{
-    CONFIG_CONNECT_SOURCE, CensusInfo, DIR_IN, DIR_OUT, SockOffsets, TpOffsets, TupleKey, names,
+    CONFIG_COHORT_EXACT, CONFIG_COHORT_LPM, CONFIG_CONNECT_SOURCE, CensusInfo, DIR_IN, DIR_OUT,
+    SockOffsets, TpOffsets, TupleKey, names,
 };
 
 use crate::model::{
@@ -30,7 +32,7 @@ use crate::model::{
     cohort::{Cohort, Sets},
     reconcile::Table,
 };
-use hooks::{ConnectHook, ConnectMode, one_line};
+use hooks::{ConnectHook, ConnectMode, StateHook, StateMode, one_line};
 
 /// The eBPF object built by aya-build from tracer-ebpf.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -46,6 +48,7 @@ pub struct Config {
     pub sets: Sets,
     pub ports: Vec<u16>,
     pub connect: ConnectMode,
+    pub state: StateMode,
     pub max_destinations: u32,
     pub max_processes: u32,
 }
@@ -90,7 +93,20 @@ pub fn sock_offsets(raw: &[u8]) -> Result<SockOffsets, String> {
         dport: f("skc_dport")?,
         err: g("sk_err")?,
         err_soft: g("sk_err_soft")?,
+        // Only `tp_btf` reads these; 0 (never their offset) rules it out (`tp_btf_ready`).
+        protocol: g("sk_protocol").unwrap_or(0),
+        rcv_saddr: f("skc_rcv_saddr").unwrap_or(0),
+        v6_rcv_saddr: f("skc_v6_rcv_saddr").unwrap_or(0),
+        sport: b.member_offset("inet_sock", &["inet_sport"]).unwrap_or(0),
     })
+}
+
+/// Whether the BTF offsets cover what the `tp_btf` state program reads from the socket.
+pub fn tp_btf_ready(o: &SockOffsets) -> Result<(), String> {
+    if o.protocol == 0 || o.rcv_saddr == 0 || o.v6_rcv_saddr == 0 || o.sport == 0 {
+        return Err("struct sock in BTF lacks sk_protocol, skc_rcv_saddr, skc_v6_rcv_saddr or inet_sock.inet_sport".into());
+    }
+    Ok(())
 }
 
 /// Mount a pseudo filesystem (`tracefs`, `cgroup2`) of type `fstype` at `target`.
@@ -158,6 +174,8 @@ pub fn load(
         .load(OBJECT)
         .map_err(|e| format!("loading the BPF object failed: {}", one_line(&e)))?;
 
+    // No state program may count before the connect source is chosen.
+    set_config(&mut ebpf, CONFIG_CONNECT_SOURCE, CONNECT_NONE)?;
     insert_prefixes(&mut ebpf, cfg.sets.entries())?;
     let mut ports: HashMap<_, u16, u8> =
         HashMap::try_from(ebpf.map_mut(names::PORTS).ok_or("no PORTS map")?)
@@ -170,31 +188,61 @@ pub fn load(
     Ok(ebpf)
 }
 
-/// Put prefixes into the cohort trie, at load or while running (a DNS change adds the new
-/// side): connections counted before keep their cohort, later ones get the new one.
+/// A connect source no program has: nothing counts attempts until one is set.
+const CONNECT_NONE: u32 = 255;
+
+/// Put prefixes into the cohort maps, at load or while running (a DNS change adds the new
+/// side): connections counted before keep their cohort, later ones get the new one. Host
+/// addresses go to the exact-match hash, wider prefixes to the trie; the kernel looks into
+/// each only once it holds something (`CONFIG_COHORT_EXACT`, `CONFIG_COHORT_LPM`).
 pub fn insert_prefixes(
     ebpf: &mut Ebpf,
     entries: impl IntoIterator<Item = (Prefix, Cohort)>,
 ) -> Result<(), String> {
-    let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(
-        ebpf.map_mut(names::COHORT_PREFIXES)
-            .ok_or("no COHORT_PREFIXES map")?,
-    )
-    .map_err(|e| one_line(&e))?;
+    let (mut hosts, mut wide) = (Vec::new(), Vec::new());
     for (p, c) in entries {
-        trie.insert(&Key::new(p.key_len(), to_key(p.addr)), c as u32, 0)
-            .map_err(|e| format!("cannot load prefix {p}: {}", one_line(&e)))?;
+        if p.key_len() == 128 {
+            hosts.push((p, c));
+        } else {
+            wide.push((p, c));
+        }
+    }
+    if !hosts.is_empty() {
+        let mut map: HashMap<_, [u8; 16], u32> = HashMap::try_from(
+            ebpf.map_mut(names::COHORT_HOSTS)
+                .ok_or("no COHORT_HOSTS map")?,
+        )
+        .map_err(|e| one_line(&e))?;
+        for (p, c) in &hosts {
+            map.insert(to_key(p.addr), *c as u32, 0)
+                .map_err(|e| format!("cannot load address {p}: {}", one_line(&e)))?;
+        }
+        set_config(ebpf, CONFIG_COHORT_EXACT, 1)?;
+    }
+    if !wide.is_empty() {
+        let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(
+            ebpf.map_mut(names::COHORT_PREFIXES)
+                .ok_or("no COHORT_PREFIXES map")?,
+        )
+        .map_err(|e| one_line(&e))?;
+        for (p, c) in &wide {
+            trie.insert(&Key::new(p.key_len(), to_key(p.addr)), *c as u32, 0)
+                .map_err(|e| format!("cannot load prefix {p}: {}", one_line(&e)))?;
+        }
+        set_config(ebpf, CONFIG_COHORT_LPM, 1)?;
     }
     Ok(())
 }
 
-fn set_connect_source(ebpf: &mut Ebpf, hook: ConnectHook) -> Result<(), String> {
+fn set_config(ebpf: &mut Ebpf, slot: u32, value: u32) -> Result<(), String> {
     let mut config: Array<_, u32> =
         Array::try_from(ebpf.map_mut(names::CONFIG).ok_or("no CONFIG map")?)
             .map_err(|e| one_line(&e))?;
-    config
-        .set(CONFIG_CONNECT_SOURCE, hook.source(), 0)
-        .map_err(|e| one_line(&e))
+    config.set(slot, value, 0).map_err(|e| one_line(&e))
+}
+
+fn set_connect_source(ebpf: &mut Ebpf, hook: ConnectHook) -> Result<(), String> {
+    set_config(ebpf, CONFIG_CONNECT_SOURCE, hook.source())
 }
 
 fn fill_census(ebpf: &mut Ebpf, sets: &Sets, conns: &[census::Conn]) -> Result<(), String> {
@@ -279,14 +327,46 @@ impl Tracer {
 
         // Size the census map from a first count; the real census is taken after attaching.
         let pre = census_filtered(&cfg.ports, &mut warnings).len() as u32;
-        let ret_off = env.syscall_ret;
-        let mut ebpf = load(
-            cfg,
-            &tp,
-            &sock.clone().unwrap_or_default(),
-            *ret_off.as_ref().unwrap_or(&16),
-            pre * 2 + 1024,
-        )?;
+        let ret_off = env.syscall_ret.clone();
+        let sock_or_default = sock.clone().unwrap_or_default();
+        let mut state_fallbacks = Vec::new();
+        let mut loaded = None;
+        for &hook in StateHook::candidates(cfg.state) {
+            let ready = match (&sock, hook) {
+                (Err(e), StateHook::TpBtf) => Err(e.clone()),
+                (Ok(o), StateHook::TpBtf) => tp_btf_ready(o),
+                _ => Ok(()),
+            };
+            // A fresh object per try: a program that failed to load stays unusable.
+            let mut ebpf = load(
+                cfg,
+                &tp,
+                &sock_or_default,
+                *ret_off.as_ref().unwrap_or(&16),
+                pre * 2 + 1024,
+            )?;
+            match ready.and_then(|()| hooks::attach_state(&mut ebpf, hook, aya_btf.as_ref())) {
+                Ok(()) => {
+                    loaded = Some((ebpf, hook));
+                    break;
+                }
+                Err(why) => state_fallbacks.push((hook, why)),
+            }
+        }
+        let Some((mut ebpf, state)) = loaded else {
+            let (hook, why) = state_fallbacks.pop().expect("one candidate at least");
+            return Err(match hook {
+                StateHook::TpBtf => format!(
+                    "--state-hook tp_btf cannot attach on this kernel ({why}): use --state-hook auto (see `tracer probe`)"
+                ),
+                StateHook::Tracepoint => format!(
+                    "cannot attach tracepoint sock:inet_sock_set_state ({why}): is this Linux 4.16+ with tracepoints enabled?"
+                ),
+            });
+        };
+        for (hook, why) in &state_fallbacks {
+            warnings.push(format!("note: state hook {} not used: {why}", hook.name()));
+        }
 
         let mut fallbacks = Vec::new();
         let mut chosen = None;
@@ -307,9 +387,6 @@ impl Tracer {
             ));
         };
         set_connect_source(&mut ebpf, connect)?;
-        hooks::attach_state(&mut ebpf).map_err(|e| {
-            format!("cannot attach tracepoint sock:inet_sock_set_state ({e}): is this Linux 4.16+ with tracepoints enabled?")
-        })?;
 
         let unsent = ret_off.and_then(|_| unsent::attach(&mut ebpf));
         if let Err(e) = &unsent {
@@ -331,7 +408,7 @@ impl Tracer {
             ebpf,
             hooks: Hooks {
                 connect,
-                state: "tracepoint",
+                state: state.name(),
                 fallbacks,
                 tracefs_mounted: fs.mounted_by_us,
                 unsent,

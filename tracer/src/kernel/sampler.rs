@@ -2,6 +2,7 @@
 //! gets the same numbers.
 
 use std::{
+    cell::RefCell,
     collections::{HashMap as StdHashMap, HashSet},
     net::IpAddr,
     os::fd::{AsFd, OwnedFd},
@@ -15,7 +16,7 @@ use tracer_common::{
     STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, names,
 };
 
-use super::{Tracer, census_baseline, hooks::one_line, progstats};
+use super::{Tracer, census_baseline, hooks::one_line, progstats, reuse::Reuse};
 use crate::model::{
     addr::from_key,
     cohort::{Classifier, Cohort, Sets},
@@ -57,7 +58,18 @@ pub struct Sampler {
     hint: std::cell::Cell<[usize; 3]>,
     /// The DNS answer capture and the answers seen so far, when it is attached.
     dns: Option<std::cell::RefCell<(super::dnscap::Capture, DnsSeen)>>,
+    /// Rows kept while the cohort totals stand still (`reuse`): outbound, inbound, reasons.
+    kept_out: RefCell<Reuse<[OutCounters; 3], OutRows>>,
+    kept_in: RefCell<Reuse<[InCounters; 3], InRows>>,
+    kept_reasons: RefCell<Reuse<[Reasons; 3], ReasonRows>>,
 }
+
+/// Destinations and processes with the live entries of DEST and PROCS.
+type OutRows = (Vec<DestRow>, u64, Vec<ProcRow>, u64);
+/// Local addresses with the live entries of LOCAL_IN.
+type InRows = (Vec<LocalRow>, u64);
+/// Failure reasons per destination and per process.
+type ReasonRows = (Vec<(IpAddr, Reasons)>, Vec<(ProcId, Reasons)>);
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     t: &mut Tracer,
@@ -202,6 +214,9 @@ impl Sampler {
                 ))),
                 Err(_) => None,
             },
+            kept_out: Default::default(),
+            kept_in: Default::default(),
+            kept_reasons: Default::default(),
         })
     }
 
@@ -232,6 +247,9 @@ impl Sampler {
     pub fn set_sets(&mut self, sets: Sets) {
         self.classify = Classifier::new(&sets);
         self.sets = sets;
+        self.kept_out.borrow_mut().clear();
+        self.kept_in.borrow_mut().clear();
+        self.kept_reasons.borrow_mut().clear();
     }
 
     pub fn sample(&self) -> Result<Snapshot, String> {
@@ -241,71 +259,30 @@ impl Sampler {
         snap.elapsed = self.started.elapsed();
 
         let (census_cohort_out, census_cohort_in) = self.start.by_cohort(&self.sets);
+        let mut out_totals = [OutCounters::default(); 3];
+        let mut in_totals = [InCounters::default(); 3];
         for i in 0..COHORTS {
             let o = sum_out(self.cohort_out.get(&i, 0).map_err(err)?.iter());
             snap.out[i as usize] = Out::from_kernel(&o, census_cohort_out[i as usize]);
+            out_totals[i as usize] = o;
             let n = sum_in(self.cohort_in.get(&i, 0).map_err(err)?.iter());
             snap.inb[i as usize] = In::from_kernel(&n, census_cohort_in[i as usize]);
+            in_totals[i as usize] = n;
         }
 
         self.sample_failures(&mut snap)?;
 
-        let hint = self.hint.get();
-        let (destinations, seen) =
-            rows_with(&self.dest, self.ncpus, hint[0], |seen, key, values| {
-                let addr = from_key(key);
-                let census = census_of(&self.start.out, seen, addr);
-                DestRow {
-                    addr,
-                    cohort: self.classify.cohort(addr),
-                    out: Out::from_kernel(&sum_out(values), census),
-                }
-            })?;
+        let ((destinations, live_dest, processes, live_procs), _) = self
+            .kept_out
+            .borrow_mut()
+            .get(out_totals, || self.read_out())?;
         snap.destinations = destinations;
-        let live_dest = snap.destinations.len() as u64;
-        // Destinations held open from before the start but quiet since have no map entry yet.
-        for (addr, n) in &self.start.out {
-            if !seen.contains(addr) {
-                snap.destinations.push(DestRow {
-                    addr: *addr,
-                    cohort: self.sets.cohort(*addr),
-                    out: Out::from_kernel(&OutCounters::default(), *n),
-                });
-            }
-        }
-
-        let (locals, seen_local) =
-            rows_with(&self.local_in, self.ncpus, hint[1], |seen, key, values| {
-                let addr = from_key(key);
-                let census = census_of(&self.start.inb, seen, addr);
-                LocalRow {
-                    addr,
-                    cohort: self.classify.cohort(addr),
-                    inb: In::from_kernel(&sum_in(values), census),
-                }
-            })?;
+        snap.processes = processes;
+        let ((locals, live_local), _) = self
+            .kept_in
+            .borrow_mut()
+            .get(in_totals, || self.read_in())?;
         snap.locals = locals;
-        let live_local = snap.locals.len() as u64;
-        for (addr, n) in &self.start.inb {
-            if !seen_local.contains(addr) {
-                snap.locals.push(LocalRow {
-                    addr: *addr,
-                    cohort: self.sets.cohort(*addr),
-                    inb: In::from_kernel(&InCounters::default(), *n),
-                });
-            }
-        }
-
-        let mut names = Names::default();
-        snap.processes = rows(&self.procs, self.ncpus, hint[2], |key, values| ProcRow {
-            pid: key.tgid,
-            comm: names.get(key.tgid, &key.comm),
-            cgroup: key.cgroup,
-            addr: from_key(key.addr),
-            cohort: Cohort::from_index(key.cohort),
-            out: Out::from_kernel(&sum_out(values), 0),
-        })?;
-        let live_procs = snap.processes.len() as u64;
         self.hint.set([
             snap.destinations.len(),
             snap.locals.len(),
@@ -371,6 +348,72 @@ impl Sampler {
         Ok(snap)
     }
 
+    /// DEST and PROCS read whole, as rows, with the destinations only the census knows.
+    fn read_out(&self) -> Result<OutRows, String> {
+        let hint = self.hint.get();
+        let (mut destinations, seen) =
+            rows_with(&self.dest, self.ncpus, hint[0], |seen, key, values| {
+                let addr = from_key(key);
+                let census = census_of(&self.start.out, seen, addr);
+                DestRow {
+                    addr,
+                    cohort: self.classify.cohort(addr),
+                    out: Out::from_kernel(&sum_out(values), census),
+                }
+            })?;
+        let live_dest = destinations.len() as u64;
+        // Destinations held open from before the start but quiet since have no map entry yet.
+        for (addr, n) in &self.start.out {
+            if !seen.contains(addr) {
+                destinations.push(DestRow {
+                    addr: *addr,
+                    cohort: self.sets.cohort(*addr),
+                    out: Out::from_kernel(&OutCounters::default(), *n),
+                });
+            }
+        }
+        let mut names = Names::default();
+        let processes = rows(&self.procs, self.ncpus, hint[2], |key, values| ProcRow {
+            pid: key.tgid,
+            comm: names.get(key.tgid, &key.comm),
+            cgroup: key.cgroup,
+            addr: from_key(key.addr),
+            cohort: Cohort::from_index(key.cohort),
+            out: Out::from_kernel(&sum_out(values), 0),
+        })?;
+        let live_procs = processes.len() as u64;
+        Ok((destinations, live_dest, processes, live_procs))
+    }
+
+    /// LOCAL_IN read whole, as rows, with the local addresses only the census knows.
+    fn read_in(&self) -> Result<InRows, String> {
+        let (mut locals, seen_local) = rows_with(
+            &self.local_in,
+            self.ncpus,
+            self.hint.get()[1],
+            |seen, key, values| {
+                let addr = from_key(key);
+                let census = census_of(&self.start.inb, seen, addr);
+                LocalRow {
+                    addr,
+                    cohort: self.classify.cohort(addr),
+                    inb: In::from_kernel(&sum_in(values), census),
+                }
+            },
+        )?;
+        let live_local = locals.len() as u64;
+        for (addr, n) in &self.start.inb {
+            if !seen_local.contains(addr) {
+                locals.push(LocalRow {
+                    addr: *addr,
+                    cohort: self.sets.cohort(*addr),
+                    inb: In::from_kernel(&InCounters::default(), *n),
+                });
+            }
+        }
+        Ok((locals, live_local))
+    }
+
     /// Correct `open` from `real`, a census taken right after `snap` was sampled: new offsets
     /// for this and every later snapshot. One more sample right after the census bounds what
     /// moved meanwhile (see `reconcile::window_offset`). Returns how much `snap` moved.
@@ -412,11 +455,24 @@ impl Sampler {
                 failed: hist(LAT_FAILED)?,
             };
         }
-        // Batched like the rows: a key-by-key walk costs two syscalls per failing address.
+        let totals = snap.reasons;
+        let ((dest, procs), _) = self
+            .kept_reasons
+            .borrow_mut()
+            .get(totals, || self.read_reasons())?;
+        snap.dest_reasons.extend(dest);
+        snap.proc_reasons.extend(procs);
+        Ok(())
+    }
+}
+
+impl Sampler {
+    /// DEST_REASONS and PROC_REASONS read whole. Batched like the rows: a key-by-key walk
+    /// costs two syscalls per failing address.
+    fn read_reasons(&self) -> Result<ReasonRows, String> {
         let dest = rows(&self.dest_reasons, self.ncpus, 0, |key, values| {
             (from_key(key), Reasons::from_kernel(values))
         })?;
-        snap.dest_reasons.extend(dest);
         let procs = rows(&self.proc_reasons, self.ncpus, 0, |key, values| {
             let id = ProcId {
                 pid: key.tgid,
@@ -427,8 +483,7 @@ impl Sampler {
             };
             (id, Reasons::from_kernel(values))
         })?;
-        snap.proc_reasons.extend(procs);
-        Ok(())
+        Ok((dest, procs))
     }
 }
 

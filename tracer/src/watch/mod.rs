@@ -146,6 +146,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         sets: sets.clone(),
         ports: args.port.clone(),
         connect: args.connect_hook,
+        state: args.state_hook,
         max_destinations: args.max_destinations,
         max_processes: args.max_destinations.clamp(1024, 65536),
     };

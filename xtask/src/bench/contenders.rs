@@ -58,7 +58,7 @@ impl Contender {
     pub fn key(&self) -> String {
         match self {
             Contender::Baseline => "none".into(),
-            Contender::Tracer(m) => format!("tracer-{m}"),
+            Contender::Tracer(m) => format!("tracer-{}", m.replace(',', "-")),
             Contender::Bpftrace => "bpftrace".into(),
             Contender::BpftraceFloor => "bpftrace-floor".into(),
             Contender::ProcScan => "procscan".into(),
@@ -70,7 +70,10 @@ impl Contender {
     pub fn label(&self) -> String {
         match self {
             Contender::Baseline => "none (baseline)".into(),
-            Contender::Tracer(m) => format!("tracer (connect hook {m})"),
+            Contender::Tracer(m) => match m.split_once(',') {
+                Some((connect, state)) => format!("tracer (connect hook {connect}, state {state})"),
+                None => format!("tracer (connect hook {m})"),
+            },
             Contender::Bpftrace => "bpftrace (same tracepoint)".into(),
             Contender::BpftraceFloor => "bpftrace, protocol filter only (floor)".into(),
             Contender::ProcScan => "/proc/net/tcp awk loop, 1 s".into(),
@@ -155,10 +158,13 @@ pub fn start_tracer(
 ) -> Result<Child> {
     // A stale file from the previous run would look ready at once.
     let _ = std::fs::remove_file(out);
+    // `mode` is a connect hook, or `connect,state` with the state hook forced too.
+    let (connect, state) = mode.split_once(',').unwrap_or((mode, "auto"));
     let mut child = Command::new(&ctx.tracer)
         .args(["watch", "--headless", "--interval", interval, "--json"])
         .arg(out)
-        .args(["--old", OLD, "--new", NEW, "--connect-hook", mode, "--top"])
+        .args(["--old", OLD, "--new", NEW, "--connect-hook", connect])
+        .args(["--state-hook", state, "--top"])
         .arg(top.to_string())
         .args(extra)
         .stdin(Stdio::null())

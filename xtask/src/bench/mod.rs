@@ -88,6 +88,34 @@ pub fn bpftool() -> Option<PathBuf> {
     crate::bootstrap::find_bin("bpftool")
 }
 
+/// Tracer setups to compare: each connect hook `tracer probe` reports as available, with
+/// each available state hook forced (`connect,state`). The first is what `watch` would pick.
+fn tracer_modes(tracer: &Path) -> Result<Vec<String>> {
+    let connects = connect_modes(tracer)?;
+    let out = Command::new(tracer).arg("probe").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let states: Vec<&str> = ["tp_btf", "tracepoint"]
+        .into_iter()
+        .filter(|s| {
+            text.lines().any(|l| {
+                l.strip_prefix("state hook").is_some_and(|r| {
+                    r.trim().starts_with(&format!("{s} ")) && r.contains(": available")
+                })
+            })
+        })
+        .collect();
+    if states.is_empty() {
+        bail!("tracer probe found no usable state hook: {}", text.trim());
+    }
+    let mut modes = Vec::new();
+    for c in &connects {
+        for s in &states {
+            modes.push(format!("{c},{s}"));
+        }
+    }
+    Ok(modes)
+}
+
 /// Connect hooks `tracer probe` reports as available on this kernel.
 fn connect_modes(tracer: &Path) -> Result<Vec<String>> {
     let out = Command::new(tracer)
@@ -137,12 +165,12 @@ pub fn run(root: &Path, tracer: PathBuf, agent: PathBuf, quick: bool) -> Result<
         work,
     };
     let machine = report::Machine::now();
-    let modes = connect_modes(&tracer)?;
+    let modes = tracer_modes(&tracer)?;
     let mut contenders = vec![Contender::Baseline];
     contenders.extend(modes.iter().cloned().map(Contender::Tracer));
     contenders.extend([Contender::Bpftrace, Contender::ProcScan, Contender::Ss]);
     eprintln!(
-        "xtask: bench ({}): connect hooks {modes:?}, {} client threads",
+        "xtask: bench ({}): tracer setups (connect,state) {modes:?}, {} client threads",
         if quick { "quick" } else { "full" },
         plan.threads
     );
