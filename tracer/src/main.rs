@@ -7,6 +7,7 @@ mod kernel;
 mod metrics;
 mod model;
 mod ndjson;
+mod preflight;
 mod probe;
 mod report;
 mod session;
@@ -55,6 +56,7 @@ fn main() {
         cli::Command::Watch(args) => watch::run(*args),
         cli::Command::Probe => probe::run(),
         cli::Command::Report(args) => report::run(args),
+        cli::Command::Preflight(args) => preflight::run(args),
     });
     match result {
         Ok(Ok(code)) => std::process::exit(code),

@@ -69,7 +69,12 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     let auto_sets = old.is_empty() && new.is_empty();
     let mut watcher = match args.watch_dns.is_empty() {
         true => None,
-        false => Some(rt.block_on(Watcher::start(&args.watch_dns, auto_sets))?),
+        false => Some(rt.block_on(Watcher::start(
+            &args.watch_dns,
+            &args.dns_server,
+            auto_sets,
+            args.interval.as_millis() as u64,
+        ))?),
     };
     if let (true, Some(w)) = (auto_sets, &watcher) {
         // The answers at start are the old side; new answers become the new side.
@@ -166,7 +171,7 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     }
     let mut session = Session::new(sampler, info, sinks)?;
     if let Some(w) = &watcher {
-        session.dns = w.watch.answers.clone();
+        session.dns = w.answers();
     }
 
     let mut step = Step {

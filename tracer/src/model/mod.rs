@@ -6,6 +6,7 @@ pub mod counters;
 pub mod failures;
 pub mod latency;
 pub mod reconcile;
+pub mod resolvers;
 pub mod share;
 pub mod snapshot;
 pub mod spec;

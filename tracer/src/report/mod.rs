@@ -2,6 +2,7 @@
 //! uses, then print it as text or JSON, and optionally draw it as SVG.
 
 mod outcomes;
+mod resolvers;
 mod svg;
 mod text;
 
@@ -39,6 +40,8 @@ pub struct Recorded {
     /// The last snapshot line (totals when there is no summary).
     pub last: Option<Value>,
     pub dns_changes: Vec<Value>,
+    /// `dns_servers` and `dns_stale` events (`--dns-server`).
+    pub dns_servers: Vec<Value>,
     pub snapshots: u64,
 }
 
@@ -90,6 +93,7 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
         summary: None,
         last: None,
         dns_changes: vec![],
+        dns_servers: vec![],
         snapshots: 0,
     };
     let mut prev_ms = 0u64;
@@ -133,6 +137,7 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                         );
                     }
                     Some("dns_change") => rec.dns_changes.push(v),
+                    Some("dns_servers" | "dns_stale") => rec.dns_servers.push(v),
                     _ => {}
                 }
             }
@@ -174,6 +179,7 @@ pub fn to_json(rec: &Recorded) -> Value {
         "failures": totals.map(outcomes::failures),
         "latency_us": totals.map(outcomes::latency),
         "dns_changes": rec.dns_changes,
+        "resolvers": resolvers::gaps(&rec.dns_servers, &rec.dns_changes),
     })
 }
 

@@ -21,8 +21,13 @@ use crate::model::{
     spec::Spec,
 };
 
-/// Lines the header takes.
+/// Lines the header takes without `--dns-server`.
 pub const HEIGHT: u16 = 4;
+
+/// Lines the header takes: one more per name watched at several servers.
+pub fn height(st: &ViewState) -> u16 {
+    HEIGHT + st.dns.iter().filter(|a| !a.servers.is_empty()).count() as u16
+}
 
 fn sets(specs: &[Spec]) -> String {
     if specs.is_empty() {
@@ -125,7 +130,8 @@ pub fn drain_line(st: &State) -> Line<'static> {
 /// `dns api.example 127.20.0.7 ttl 30s` per name; a TTL above 300 s is flagged.
 fn dns_spans(dns: &[Answer]) -> Vec<Span<'static>> {
     let mut v = vec![];
-    for (i, a) in dns.iter().enumerate() {
+    // Names watched at several servers have a line of their own (`resolvers::lines`).
+    for (i, a) in dns.iter().filter(|a| a.servers.is_empty()).enumerate() {
         let addrs: Vec<String> = a.addrs.iter().map(|x| x.to_string()).collect();
         let answer = match (&a.error, addrs.is_empty()) {
             (Some(e), true) => format!("error: {e}"),
@@ -209,6 +215,10 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         Span::raw(sets(&i.new)),
     ]);
     let mut lines = vec![Line::from(top), Line::from(second)];
+    lines.extend(super::resolvers::lines(
+        &st.dns,
+        d.cur.elapsed.as_millis() as u64,
+    ));
     match &st.analysis {
         Some(a) => lines.extend([analysis_line(a), drain_line(a)]),
         None => lines.push(Line::raw("analysis: waiting for the first sample")),

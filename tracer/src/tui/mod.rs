@@ -6,6 +6,7 @@ mod cohorts;
 #[cfg(test)]
 mod fixtures;
 mod header;
+mod resolvers;
 pub mod state;
 mod terminal;
 pub mod view;
