@@ -17,6 +17,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dnsd;
 pub mod prom;
 
 /// The binary under test: `TRACER_BIN` (set by `cargo xtask test`) or the release build.
@@ -141,11 +142,16 @@ impl Run {
     /// Start `tracer watch --headless --json FILE` with `args`, and wait until it is tracing
     /// (its meta line is written after the programs are attached and the census is taken).
     pub fn start(name: &str, args: &[&str]) -> Run {
+        Run::start_with(name, args, Command::new(tracer_bin()))
+    }
+
+    /// The same, with tracer run by `cmd` (e.g. `Netns::cmd(tracer_bin())`, with environment).
+    pub fn start_with(name: &str, args: &[&str], mut cmd: Command) -> Run {
         require_root();
         let json = tmp_path(&format!("{name}.ndjson"));
         let stderr_path = tmp_path(&format!("{name}.stderr"));
         let _ = std::fs::remove_file(&json);
-        let child = Command::new(tracer_bin())
+        let child = cmd
             .args(["watch", "--headless", "--interval", "200ms", "--json"])
             .arg(&json)
             .args(args)
