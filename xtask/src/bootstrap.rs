@@ -21,6 +21,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     // The reconciliation test removes per-socket records from a live map to make a missed close.
     ("bpftool", "bpftool"),
+    // The resolver tests: NSD authoritative for a test zone, Unbound caches in front of it,
+    // and dig as the independent client.
+    ("nsd", "nsd"),
+    ("unbound", "unbound"),
+    ("bind9-dnsutils", "dig"),
 ];
 
 /// Debian packages only `cargo xtask bench` needs: the contender bpftrace, and bpftool to name

@@ -65,3 +65,67 @@ pub fn lines(dns: &[Answer], now_ms: u64) -> Vec<Line<'static>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::resolvers::NameRows;
+
+    #[test]
+    fn one_line_per_name_with_lag_negative_ttl_and_stale() {
+        let servers: Vec<String> = ["system", "10.0.0.53:53"].map(String::from).to_vec();
+        let mut n = NameRows::new("api.", &servers);
+        let a = |s: &str, ttl| {
+            Ok(Reply::Addrs {
+                addrs: [s.parse().unwrap()].into(),
+                cnames: vec!["web.".into()],
+                ttl,
+            })
+        };
+        n.observe(0, 0, a("10.0.0.1", 30));
+        n.observe(1, 0, a("10.0.0.1", 30));
+        n.observe(1, 2_000, a("10.0.0.2", 30));
+        n.observe(0, 40_000, a("10.0.0.1", 30));
+        n.check_stale(40_000, 1_000);
+        let answer = Answer {
+            name: "api.".into(),
+            addrs: Default::default(),
+            ttl: 0,
+            at_ms: None,
+            error: None,
+            servers: n.rows.clone(),
+        };
+        let text: Vec<String> = lines(&[answer], 45_000)
+            .iter()
+            .map(|l| l.spans.iter().map(|s| s.content.to_string()).collect())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "dns api.: system 10.0.0.1 via web. ttl 25s STALE · 10.0.0.53:53 10.0.0.2 via web. ttl 0s +0.0s"
+            ]
+        );
+        let mut neg = NameRows::new("gone.", &servers);
+        let nx = Reply::Negative {
+            nxdomain: true,
+            cnames: vec![],
+            negative_ttl: Some(7),
+        };
+        neg.observe(0, 0, Ok(nx));
+        neg.observe(1, 0, Err("timeout".into()));
+        let answer = Answer {
+            name: "gone.".into(),
+            addrs: Default::default(),
+            ttl: 0,
+            at_ms: None,
+            error: None,
+            servers: neg.rows.clone(),
+        };
+        let l = &lines(&[answer], 1_000)[0];
+        let t: String = l.spans.iter().map(|s| s.content.to_string()).collect();
+        assert_eq!(
+            t,
+            "dns gone.: system NXDOMAIN neg ttl 6s · 10.0.0.53:53 no answer yet (no reply)"
+        );
+    }
+}
