@@ -50,6 +50,14 @@ fn bad_addresses_and_hosts() {
         "duration",
     );
     one_line_exit_2(&["watch"], "--old");
+    one_line_exit_2(
+        &["watch", "--old", "10.0.0.0/8", "--duration", "-5s"],
+        "negative",
+    );
+    one_line_exit_2(
+        &["watch", "--old", "10.0.0.0/8", "--interval", "-1s"],
+        "negative",
+    );
 }
 
 #[test]
@@ -78,6 +86,59 @@ fn not_root() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("root"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// `tracer probe` without root: what it can tell, what it cannot try and why, exit 2.
+#[test]
+fn probe_without_root_says_what_is_missing() {
+    let out = Command::new(tracer_bin())
+        .arg("probe")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stdout.starts_with("kernel        "), "{stdout}");
+    assert!(stdout.contains("btf           "), "{stdout}");
+    assert!(stdout.contains("needs root"), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--duration D --interval I` writes D / I snapshots, every time: the last interval is
+/// never lost to the deadline firing in the same instant.
+#[test]
+fn a_duration_writes_every_interval() {
+    require_root();
+    for round in 0..3 {
+        let json = tmp_path(&format!("duration-{round}.ndjson"));
+        let (code, _, stderr) = tracer(&[
+            "watch",
+            "--headless",
+            "--old",
+            "127.10.0.0/16",
+            "--interval",
+            "200ms",
+            "--duration",
+            "1s",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let text = std::fs::read_to_string(&json).unwrap();
+        let snaps = text
+            .lines()
+            .filter(|l| l.contains("\"type\":\"snapshot\""))
+            .count();
+        assert_eq!(snaps, 5, "round {round}: {text}");
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .contains("\"reason\":\"duration\"")
+        );
+    }
 }
 
 #[test]

@@ -275,7 +275,10 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
 
     let (code, stdout, _) = tracer(&["report", json.to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("cutover    at"), "{stdout}");
+    assert!(
+        stdout.contains("cutover    ") && stdout.contains(" UTC (+"),
+        "{stdout}"
+    );
     assert!(stdout.contains("drained at"), "{stdout}");
     assert!(stdout.contains("sticky"), "{stdout}");
 }
@@ -295,16 +298,49 @@ fn report_refuses_truncated_and_foreign_files_with_the_line() {
         format!("{meta}{{\"type\":\"snapshot\",\"elapsed_ms\":20"),
     )
     .unwrap();
-    let (code, _, stderr) = tracer(&["report", bad.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stderr}");
+    // A killed run: reported up to its last complete line, with a one-line warning.
+    let (code, stdout, stderr) = tracer(&["report", bad.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("line 2") && stderr.contains("truncated"),
+        stderr.contains("warning") && stderr.contains("line 2") && stderr.contains("truncated"),
         "{stderr}"
     );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stdout.contains("no summary line"), "{stdout}");
 
     let (code, _, stderr) = tracer(&["report", "/nonexistent/run.ndjson"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+/// `tracer report -` reads the recording from standard input.
+#[test]
+fn report_reads_standard_input() {
+    let meta = "{\"type\":\"meta\",\"schema\":1,\"interval_ms\":200,\"host\":\"stdin-host\",\"old\":[\"127.10.77.0/24\"],\"new\":[]}\n";
+    let mut child = Command::new(tracer_bin())
+        .args(["report", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(meta.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["run"]["host"], "stdin-host");
 }
 
 #[test]

@@ -256,3 +256,72 @@ fn json_to_stdout_on_a_terminal_is_refused_in_one_line() {
     assert!(line.contains("--headless"), "{line}");
     assert!(!tmux.alternate_screen());
 }
+
+/// `timeout 8 tracer watch` from a terminal: timeout puts tracer in a background process
+/// group, where raw mode would stop it (SIGTTOU) with its programs loaded. It must refuse at
+/// once, in one line that says what to do, and never hang.
+#[test]
+fn a_live_view_in_the_background_of_the_terminal_is_refused_at_once() {
+    require_root();
+    let exit = tmp_path("tui-background.exit");
+    let tmux = Tmux::start("background");
+    let t0 = Instant::now();
+    let _ = std::fs::remove_file(&exit);
+    let cmd = format!(
+        "timeout 8 {} watch --old 127.10.4.7; echo EXIT=$? > {}",
+        tracer_bin().display(),
+        exit.display()
+    );
+    tmux.cmd(&["send-keys", "-t", "tui", &cmd, "Enter"]);
+    assert_eq!(wait_exit(&exit), "EXIT=2");
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "refused before the timeout, not stopped until it: {:?}",
+        t0.elapsed()
+    );
+    let screen = tmux.cmd(&["capture-pane", "-p", "-J", "-t", "tui"]);
+    let line = screen
+        .lines()
+        .find_map(|l| l.find("tracer: the live view").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no error line:\n{screen}"));
+    assert!(line.contains("background"), "{line}");
+    assert!(
+        line.contains("--headless") && line.contains("--foreground"),
+        "{line}"
+    );
+    assert!(!tmux.alternate_screen());
+}
+
+/// The `c` key marks the cutover once: the header shows it at once (not at the next sample),
+/// a second `c` writes no second event, and the event carries its time.
+#[test]
+fn the_cutover_key_shows_at_once_and_counts_once() {
+    require_root();
+    let json = tmp_path("tui-cutover-once.ndjson");
+    let exit = tmp_path("tui-cutover-once.exit");
+    let _ = std::fs::remove_file(&json);
+    let tmux = Tmux::start("cutover-once");
+    // A long interval: a header that waited for the next sample would still say `no cutover`.
+    let args = format!(
+        "watch --old 127.10.4.8 --new 127.20.4.8 --interval 30s --json {}",
+        json.display()
+    );
+    tmux.run_tracer(&args, &exit);
+    tmux.wait_live_view();
+    tmux.cmd(&["send-keys", "-t", "tui", "c"]);
+    // Within a second of the key, long before the first 30 s sample.
+    let s = tmux.wait_for("the cutover in the header", |s| {
+        s.lines()
+            .any(|l| l.starts_with("cutover ") && l.contains(" key"))
+    });
+    assert!(!s.contains("no cutover"), "{s}");
+    tmux.cmd(&["send-keys", "-t", "tui", "c"]);
+    thread::sleep(Duration::from_millis(300));
+    tmux.cmd(&["send-keys", "-t", "tui", "q"]);
+    assert_eq!(wait_exit(&exit), "EXIT=0");
+    let status = std::os::unix::process::ExitStatusExt::from_raw(0);
+    let out = read_output(&json, &tmp_path("tui.none"), status);
+    let cut = out.events("cutover");
+    assert_eq!(cut.len(), 1, "{}", out.raw);
+    assert!(cut[0]["at"].is_string(), "{}", cut[0]);
+}

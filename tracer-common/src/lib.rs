@@ -194,7 +194,7 @@ pub fn reason_of(err: i32) -> u32 {
 /// Map the error of a `connect()` whose socket never reached `SYN_SENT` (the syscall's return
 /// value, negated) to a reason: the routing lookup and the local port choice come before the SYN.
 #[inline(always)]
-pub fn presyn_reason_of(err: i32) -> u32 {
+pub fn unsent_reason_of(err: i32) -> u32 {
     match err {
         ENETUNREACH | EHOSTUNREACH | EACCES | EINVAL => REASON_NO_ROUTE,
         EADDRNOTAVAIL => REASON_NO_PORT,
@@ -235,6 +235,51 @@ pub const LAT_BUCKETS: usize = 64;
 pub const LAT_ESTABLISHED: u32 = 0;
 pub const LAT_FAILED: u32 = 1;
 pub const LAT_SLOTS: u32 = COHORTS * 2;
+
+/// The `LATENCY` slot of a cohort's histogram of one kind (`LAT_ESTABLISHED`, `LAT_FAILED`).
+pub const fn lat_slot(cohort: u32, kind: u32) -> u32 {
+    cohort * 2 + kind
+}
+
+/// Names of the object's maps and globals as userspace finds them (the eBPF statics carry
+/// these names; a unit test in `tracer` checks every one is in the object).
+pub mod names {
+    pub const COHORT_PREFIXES: &str = "COHORT_PREFIXES";
+    pub const COHORT_OUT: &str = "COHORT_OUT";
+    pub const COHORT_IN: &str = "COHORT_IN";
+    pub const DEST: &str = "DEST";
+    pub const LOCAL_IN: &str = "LOCAL_IN";
+    pub const PROCS: &str = "PROCS";
+    pub const COHORT_REASONS: &str = "COHORT_REASONS";
+    pub const DEST_REASONS: &str = "DEST_REASONS";
+    pub const PROC_REASONS: &str = "PROC_REASONS";
+    pub const LATENCY: &str = "LATENCY";
+    pub const CENSUS: &str = "CENSUS";
+    pub const PORTS: &str = "PORTS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const STATS: &str = "STATS";
+    pub const MAPS: &[&str] = &[
+        COHORT_PREFIXES,
+        COHORT_OUT,
+        COHORT_IN,
+        DEST,
+        LOCAL_IN,
+        PROCS,
+        COHORT_REASONS,
+        DEST_REASONS,
+        PROC_REASONS,
+        LATENCY,
+        CENSUS,
+        PORTS,
+        CONFIG,
+        STATS,
+    ];
+    /// Globals set at load time.
+    pub const TP_OFFSETS: &str = "TP_OFFSETS";
+    pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+    pub const PORT_FILTER: &str = "PORT_FILTER";
+    pub const SYSCALL_RET: &str = "SYSCALL_RET";
+}
 
 /// A log2 histogram of connect latencies in nanoseconds.
 #[repr(C)]
@@ -365,10 +410,10 @@ mod tests {
     #[test]
     fn connect_errors_before_the_syn_map_to_reasons() {
         for e in [101, 113, 13, 22] {
-            assert_eq!(presyn_reason_of(e), REASON_NO_ROUTE, "{e}");
+            assert_eq!(unsent_reason_of(e), REASON_NO_ROUTE, "{e}");
         }
-        assert_eq!(presyn_reason_of(99), REASON_NO_PORT);
-        assert_eq!(presyn_reason_of(1), REASON_OTHER);
+        assert_eq!(unsent_reason_of(99), REASON_NO_PORT);
+        assert_eq!(unsent_reason_of(1), REASON_OTHER);
         assert_eq!(REASON_OTHER as usize, REASONS - 1);
     }
 

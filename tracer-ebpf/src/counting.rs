@@ -232,7 +232,7 @@ fn outbound(daddr: &Addr) -> SockInfo {
 /// An active open, in the connecting process: remember who, then count the attempt.
 #[inline(always)]
 pub fn on_connect(sk: u64, daddr: &Addr, dport: u16) {
-    crate::presyn::reached();
+    crate::unsent::reached();
     if !port_allowed(dport) {
         return;
     }
@@ -269,7 +269,7 @@ fn latency(info: &SockInfo, kind: u32) {
     // SAFETY: helper without arguments.
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(info.syn_ns);
     let bucket = tracer_common::log2_bucket(ns) as usize & 63;
-    if let Some(h) = LATENCY.get_ptr_mut(info.cohort as u32 * 2 + kind) {
+    if let Some(h) = LATENCY.get_ptr_mut(tracer_common::lat_slot(info.cohort as u32, kind)) {
         // SAFETY: this CPU's value of a per-CPU array.
         if let Some(n) = unsafe { (*h).b.get_mut(bucket) } {
             *n += 1;

@@ -5,7 +5,7 @@
 #![no_main]
 
 mod counting;
-mod presyn;
+mod unsent;
 
 use aya_ebpf::{
     EbpfContext,
@@ -248,17 +248,17 @@ pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    presyn::note(&ctx, false)
+    unsent::note(&ctx, false)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    presyn::note(&ctx, true)
+    unsent::note(&ctx, true)
 }
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    match presyn::exit(&ctx) {
+    match unsent::exit(&ctx) {
         Ok(ret) | Err(ret) => ret,
     }
 }

@@ -55,10 +55,10 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N")]
     pub port: Vec<u16>,
     /// Sampling interval, e.g. 1s, 500ms.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Duration,
     /// Stop after this long (e.g. 30s, 2h) and write the summary.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// No terminal view: write NDJSON (to stdout unless --json is given).
     #[arg(long)]
@@ -99,7 +99,7 @@ pub struct WatchArgs {
     #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub threshold: u32,
     /// The old side is drained after this long with no open connections and no attempts.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub quiet_for: Duration,
     /// Headless: exit 0 once the old side is drained (for scripts that switch it off).
     #[arg(long)]
@@ -117,7 +117,7 @@ pub struct WatchArgs {
     pub dns_server: Vec<std::net::SocketAddr>,
     /// Also correct `open` from the kernel's socket table (sock_diag) this often (e.g. 1m);
     /// without it only after lost events. Its cost grows with open sockets.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     pub reconcile_every: Option<Duration>,
 }
 
@@ -128,6 +128,11 @@ fn parse_cutover_at(s: &str) -> Result<CutoverAt, String> {
 /// `500ms`, `1s`, `2m`, `1h30m`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("'{s}' is not a duration (examples: 500ms, 1s, 2m, 1h30m)");
+    if s.trim_start().starts_with('-') {
+        return Err(format!(
+            "'{s}' is negative: give a positive duration (examples: 500ms, 1s, 2m, 1h30m)"
+        ));
+    }
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
@@ -193,6 +198,7 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
     }
 
     #[test]

@@ -18,11 +18,12 @@ use hickory_resolver::{
 };
 
 use crate::{
-    Fatal,
+    error::{Error, Result},
     model::{
-        analysis::dns::{Answer, DnsWatch},
-        resolvers::{Change, Reply},
+        analysis::dns::{Answer, AnswerChange, DnsWatch},
+        resolvers::{Change, DnsVia, Reply},
     },
+    sink::EventKind,
 };
 
 /// The resolver configuration: /etc/resolv.conf, or `TRACER_RESOLV_CONF` (used by the tests to
@@ -34,13 +35,15 @@ fn resolv_conf_path() -> String {
 /// The system's resolver (resolv.conf, its search and ndots), without a cache so each answer
 /// and TTL is the resolver's; must be called inside the tokio runtime. `ctx` names the flag or
 /// command in errors.
-pub fn system_resolver(ctx: &str) -> Result<TokioResolver, Fatal> {
+pub fn system_resolver(ctx: &str) -> Result<TokioResolver> {
     let path = resolv_conf_path();
     let data = std::fs::read(&path).map_err(|e| {
-        format!("{ctx}: cannot read {path} ({e}): the resolver configuration is needed")
+        Error::env(format!(
+            "{ctx}: cannot read {path} ({e}): the resolver configuration is needed"
+        ))
     })?;
     let (config, mut opts): (_, ResolverOpts) = parse_resolv_conf(data)
-        .map_err(|e| format!("{ctx}: cannot use {path} ({e}): fix the file"))?;
+        .map_err(|e| Error::env(format!("{ctx}: cannot use {path} ({e}): fix the file")))?;
     opts.cache_size = 0;
     opts.timeout = Duration::from_millis(800);
     opts.attempts = 1;
@@ -48,7 +51,7 @@ pub fn system_resolver(ctx: &str) -> Result<TokioResolver, Fatal> {
     TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
         .with_options(opts)
         .build()
-        .map_err(|e| format!("{ctx}: cannot build a resolver ({e})"))
+        .map_err(|e| Error::env(format!("{ctx}: cannot build a resolver ({e})")))
 }
 
 /// What the system resolver's reply means for the name's answer (the header's line): its
@@ -85,17 +88,18 @@ impl Watcher {
         dns_servers: &[SocketAddr],
         auto_sets: bool,
         interval_ms: u64,
-    ) -> Result<Self, Fatal> {
+    ) -> Result<Self> {
         let system = system_resolver("--watch-dns")?;
-        let mut servers = servers::Servers::new(system, dns_servers, names, interval_ms)?;
+        let mut servers =
+            servers::Servers::new(system, dns_servers, names, interval_ms).map_err(Error::env)?;
         let mut watch = DnsWatch::new(names);
         for o in servers.ask().await {
             if o.row == 0 {
                 if let Err(e) = &o.reply {
-                    return Err(format!(
+                    return Err(Error::usage(format!(
                         "--watch-dns {}: cannot resolve it ({e}): check the name and the resolver",
                         names[o.name]
-                    ));
+                    )));
                 }
                 watch.observe(o.name, 0, for_watch(&o.reply));
             }
@@ -110,12 +114,10 @@ impl Watcher {
         })
     }
 
-    /// Ask every server again (bounded by the resolver's timeout) and record what changed.
-    pub async fn poll(
-        &mut self,
-        session: &mut crate::session::Session,
-        tracer: &mut crate::kernel::Tracer,
-    ) -> Result<(), Fatal> {
+    /// Ask every server again (bounded by the resolver's timeout) and record what changed:
+    /// each server's change (the first of any server is the cutover), servers gone stale, and
+    /// the per-server view when it changed.
+    pub async fn poll(&mut self, session: &mut crate::session::Session) -> Result<()> {
         let outcomes = self.servers.ask().await;
         let at = session.now_ms();
         for o in outcomes {
@@ -131,25 +133,31 @@ impl Watcher {
                 .as_ref()
                 .map(|r| r.cnames().to_vec())
                 .unwrap_or_default();
-            session.event_dated("dns_change", events::change(&c, &cnames), c.at_ms)?;
-            self.changed(session, tracer, &c)?;
+            let added = self.added(&c);
+            let (change, via) = split(c, cnames);
+            session.dns_change_via(change, via, added)?;
         }
         for (name, row) in self.servers.check_stale(at) {
-            session.event_dated(
-                "dns_stale",
-                events::stale(&self.servers.names[name], row),
-                at,
-            )?;
+            let n = &self.servers.names[name];
+            let r = &n.rows[row];
+            session.event(EventKind::DnsStale {
+                name: n.name.clone(),
+                server: r.server.clone(),
+                answer: r.addrs.clone(),
+                expected_ms: r.expected_ms,
+                first_switch_ms: n.first_switch_ms,
+            })?;
         }
-        for (i, n) in self.servers.names.iter().enumerate() {
-            let shown = events::shown(n);
-            if shown != self.shown[i] {
-                session.event_dated("dns_servers", events::servers(n, at), at)?;
-                self.shown[i] = shown;
+        if self.servers.per_server() {
+            for (i, n) in self.servers.names.iter().enumerate() {
+                let shown = events::shown(n);
+                if shown != self.shown[i] {
+                    session.event(EventKind::DnsServers(Box::new(n.clone())))?;
+                    self.shown[i] = shown;
+                }
             }
         }
-        session.dns = self.answers();
-        Ok(())
+        session.set_dns(self.answers())
     }
 
     /// The answers for a view: the system resolver's, with every server's row when
@@ -164,35 +172,36 @@ impl Watcher {
         v
     }
 
-    /// A server switched: new answers join the new side (without --old/--new), and the first
-    /// switch of any server is the cutover unless one was given.
-    fn changed(
-        &mut self,
-        session: &mut crate::session::Session,
-        tracer: &mut crate::kernel::Tracer,
-        c: &Change,
-    ) -> Result<(), Fatal> {
-        use crate::model::{addr::Prefix, cohort::Cohort};
-        if self.auto_sets {
-            let added: Vec<Prefix> = c
-                .new
-                .iter()
-                .map(|a| Prefix::host(*a))
-                .filter(|p| !self.sets.old.contains(p) && !self.sets.new.contains(p))
-                .collect();
-            if !added.is_empty() {
-                crate::kernel::insert_prefixes(
-                    &mut tracer.ebpf,
-                    added.iter().map(|p| (*p, Cohort::New)),
-                )?;
-                self.sets.new.extend(added);
-                session.set_sets(self.sets.clone());
-            }
+    /// Without --old/--new a server's new answers join the new side.
+    fn added(&mut self, c: &Change) -> Vec<crate::model::addr::Prefix> {
+        use crate::model::addr::Prefix;
+        if !self.auto_sets {
+            return vec![];
         }
-        if session.analysis.cutover.is_none() && session.info.cutover_at.is_none() {
-            let fields = serde_json::json!({"source": "dns", "name": c.name, "server": c.server});
-            session.event_dated("cutover", fields, c.at_ms)?;
-        }
-        Ok(())
+        let added: Vec<Prefix> = c
+            .new
+            .iter()
+            .map(|a| Prefix::host(*a))
+            .filter(|p| !self.sets.old.contains(p) && !self.sets.new.contains(p))
+            .collect();
+        self.sets.new.extend(added.iter().copied());
+        added
     }
+}
+
+/// A server's change as the session records it: the answer change and where it was seen.
+fn split(c: Change, cnames: Vec<String>) -> (AnswerChange, DnsVia) {
+    let via = DnsVia {
+        server: c.server,
+        lag_ms: c.lag_ms,
+        cnames,
+    };
+    let change = AnswerChange {
+        name: c.name,
+        old: c.old,
+        new: c.new,
+        ttl: c.ttl,
+        at_ms: c.at_ms,
+    };
+    (change, via)
 }

@@ -1,8 +1,8 @@
 //! `tracer`: kernel-side TCP connection counting for moves from old to new addresses.
 
-mod analytics;
 mod cli;
 mod dns;
+mod error;
 mod kernel;
 mod metrics;
 mod model;
@@ -10,16 +10,15 @@ mod ndjson;
 mod preflight;
 mod probe;
 mod report;
+mod run;
 mod session;
+mod sink;
 #[cfg(test)]
 mod testutil;
 mod tui;
 mod watch;
 
 use clap::Parser;
-
-/// A failure that is the user's to fix: printed as one line, exit code 2.
-pub type Fatal = String;
 
 fn main() {
     // No backtraces for users: a panic is one line and exit code 2.
@@ -60,23 +59,27 @@ fn main() {
     });
     match result {
         Ok(Ok(code)) => std::process::exit(code),
-        Ok(Err(msg)) => {
-            eprintln!("tracer: {msg}");
-            std::process::exit(2);
+        Ok(Err(e)) => {
+            eprintln!("tracer: {e}");
+            std::process::exit(e.exit_code());
         }
         Err(_) => std::process::exit(2),
     }
 }
 
 /// Root is needed to load BPF programs; say so before anything else fails obscurely.
-pub fn require_root() -> Result<(), Fatal> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(
-            "must run as root to load BPF programs (CAP_BPF, CAP_PERFMON): run it with sudo".into(),
-        );
+pub fn require_root() -> error::Result<()> {
+    if !is_root() {
+        return Err(error::Error::env(
+            "must run as root to load BPF programs (CAP_BPF, CAP_PERFMON): run it with sudo",
+        ));
     }
     Ok(())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
 
 pub fn kernel_release() -> String {

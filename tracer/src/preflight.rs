@@ -15,8 +15,8 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::{
-    Fatal,
     dns::query,
+    error::{Error, Result},
     model::resolvers::{self, Reply, Verdict},
 };
 
@@ -240,11 +240,11 @@ fn json_of(checked: &[Checked], now: SystemTime, max_ttl_s: u64, exit: i32) -> V
            "exit_code": exit, "names": names})
 }
 
-pub fn run(args: PreflightArgs) -> Result<i32, Fatal> {
+pub fn run(args: PreflightArgs) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
     let max_ttl_s = args.max_ttl.as_secs();
     let now = SystemTime::now();
     let checked: Vec<Checked> = rt.block_on(async {
@@ -253,7 +253,7 @@ pub fn run(args: PreflightArgs) -> Result<i32, Fatal> {
         for n in &args.names {
             v.push(check(&system, &args.dns_server, n, max_ttl_s).await);
         }
-        Ok::<_, Fatal>(v)
+        Ok::<_, Error>(v)
     })?;
     let verdicts: Vec<Verdict> = checked.iter().map(|c| c.verdict).collect();
     let exit = resolvers::preflight_exit(&verdicts);
@@ -270,7 +270,7 @@ pub fn run(args: PreflightArgs) -> Result<i32, Fatal> {
         .and_then(|_| stdout.flush())
     {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(format!("cannot write the preflight: {e}"));
+            return Err(Error::runtime(format!("cannot write the preflight: {e}")));
         }
         _ => {}
     }
@@ -280,10 +280,10 @@ pub fn run(args: PreflightArgs) -> Result<i32, Fatal> {
             .filter(|c| !c.verdict.answered)
             .map(|c| c.name.as_str())
             .collect();
-        return Err(format!(
+        return Err(Error::env(format!(
             "preflight: no server answered for {}: check the names and that the resolvers are reachable",
             missing.join(", ")
-        ));
+        )));
     }
     Ok(exit)
 }

@@ -1,39 +1,42 @@
 //! `tracer probe`: what this kernel offers, tried by really loading and attaching each hook.
-
-use std::path::Path;
+//! Without root it still reports what it can read, says what it cannot try, and exits 2.
 
 use crate::{
-    Fatal,
+    error::{Context, Result},
     kernel::{
         self, Config,
+        env::Env,
         hooks::{self, ConnectHook, ConnectMode},
-        presyn, tracefs,
+        unsent,
     },
     model::cohort::Sets,
 };
 
-pub fn run() -> Result<i32, Fatal> {
-    crate::require_root()?;
+pub fn run() -> Result<i32> {
     println!("kernel        {}", crate::kernel_release());
-    let btf_path = kernel::btf_path();
-    let btf_raw = std::fs::read(&btf_path);
-    let sock = match &btf_raw {
-        Ok(raw) => kernel::sock_offsets(raw),
-        Err(e) => Err(format!("no BTF at {btf_path} ({e})")),
-    };
-    match &sock {
-        Ok(_) => println!("btf           yes ({btf_path})"),
+    let root = crate::is_root();
+    let env = Env::discover();
+    match &env.sock {
+        Ok(_) => println!("btf           yes ({})", env.btf_path),
         Err(e) => println!("btf           no: {e}"),
     }
-    let fs = match tracefs::ensure() {
-        Ok(fs) => {
+    let tp = match &env.tracefs {
+        Ok((fs, tp)) => {
             let how = if fs.mounted_by_us {
                 " (was not mounted: mounted it)"
             } else {
                 ""
             };
             println!("tracefs       {}{how}", fs.root);
-            fs
+            *tp
+        }
+        Err(e) if !root => {
+            println!("tracefs       cannot read it without root ({e})");
+            println!(
+                "hooks         not tried: loading BPF programs needs root (CAP_BPF, CAP_PERFMON)"
+            );
+            println!("watch needs root: run `sudo tracer probe` to see which hooks it would use");
+            return Ok(2);
         }
         Err(e) => {
             println!("tracefs       no: {e}");
@@ -42,9 +45,14 @@ pub fn run() -> Result<i32, Fatal> {
             return Ok(2);
         }
     };
-    let tp = tracefs::offsets(&fs)?;
-    let ret = presyn::ret_offset(&fs);
-    let ret_off = *ret.as_ref().unwrap_or(&16);
+    if !root {
+        println!("hooks         not tried: loading BPF programs needs root (CAP_BPF, CAP_PERFMON)");
+        println!("watch needs root: run `sudo tracer probe` to see which hooks it would use");
+        return Ok(2);
+    }
+    let ret_off = *env.syscall_ret.as_ref().unwrap_or(&16);
+    let sock = env.sock.clone();
+    let aya_btf = env.btf.as_ref();
     let cfg = Config {
         sets: Sets::default(),
         ports: vec![],
@@ -52,17 +60,12 @@ pub fn run() -> Result<i32, Fatal> {
         max_destinations: 1024,
         max_processes: 1024,
     };
-    let aya_btf = if btf_raw.is_ok() && Path::new(&btf_path) == Path::new("/sys/kernel/btf/vmlinux")
-    {
-        aya::Btf::from_sys_fs().ok()
-    } else {
-        None
-    };
     let mut chosen = None;
     for hook in ConnectHook::ALL {
         // A fresh object per hook, so that each is tried on its own.
-        let mut ebpf = kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1)?;
-        match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
+        let mut ebpf =
+            kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1).env()?;
+        match hooks::attach_connect(&mut ebpf, hook, aya_btf, sock.is_ok()) {
             Ok(()) => {
                 let how = if hook == ConnectHook::Derived {
                     " (from CLOSE -> SYN_SENT)"
@@ -75,7 +78,7 @@ pub fn run() -> Result<i32, Fatal> {
             Err(why) => println!("connect hook  {}: not available ({why})", hook.name()),
         }
     }
-    let mut ebpf = kernel::load(&cfg, &tp, &sock.unwrap_or_default(), ret_off, 1)?;
+    let mut ebpf = kernel::load(&cfg, &tp, &sock.unwrap_or_default(), ret_off, 1).env()?;
     match hooks::attach_state(&mut ebpf) {
         Ok(()) => println!("state hook    tracepoint sock:inet_sock_set_state: available"),
         Err(why) => {
@@ -84,9 +87,9 @@ pub fn run() -> Result<i32, Fatal> {
             return Ok(2);
         }
     }
-    let unsent = ret.and_then(|_| presyn::attach(&mut ebpf));
+    let unsent = env.syscall_ret.and_then(|_| unsent::attach(&mut ebpf));
     match &unsent {
-        Ok(()) => println!("unsent hook   {}: available", presyn::NAME),
+        Ok(()) => println!("unsent hook   {}: available", unsent::NAME),
         Err(why) => println!(
             "unsent hook   not available ({why}): connects failing before a SYN are not counted"
         ),

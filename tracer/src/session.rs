@@ -1,86 +1,41 @@
-//! One run: the sampler and the sinks it feeds. Every sink (NDJSON, live view, metrics) sees the
-//! same snapshots and events, in the same order, from the one sampler.
+//! One run: a source of snapshots and the sinks it feeds. Every sink (NDJSON, live view,
+//! metrics) sees the same snapshots and typed events, in the same order. The session holds the
+//! run's event logic (cutover marks, findings, evictions, losses, reconciliation); its source is
+//! a trait, so that logic is tested with a fake source, without root or a kernel.
 
-use std::time::SystemTime;
-
-use serde_json::{Value, json};
+use std::time::{Duration, SystemTime};
 
 use crate::{
-    Fatal, analytics,
-    kernel::{Hooks, sampler::Sampler},
+    error::{Error, Result},
     model::{
+        addr::Prefix,
         analysis::{
-            Analysis, Params, State,
-            cutover::{CutoverAt, offset_ms},
-            dns::Answer,
-            stragglers::CensusOwner,
+            Analysis, Sample,
+            cutover::{CutoverAt, CutoverSource, offset_ms},
+            dns::{Answer, AnswerChange},
         },
-        cohort::Cohort,
-        reconcile::{self, Change, Policy, Trigger},
+        reconcile::{self, Correction, Policy, Trigger},
+        resolvers::DnsVia,
         snapshot::Snapshot,
-        spec::Spec,
     },
+    sink::{EndReason, Event, EventKind, RunInfo, Sink},
 };
 
-/// What is fixed for the whole run (the meta line, the live view's header).
-#[derive(Clone, Debug)]
-pub struct RunInfo {
-    pub started_at: SystemTime,
-    pub host: String,
-    pub kernel: String,
-    pub hooks: Hooks,
-    pub old: Vec<Spec>,
-    pub new: Vec<Spec>,
-    pub ports: Vec<u16>,
-    pub interval_ms: u64,
-    pub max_destinations: u32,
-    pub census_outbound: u64,
-    pub census_inbound: u64,
-    /// Rows of destinations and processes per snapshot (the analysis sees the same rows).
-    pub top: usize,
-    pub analysis: Params,
-    /// Owners of the old-side connections found at start.
-    pub census_owners: Vec<CensusOwner>,
-    pub cutover_at: Option<CutoverAt>,
-    pub watch_dns: Vec<String>,
-    /// `--reconcile-every`: correct `open` from the socket table this often, not only on losses.
-    pub reconcile_every: Option<std::time::Duration>,
-}
-
-/// Something that happened: a hook fallback, evictions, lost events, a cutover mark.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub at: SystemTime,
-    pub elapsed_ms: u64,
-    pub kind: String,
-    /// Kind-specific fields (a JSON object), including a human `message` where useful.
-    pub fields: Value,
-}
-
-/// A consumer of the run's data.
-pub trait Sink {
-    fn meta(&mut self, _info: &RunInfo) -> Result<(), Fatal> {
-        Ok(())
-    }
-    /// The failover analysis and the watched DNS names after each sample, just before that
-    /// sample's `snapshot` (the live view's header, the metrics' milestones). The NDJSON
-    /// records the findings and DNS changes as events instead.
-    fn analysis(&mut self, _state: &State, _dns: &[Answer]) -> Result<(), Fatal> {
-        Ok(())
-    }
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<(), Fatal>;
-    fn event(&mut self, ev: &Event) -> Result<(), Fatal>;
-    fn summary(
-        &mut self,
-        last: &Snapshot,
-        first: &Snapshot,
-        reason: &str,
-        snapshots: u64,
-    ) -> Result<(), Fatal>;
+/// Where snapshots come from: the kernel's maps in a real run, a script in tests.
+pub trait Source {
+    /// Read every counter now. An error here is a runtime failure, not the user's to fix.
+    fn sample(&mut self) -> Result<Snapshot, String>;
+    /// Take a census of the kernel's socket table and correct `cur` (and later snapshots)
+    /// by what the programs missed.
+    fn reconcile(&mut self, cur: &mut Snapshot) -> Result<Correction, String>;
+    /// The corrections in effect per cohort (outbound, inbound).
+    fn offsets(&self) -> ([i64; 3], [i64; 3]);
+    /// Count these prefixes as the new side from now on (a DNS change without --old/--new).
+    fn add_to_new(&mut self, prefixes: &[Prefix]) -> Result<(), String>;
 }
 
 pub struct Session {
-    sampler: Sampler,
+    source: Box<dyn Source>,
     sinks: Vec<Box<dyn Sink>>,
     pub info: RunInfo,
     pub first: Snapshot,
@@ -100,13 +55,18 @@ pub struct Session {
 
 impl Session {
     /// Takes the first (baseline) sample and announces the run to every sink.
-    pub fn new(sampler: Sampler, info: RunInfo, sinks: Vec<Box<dyn Sink>>) -> Result<Self, Fatal> {
-        let first = sampler.sample()?;
+    pub fn new(
+        mut source: Box<dyn Source>,
+        info: RunInfo,
+        sinks: Vec<Box<dyn Sink>>,
+        dns: Vec<Answer>,
+    ) -> Result<Self> {
+        let first = source.sample().map_err(Error::runtime)?;
         let info_every = info.reconcile_every;
         let mut analysis = Analysis::new(info.analysis);
         analysis.census(&info.census_owners);
         let mut s = Session {
-            sampler,
+            source,
             sinks,
             info,
             last: first.clone(),
@@ -116,108 +76,157 @@ impl Session {
             reported_lost: 0,
             analysis,
             pending_cutover: None,
-            dns: vec![],
+            dns,
             reconcile: Policy::new(info_every, reconcile::MIN_GAP),
         };
         for sink in &mut s.sinks {
             sink.meta(&s.info)?;
         }
-        for (hook, why) in s.info.hooks.fallbacks.clone() {
-            let using = s.info.hooks.connect.name();
-            s.event(
-                "hook_fallback",
-                json!({"hook": hook.name(), "reason": why, "using": using}),
-            )?;
+        let hooks = s.info.hooks.clone();
+        for (hook, reason) in hooks.fallbacks {
+            s.event(EventKind::HookFallback {
+                hook,
+                reason,
+                using: hooks.connect,
+            })?;
         }
-        if s.info.hooks.tracefs_mounted {
-            s.event(
-                "tracefs_mounted",
-                json!({"path": crate::kernel::tracefs::TRACEFS}),
-            )?;
+        if hooks.tracefs_mounted {
+            s.event(EventKind::TracefsMounted {
+                path: crate::kernel::tracefs::TRACEFS.into(),
+            })?;
         }
-        if let Err(why) = s.info.hooks.unsent.clone() {
-            s.event("unsent_not_counted", json!({"reason": why}))?;
+        if let Err(reason) = hooks.unsent {
+            s.event(EventKind::UnsentNotCounted { reason })?;
         }
         match s.info.cutover_at {
-            Some(CutoverAt::Now) => s.event("cutover", json!({"source": "flag"}))?,
+            Some(CutoverAt::Now) => {
+                s.mark_cutover(CutoverSource::Flag, SystemTime::now(), None)?;
+            }
             Some(CutoverAt::At(t)) => {
                 s.pending_cutover = Some(t);
                 s.cutover_due(SystemTime::now())?;
             }
             None => {}
         }
+        s.publish_analysis()?;
         Ok(s)
-    }
-
-    /// New address sets while running (a DNS change); the kernel's trie is updated apart.
-    pub fn set_sets(&mut self, sets: crate::model::cohort::Sets) {
-        self.sampler.set_sets(sets);
     }
 
     /// Milliseconds since the run started.
     pub fn now_ms(&self) -> u64 {
-        self.elapsed_ms(SystemTime::now())
+        offset_ms(self.info.started_at, SystemTime::now())
     }
 
-    fn elapsed_ms(&self, at: SystemTime) -> u64 {
-        offset_ms(self.info.started_at, at)
+    /// Hand an event, dated now, to every sink.
+    pub fn event(&mut self, kind: EventKind) -> Result<()> {
+        self.event_at(kind, SystemTime::now())
     }
 
-    /// Record an event and hand it to every sink. A `cutover` event (from `--cutover-at`, the
-    /// live view's `c` key or a DNS change) also marks the cutover in the analysis.
-    pub fn event(&mut self, kind: &str, fields: Value) -> Result<(), Fatal> {
-        let now = SystemTime::now();
-        self.event_at(kind, fields, now, self.elapsed_ms(now))
-    }
-
-    /// An event that happened at `elapsed_ms` (e.g. a cutover at the moment of a DNS change).
-    pub fn event_dated(&mut self, kind: &str, fields: Value, elapsed_ms: u64) -> Result<(), Fatal> {
-        let at = self.info.started_at + std::time::Duration::from_millis(elapsed_ms);
-        self.event_at(kind, fields, at, elapsed_ms)
-    }
-
-    fn event_at(
-        &mut self,
-        kind: &str,
-        fields: Value,
-        at: SystemTime,
-        elapsed_ms: u64,
-    ) -> Result<(), Fatal> {
+    fn event_at(&mut self, kind: EventKind, at: SystemTime) -> Result<()> {
         let ev = Event {
             at,
-            elapsed_ms,
-            kind: kind.into(),
-            fields,
+            elapsed_ms: offset_ms(self.info.started_at, at),
+            kind,
         };
         for sink in &mut self.sinks {
             sink.event(&ev)?;
         }
-        if kind == "cutover" {
-            let source = ev.fields["source"].as_str().unwrap_or("event");
-            let findings = self.analysis.mark_cutover(elapsed_ms, source);
-            for f in findings {
-                let (kind, fields) = analytics::finding_event(&f);
-                self.event_at(kind, fields, at, elapsed_ms)?;
-            }
+        Ok(())
+    }
+
+    /// The one way a cutover is marked (the `c` key, `--cutover-at`, a DNS change): the first
+    /// mark wins; later ones are ignored and return false, so one move has one cutover event.
+    /// The gaps it settles are recorded, and every sink sees the new analysis at once.
+    pub fn mark_cutover(
+        &mut self,
+        source: CutoverSource,
+        at: SystemTime,
+        name: Option<String>,
+    ) -> Result<bool> {
+        if self.analysis.cutover.is_some() {
+            return Ok(false);
+        }
+        // A mark before a `--cutover-at` still to come replaces it.
+        self.pending_cutover = None;
+        let at_ms = offset_ms(self.info.started_at, at);
+        self.event_at(EventKind::Cutover { source, name }, at)?;
+        for f in self.analysis.mark_cutover(at_ms, source) {
+            self.event_at(EventKind::Finding(f), at)?;
+        }
+        self.publish_analysis()?;
+        Ok(true)
+    }
+
+    /// The analysis and DNS answers as they stand, to every sink.
+    fn publish_analysis(&mut self) -> Result<()> {
+        let state = self.analysis.state();
+        for sink in &mut self.sinks {
+            sink.analysis(&state, &self.dns)?;
         }
         Ok(())
     }
 
     /// A `--cutover-at` time that has come: record it, dated at the time given.
-    fn cutover_due(&mut self, now: SystemTime) -> Result<(), Fatal> {
+    fn cutover_due(&mut self, now: SystemTime) -> Result<()> {
         if let Some(t) = self.pending_cutover.filter(|t| *t <= now) {
             self.pending_cutover = None;
-            let fields = json!({"source": "flag", "at": crate::ndjson::rfc3339(t)});
-            self.event_at("cutover", fields, t, self.elapsed_ms(t))?;
+            self.mark_cutover(CutoverSource::Flag, t, None)?;
+        }
+        Ok(())
+    }
+
+    /// A watched name's answer changed at `change.at_ms`: record it; without --old/--new its
+    /// new addresses become the new side; the first change is the cutover unless one is known
+    /// or `--cutover-at` was given.
+    #[cfg(test)]
+    pub fn dns_change(&mut self, change: AnswerChange, added_to_new: Vec<Prefix>) -> Result<()> {
+        self.dns_change_via(change, DnsVia::system(), added_to_new)
+    }
+
+    /// The same, seen at one server (`--dns-server`): the event names it and its lag.
+    pub fn dns_change_via(
+        &mut self,
+        change: AnswerChange,
+        via: DnsVia,
+        added_to_new: Vec<Prefix>,
+    ) -> Result<()> {
+        if !added_to_new.is_empty() {
+            self.source
+                .add_to_new(&added_to_new)
+                .map_err(Error::runtime)?;
+        }
+        let at = self.info.started_at + Duration::from_millis(change.at_ms);
+        let name = change.name.clone();
+        let long_ttl = change.ttl > crate::model::analysis::dns::LONG_TTL_S;
+        self.event_at(
+            EventKind::DnsChange {
+                change,
+                long_ttl,
+                added_to_new,
+                via,
+            },
+            at,
+        )?;
+        if self.info.cutover_at.is_none() {
+            self.mark_cutover(CutoverSource::Dns, at, Some(name))?;
+        }
+        Ok(())
+    }
+
+    /// New answers of the watched names (changed or not), for the views.
+    pub fn set_dns(&mut self, answers: Vec<Answer>) -> Result<()> {
+        if answers != self.dns {
+            self.dns = answers;
+            self.publish_analysis()?;
         }
         Ok(())
     }
 
     /// Sample once and feed the snapshot, and the events it implies, to every sink.
-    pub fn tick(&mut self) -> Result<(), Fatal> {
-        let mut cur = self.sampler.sample()?;
+    pub fn tick(&mut self) -> Result<()> {
+        let mut cur = self.source.sample().map_err(Error::runtime)?;
         let reconciled = self.reconcile_if_due(&mut cur);
-        let sample = analytics::sample_of(&cur, &self.last, self.info.top);
+        let sample = Sample::of(&cur, &self.last, self.info.top);
         let findings = self.analysis.feed(sample);
         let state = self.analysis.state();
         for sink in &mut self.sinks {
@@ -228,80 +237,58 @@ impl Session {
         self.last = cur;
         self.snapshots += 1;
         for f in findings {
-            let (kind, fields) = analytics::finding_event(&f);
-            self.event_at(kind, fields, at, self.last.elapsed.as_millis() as u64)?;
+            self.event_at(EventKind::Finding(f), at)?;
         }
         self.cutover_due(at)?;
-        let ev = self.last.evicted.destinations;
-        if ev > self.reported_evicted {
-            self.event(
-                "evicted",
-                json!({"destinations": ev, "message": "per-destination map full: least recently used destinations evicted; cohort totals stay exact (raise --max-destinations)"}),
-            )?;
-            self.reported_evicted = ev;
+        let destinations = self.last.evicted.destinations;
+        if destinations > self.reported_evicted {
+            self.event(EventKind::Evicted { destinations })?;
+            self.reported_evicted = destinations;
         }
         let lost = self.last.lost_events;
         if lost > self.reported_lost {
-            self.event(
-                "lost_events",
-                json!({"lost_events": lost, "message": "the kernel skipped BPF program runs (recursion on one CPU); counts may be short by this many events"}),
-            )?;
+            self.event(EventKind::LostEvents { lost })?;
             self.reported_lost = lost;
         }
         match reconciled {
-            Some((trigger, Ok(ch))) if trigger != Trigger::Every || !ch.is_zero() => {
-                let fields = self.reconciled_fields(trigger, &ch);
-                self.event("reconciled", fields)?;
+            Some((trigger, Ok(change))) if trigger != Trigger::Every || !change.is_zero() => {
+                let offset = self.source.offsets();
+                self.event(EventKind::Reconciled {
+                    trigger,
+                    change,
+                    offset,
+                })?;
             }
-            Some((trigger, Err(e))) => self.event(
-                "reconcile_failed",
-                json!({"trigger": trigger.name(), "reason": e,
-                       "message": format!("cannot check open against the socket table: {e}")}),
-            )?,
+            Some((trigger, Err(reason))) => {
+                self.event(EventKind::ReconcileFailed { trigger, reason })?
+            }
             _ => {}
         }
         Ok(())
     }
 
     /// Take a census right after `cur` was sampled when losses or `--reconcile-every` call
-    /// for it, and correct `cur` (and later snapshots). Traffic between the sample and the
-    /// census is bounded by a second sample, so it is not mistaken for an error.
+    /// for it, and correct `cur` (and later snapshots).
     fn reconcile_if_due(
         &mut self,
         cur: &mut Snapshot,
-    ) -> Option<(Trigger, Result<Change, String>)> {
+    ) -> Option<(Trigger, Result<Correction, String>)> {
         let (lost, failed) = (cur.lost_events, cur.sock_insert_failed);
         let trigger = self.reconcile.due(cur.elapsed, lost, failed)?;
         self.reconcile.done(cur.elapsed, lost, failed);
-        let result = crate::kernel::census_now(&self.info.ports)
-            .and_then(|real| self.sampler.reconcile(cur, &real));
-        Some((trigger, result))
+        Some((trigger, self.source.reconcile(cur)))
     }
 
-    /// The `reconciled` event: how much `open` moved per cohort, and the corrections in effect.
-    fn reconciled_fields(&self, trigger: Trigger, ch: &Change) -> Value {
-        let per = |v: [i64; 3]| {
-            json!({"old": v[Cohort::Old as usize], "new": v[Cohort::New as usize],
-                   "other": v[Cohort::Other as usize]})
-        };
-        let (off_out, off_in) = self.sampler.cohort_offsets();
-        json!({
-            "trigger": trigger.name(), "outbound": per(ch.out), "inbound": per(ch.inb),
-            "addresses": ch.addresses,
-            "offset": {"outbound": per(off_out), "inbound": per(off_in)},
-            "message": "open corrected from the kernel's socket table (sock_diag): closes or connects the BPF programs missed",
-        })
-    }
-
-    /// Final sample and summary to every sink.
-    pub fn finish(&mut self, reason: &str) -> Result<(), Fatal> {
-        // The analysis as it stands, the same object `tracer report --json` computes.
-        let state = analytics::state_json(&self.analysis.state());
-        self.event("analysis", state)?;
-        self.last = self.sampler.sample()?;
+    /// Final analysis, sample and summary to every sink.
+    pub fn finish(&mut self, reason: EndReason) -> Result<()> {
+        self.event(EventKind::Analysis(Box::new(self.analysis.state())))?;
+        self.last = self.source.sample().map_err(Error::runtime)?;
         for sink in &mut self.sinks {
             sink.summary(&self.last, &self.first, reason, self.snapshots)?;
         }
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

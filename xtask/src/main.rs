@@ -97,7 +97,7 @@ fn test() -> Result<()> {
     bootstrap::test_tools()?;
     lint()?;
     let bin = build()?;
-    eprintln!("xtask: unit tests");
+    eprintln!("xtask: unit tests (with the root-only ones a plain `cargo test` leaves out)");
     run_ok(cargo().args([
         "test",
         "--workspace",
@@ -105,6 +105,8 @@ fn test() -> Result<()> {
         "tracer-tests",
         "--exclude",
         "tracer-ebpf",
+        "--",
+        "--include-ignored",
     ]))?;
     eprintln!(
         "xtask: integration tests against the running kernel ({})",

@@ -1,40 +1,39 @@
-//! The NDJSON fields of the DNS events (docs/json-schema.md): `dns_change` per server,
-//! `dns_stale` when a server keeps the old answer past its TTL, `dns_servers` with every
-//! server's current answer. Built here only, so the typed event enum can take them over whole.
+//! The NDJSON fields of the per-server DNS events (docs/json-schema.md): where a `dns_change`
+//! was seen, `dns_stale` when a server keeps the old answer past its TTL, `dns_servers` with
+//! every server's current answer. The NDJSON writer calls these for the typed events.
 
 use std::{collections::BTreeSet, net::IpAddr};
 
 use serde_json::{Value, json};
 
-use crate::model::{
-    analysis::dns::LONG_TTL_S,
-    resolvers::{Change, NameRows, Reply, Row},
-};
+use crate::model::resolvers::{DnsVia, NameRows, Reply, Row};
 
 fn strs(s: &BTreeSet<IpAddr>) -> Vec<String> {
     s.iter().map(|a| a.to_string()).collect()
 }
 
-/// `dns_change`: one server's answer for a name changed.
-pub fn change(c: &Change, cnames: &[String]) -> Value {
-    let long = c.ttl > LONG_TTL_S;
-    let mut v = json!({"name": c.name, "server": c.server, "old": strs(&c.old), "new": strs(&c.new),
-                       "ttl": c.ttl, "long_ttl": long, "lag_ms": c.lag_ms, "cnames": cnames});
-    if long {
-        v["message"] = json!(format!(
-            "TTL {} s is above {LONG_TTL_S} s: clients may keep the old answer that long",
-            c.ttl
-        ));
-    }
-    v
+/// The `dns_change` fields that say where it was seen.
+pub fn via(v: &DnsVia) -> Value {
+    json!({"server": v.server, "lag_ms": v.lag_ms, "cnames": v.cnames})
 }
 
-/// `dns_stale`: server `row` still answers old after its TTL for it should have run out.
-pub fn stale(n: &NameRows, row: usize) -> Value {
-    let r = &n.rows[row];
-    json!({"name": n.name, "server": r.server, "answer": strs(&r.addrs),
-           "expected_ms": r.expected_ms, "first_switch_ms": n.first_switch_ms,
-           "message": format!("{} still answers the old addresses of {} after the TTL it gave for them ran out: flush or bypass it", r.server, n.name)})
+/// `dns_stale`: `server` still answers old after its TTL for it should have run out.
+pub fn stale(
+    name: &str,
+    server: &str,
+    answer: &BTreeSet<IpAddr>,
+    expected_ms: Option<u64>,
+    first_switch_ms: Option<u64>,
+) -> Value {
+    json!({"name": name, "server": server, "answer": strs(answer),
+           "expected_ms": expected_ms, "first_switch_ms": first_switch_ms})
+}
+
+/// The sentence of a `dns_stale` event.
+pub fn stale_message(name: &str, server: &str) -> String {
+    format!(
+        "{server} still answers the old addresses of {name} after the TTL it gave for them ran out: flush or bypass it"
+    )
 }
 
 /// One server's current answer, as `dns_servers` and `tracer report` show it.

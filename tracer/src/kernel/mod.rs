@@ -6,12 +6,13 @@ pub mod btf;
 pub mod census;
 #[cfg(test)]
 mod cost_tests;
+pub mod env;
 pub mod hooks;
 pub mod owners;
-pub mod presyn;
 pub mod progstats;
 pub mod sampler;
 pub mod tracefs;
+pub mod unsent;
 
 use std::{ffi::CString, path::Path};
 
@@ -20,7 +21,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use tracer_common::{
-    CONFIG_CONNECT_SOURCE, CensusInfo, DIR_IN, DIR_OUT, SockOffsets, TpOffsets, TupleKey,
+    CONFIG_CONNECT_SOURCE, CensusInfo, DIR_IN, DIR_OUT, SockOffsets, TpOffsets, TupleKey, names,
 };
 
 use crate::model::{
@@ -112,6 +113,9 @@ pub fn mount_fs(fstype: &str, target: &Path) -> std::io::Result<()> {
 /// Lift MEMLOCK for kernels older than 5.11 that charge BPF maps to it; newer ones do not need
 /// it, so a failure is a warning.
 fn raise_memlock() -> Option<String> {
+    if !env::needs_memlock(&crate::kernel_release()) {
+        return None;
+    }
     let r = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
@@ -137,23 +141,23 @@ pub fn load(
     let port_filter: u8 = (!cfg.ports.is_empty()).into();
     let mut loader = EbpfLoader::new();
     loader
-        .override_global("TP_OFFSETS", tp, true)
-        .override_global("SOCK_OFFSETS", sock, true)
-        .override_global("PORT_FILTER", &port_filter, true)
-        .override_global("SYSCALL_RET", &syscall_ret, true)
-        .map_max_entries("DEST", cfg.max_destinations)
-        .map_max_entries("LOCAL_IN", cfg.max_destinations)
-        .map_max_entries("DEST_REASONS", cfg.max_destinations)
-        .map_max_entries("PROCS", cfg.max_processes)
-        .map_max_entries("PROC_REASONS", cfg.max_processes)
-        .map_max_entries("CENSUS", census_slots.max(1));
+        .override_global(names::TP_OFFSETS, tp, true)
+        .override_global(names::SOCK_OFFSETS, sock, true)
+        .override_global(names::PORT_FILTER, &port_filter, true)
+        .override_global(names::SYSCALL_RET, &syscall_ret, true)
+        .map_max_entries(names::DEST, cfg.max_destinations)
+        .map_max_entries(names::LOCAL_IN, cfg.max_destinations)
+        .map_max_entries(names::DEST_REASONS, cfg.max_destinations)
+        .map_max_entries(names::PROCS, cfg.max_processes)
+        .map_max_entries(names::PROC_REASONS, cfg.max_processes)
+        .map_max_entries(names::CENSUS, census_slots.max(1));
     let mut ebpf = loader
         .load(OBJECT)
         .map_err(|e| format!("loading the BPF object failed: {}", one_line(&e)))?;
 
     insert_prefixes(&mut ebpf, cfg.sets.entries())?;
     let mut ports: HashMap<_, u16, u8> =
-        HashMap::try_from(ebpf.map_mut("PORTS").ok_or("no PORTS map")?)
+        HashMap::try_from(ebpf.map_mut(names::PORTS).ok_or("no PORTS map")?)
             .map_err(|e| one_line(&e))?;
     for p in &cfg.ports {
         ports
@@ -170,7 +174,7 @@ pub fn insert_prefixes(
     entries: impl IntoIterator<Item = (Prefix, Cohort)>,
 ) -> Result<(), String> {
     let mut trie: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(
-        ebpf.map_mut("COHORT_PREFIXES")
+        ebpf.map_mut(names::COHORT_PREFIXES)
             .ok_or("no COHORT_PREFIXES map")?,
     )
     .map_err(|e| one_line(&e))?;
@@ -182,8 +186,9 @@ pub fn insert_prefixes(
 }
 
 fn set_connect_source(ebpf: &mut Ebpf, hook: ConnectHook) -> Result<(), String> {
-    let mut config: Array<_, u32> = Array::try_from(ebpf.map_mut("CONFIG").ok_or("no CONFIG map")?)
-        .map_err(|e| one_line(&e))?;
+    let mut config: Array<_, u32> =
+        Array::try_from(ebpf.map_mut(names::CONFIG).ok_or("no CONFIG map")?)
+            .map_err(|e| one_line(&e))?;
     config
         .set(CONFIG_CONNECT_SOURCE, hook.source(), 0)
         .map_err(|e| one_line(&e))
@@ -191,7 +196,7 @@ fn set_connect_source(ebpf: &mut Ebpf, hook: ConnectHook) -> Result<(), String> 
 
 fn fill_census(ebpf: &mut Ebpf, sets: &Sets, conns: &[census::Conn]) -> Result<(), String> {
     let mut map: HashMap<_, TupleKey, CensusInfo> =
-        HashMap::try_from(ebpf.map_mut("CENSUS").ok_or("no CENSUS map")?)
+        HashMap::try_from(ebpf.map_mut(names::CENSUS).ok_or("no CENSUS map")?)
             .map_err(|e| one_line(&e))?;
     for c in conns {
         let key = TupleKey {
@@ -246,19 +251,15 @@ impl Tracer {
     /// Attach everything and take the census. Errors are one line naming cause and fix.
     pub fn start(cfg: &Config) -> Result<Tracer, String> {
         let mut warnings: Vec<String> = raise_memlock().into_iter().collect();
-        let fs = tracefs::ensure()?;
+        let env = env::Env::discover();
+        let (fs, tp) = env.tracefs?;
         if fs.mounted_by_us {
             warnings.push(format!(
                 "note: tracefs was not mounted; mounted it at {}",
                 fs.root
             ));
         }
-        let tp = tracefs::offsets(&fs)?;
-        let btf_raw = std::fs::read(btf_path());
-        let sock = match &btf_raw {
-            Ok(raw) => sock_offsets(raw),
-            Err(e) => Err(format!("no kernel BTF at {} ({e})", btf_path())),
-        };
+        let sock = env.sock;
         let needs_btf = matches!(cfg.connect, ConnectMode::Fentry | ConnectMode::Kprobe);
         if let (true, Err(e)) = (needs_btf, &sock) {
             return Err(format!(
@@ -271,17 +272,11 @@ impl Tracer {
                 "note: {e}: failed connects are counted with reason `other` (needs CONFIG_DEBUG_INFO_BTF=y)"
             ));
         }
-        let aya_btf = match &btf_raw {
-            Ok(_) if Path::new(&btf_path()) == Path::new("/sys/kernel/btf/vmlinux") => {
-                aya::Btf::from_sys_fs().ok()
-            }
-            Ok(_) => aya::Btf::parse_file(btf_path(), aya::Endianness::default()).ok(),
-            Err(_) => None,
-        };
+        let aya_btf = env.btf;
 
         // Size the census map from a first count; the real census is taken after attaching.
         let pre = census_filtered(&cfg.ports, &mut warnings).len() as u32;
-        let ret_off = presyn::ret_offset(&fs);
+        let ret_off = env.syscall_ret;
         let mut ebpf = load(
             cfg,
             &tp,
@@ -313,7 +308,7 @@ impl Tracer {
             format!("cannot attach tracepoint sock:inet_sock_set_state ({e}): is this Linux 4.16+ with tracepoints enabled?")
         })?;
 
-        let unsent = ret_off.and_then(|_| presyn::attach(&mut ebpf));
+        let unsent = ret_off.and_then(|_| unsent::attach(&mut ebpf));
         if let Err(e) = &unsent {
             warnings.push(format!(
                 "note: connects that fail before a SYN (no route, no local port) are not counted: {e}"
@@ -350,4 +345,18 @@ pub fn census_baseline(conns: &[census::Conn]) -> Table {
 /// what `open` is reconciled with.
 pub fn census_now(ports: &[u16]) -> Result<Table, String> {
     Ok(census_baseline(&filter_ports(census::take_all()?, ports)))
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+
+    /// The names userspace looks maps up by are the object's (no root: only parsed).
+    #[test]
+    fn every_map_name_of_the_contract_is_in_the_object() {
+        let obj = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
+        for n in names::MAPS {
+            assert!(obj.maps.contains_key(*n), "map {n} is not in the object");
+        }
+    }
 }

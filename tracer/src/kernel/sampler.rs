@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use tracer_common::{
     COHORTS, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LatHist, OutCounters, ProcKey,
-    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED,
+    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, names,
 };
 
 use super::{Tracer, census_baseline, hooks::one_line, progstats};
@@ -22,7 +22,7 @@ use crate::model::{
     counters::{In, Out, evicted, sum_in, sum_out},
     failures::Reasons,
     latency::{Hist, Latency},
-    reconcile::{self, Change, Offsets, Table},
+    reconcile::{self, Correction, Offsets, Table},
     snapshot::{DestRow, Evicted, LocalRow, MapUse, MapsUse, ProcId, ProcRow, Snapshot},
 };
 
@@ -166,22 +166,22 @@ impl Sampler {
         }
         let start = census_baseline(&t.census);
         let capacity = [
-            capacity(t, "DEST"),
-            capacity(t, "LOCAL_IN"),
-            capacity(t, "PROCS"),
+            capacity(t, names::DEST),
+            capacity(t, names::LOCAL_IN),
+            capacity(t, names::PROCS),
         ];
         Ok(Sampler {
             capacity,
-            cohort_out: take(t, "COHORT_OUT")?,
-            cohort_in: take(t, "COHORT_IN")?,
-            dest: take(t, "DEST")?,
-            local_in: take(t, "LOCAL_IN")?,
-            procs: take(t, "PROCS")?,
-            stats: take(t, "STATS")?,
-            cohort_reasons: take(t, "COHORT_REASONS")?,
-            dest_reasons: take(t, "DEST_REASONS")?,
-            proc_reasons: take(t, "PROC_REASONS")?,
-            latency: take(t, "LATENCY")?,
+            cohort_out: take(t, names::COHORT_OUT)?,
+            cohort_in: take(t, names::COHORT_IN)?,
+            dest: take(t, names::DEST)?,
+            local_in: take(t, names::LOCAL_IN)?,
+            procs: take(t, names::PROCS)?,
+            stats: take(t, names::STATS)?,
+            cohort_reasons: take(t, names::COHORT_REASONS)?,
+            dest_reasons: take(t, names::DEST_REASONS)?,
+            proc_reasons: take(t, names::PROC_REASONS)?,
+            latency: take(t, names::LATENCY)?,
             progs,
             classify: Classifier::new(&sets),
             sets,
@@ -212,6 +212,10 @@ impl Sampler {
             .iter()
             .filter_map(|fd| progstats::read(fd.as_fd()).ok())
             .collect()
+    }
+
+    pub fn sets(&self) -> &Sets {
+        &self.sets
     }
 
     /// The cohorts changed while running (`--watch-dns`): classify with the new sets from now on.
@@ -347,7 +351,7 @@ impl Sampler {
     /// Correct `open` from `real`, a census taken right after `snap` was sampled: new offsets
     /// for this and every later snapshot. One more sample right after the census bounds what
     /// moved meanwhile (see `reconcile::window_offset`). Returns how much `snap` moved.
-    pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Result<Change, String> {
+    pub fn reconcile(&mut self, snap: &mut Snapshot, real: &Table) -> Result<Correction, String> {
         let after = self.sample()?;
         let before = snap.clone();
         let d1 = reconcile::derive(snap, &self.start, &self.sets);
@@ -371,7 +375,10 @@ impl Sampler {
             let r = self.cohort_reasons.get(&i, 0).map_err(err)?;
             snap.reasons[i as usize] = Reasons::from_kernel(r.iter());
             let hist = |kind: u32| -> Result<Hist, String> {
-                let v = self.latency.get(&(i * 2 + kind), 0).map_err(err)?;
+                let v = self
+                    .latency
+                    .get(&tracer_common::lat_slot(i, kind), 0)
+                    .map_err(err)?;
                 Ok(Hist::from_kernel(v.iter()))
             };
             snap.latency[i as usize] = Latency {

@@ -489,7 +489,7 @@ fn latency_is_a_histogram_per_cohort_from_the_log2_buckets() {
 fn milestones_come_from_the_analysis_state() {
     use crate::model::analysis::{Analysis, Params, Sample};
     let mut a = Analysis::new(Params::default());
-    a.mark_cutover(1000, "flag");
+    a.mark_cutover(1000, crate::model::analysis::cutover::CutoverSource::Flag);
     for i in 1..=4u64 {
         a.feed(Sample {
             elapsed_ms: 1000 + i * 1000,

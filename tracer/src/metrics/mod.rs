@@ -12,12 +12,12 @@ use server::{Endpoint, Latest};
 use std::time::{Duration, SystemTime};
 
 use crate::{
-    Fatal,
+    error::{Context, Result},
     model::{
         analysis::{State, dns::Answer},
         snapshot::Snapshot,
     },
-    session::{Event, RunInfo, Sink},
+    sink::{EndReason, Event, RunInfo, Sink},
 };
 
 /// What `--metrics*` and `--label` asked for.
@@ -54,13 +54,13 @@ pub fn milestones(st: &State, started_at: SystemTime) -> Milestones {
 }
 
 /// Bind `addr` (before tracing starts: a bad address or a port in use fails the run at once).
-pub fn bind(addr: &str) -> Result<Endpoint, Fatal> {
-    server::bind(addr)
+pub fn bind(addr: &str) -> Result<Endpoint> {
+    server::bind(addr).usage()
 }
 
 /// Start serving on a bound endpoint; the returned sink keeps what it serves current.
-pub fn start(ep: Endpoint, opts: Options) -> Result<MetricsSink, Fatal> {
-    labels::check(&opts.labels)?;
+pub fn start(ep: Endpoint, opts: Options) -> Result<MetricsSink> {
+    labels::check(&opts.labels).usage()?;
     let fixed = Fixed {
         version: env!("CARGO_PKG_VERSION").into(),
         labels: opts.labels,
@@ -76,7 +76,7 @@ pub fn start(ep: Endpoint, opts: Options) -> Result<MetricsSink, Fatal> {
         started_at: SystemTime::UNIX_EPOCH,
     };
     sink.publish(None);
-    ep.serve(sink.latest.clone())?;
+    ep.serve(sink.latest.clone()).env()?;
     Ok(sink)
 }
 
@@ -91,7 +91,7 @@ impl MetricsSink {
 }
 
 impl Sink for MetricsSink {
-    fn meta(&mut self, info: &RunInfo) -> Result<(), Fatal> {
+    fn meta(&mut self, info: &RunInfo) -> Result<()> {
         self.fixed.connect_hook = info.hooks.connect.name().into();
         self.fixed.state_hook = info.hooks.state.into();
         self.fixed.unsent_hook = match info.hooks.unsent {
@@ -105,12 +105,12 @@ impl Sink for MetricsSink {
     }
 
     /// Comes just before the snapshot that publishes it.
-    fn analysis(&mut self, state: &State, _dns: &[Answer]) -> Result<(), Fatal> {
+    fn analysis(&mut self, state: &State, _dns: &[Answer]) -> Result<()> {
         self.milestones = milestones(state, self.started_at);
         Ok(())
     }
 
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<(), Fatal> {
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()> {
         self.snapshots += 1;
         self.publish(Some(&Frame {
             cur,
@@ -120,7 +120,7 @@ impl Sink for MetricsSink {
         Ok(())
     }
 
-    fn event(&mut self, _ev: &Event) -> Result<(), Fatal> {
+    fn event(&mut self, _ev: &Event) -> Result<()> {
         Ok(())
     }
 
@@ -128,9 +128,9 @@ impl Sink for MetricsSink {
         &mut self,
         _last: &Snapshot,
         _first: &Snapshot,
-        _reason: &str,
+        _reason: EndReason,
         _snapshots: u64,
-    ) -> Result<(), Fatal> {
+    ) -> Result<()> {
         // The run is ending: what was served from the last snapshot stays the last word.
         Ok(())
     }

@@ -7,9 +7,9 @@ use super::addr::Prefix;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cohort {
-    Other = 0,
-    Old = 1,
-    New = 2,
+    Other = tracer_common::COHORT_OTHER as isize,
+    Old = tracer_common::COHORT_OLD as isize,
+    New = tracer_common::COHORT_NEW as isize,
 }
 
 impl Cohort {
@@ -25,8 +25,8 @@ impl Cohort {
 
     pub fn from_index(i: u32) -> Cohort {
         match i {
-            1 => Cohort::Old,
-            2 => Cohort::New,
+            tracer_common::COHORT_OLD => Cohort::Old,
+            tracer_common::COHORT_NEW => Cohort::New,
             _ => Cohort::Other,
         }
     }

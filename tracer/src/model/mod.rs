@@ -5,6 +5,7 @@ pub mod cohort;
 pub mod counters;
 pub mod failures;
 pub mod latency;
+pub mod process;
 pub mod reconcile;
 pub mod resolvers;
 pub mod share;

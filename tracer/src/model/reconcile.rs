@@ -247,21 +247,21 @@ pub fn apply(snap: &mut Snapshot, start: &Table, off: &Offsets, sets: &Sets) {
 
 /// How much one reconciliation moved the `open` shown, per cohort, and how many addresses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Change {
+pub struct Correction {
     pub out: [i64; 3],
     pub inb: [i64; 3],
     pub addresses: u64,
 }
 
-impl Change {
+impl Correction {
     pub fn is_zero(&self) -> bool {
         self.out == [0; 3] && self.inb == [0; 3] && self.addresses == 0
     }
 }
 
 /// The change between a snapshot before and after its offsets were replaced.
-pub fn change(before: &Snapshot, after: &Snapshot) -> Change {
-    let mut ch = Change::default();
+pub fn change(before: &Snapshot, after: &Snapshot) -> Correction {
+    let mut ch = Correction::default();
     for i in 0..3 {
         ch.out[i] = after.out[i].open as i64 - before.out[i].open as i64;
         ch.inb[i] = after.inb[i].open as i64 - before.inb[i].open as i64;

@@ -153,6 +153,27 @@ pub struct Change {
     pub lag_ms: u64,
 }
 
+/// Where a `dns_change` was seen: the server, its lag behind the first server that switched,
+/// and the CNAME chain to the new addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsVia {
+    pub server: String,
+    pub lag_ms: u64,
+    pub cnames: Vec<String>,
+}
+
+impl DnsVia {
+    /// The system resolver, without per-server tracking (tests).
+    #[cfg(test)]
+    pub fn system() -> DnsVia {
+        DnsVia {
+            server: "system".into(),
+            lag_ms: 0,
+            cnames: vec![],
+        }
+    }
+}
+
 /// All servers' rows for one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameRows {

@@ -6,15 +6,17 @@ mod resolvers;
 mod svg;
 mod text;
 
-use std::{io::Write, path::Path};
+use std::{io::Read, io::Write, path::Path};
 
 use serde_json::{Value, json};
 
 use crate::{
-    Fatal, analytics,
     cli::ReportArgs,
-    model::analysis::{Analysis, Finding, Params, State, gap::share_permille},
-    ndjson::SCHEMA,
+    error::{Error, Result},
+    model::analysis::{
+        Analysis, Finding, Params, State, cutover::CutoverSource, gap::share_permille,
+    },
+    ndjson::{SCHEMA, reader, writer},
 };
 
 /// One point of the time series the SVG draws.
@@ -24,6 +26,8 @@ pub struct Point {
     /// New-side share of attempts and of open connections, per mille.
     pub share_attempts: Option<u32>,
     pub share_open: Option<u32>,
+    /// Open connections to the old side (the drain panel).
+    pub old_open: u64,
     /// Connects per second on each side over the interval.
     pub old_rate: f64,
     pub new_rate: f64,
@@ -43,47 +47,45 @@ pub struct Recorded {
     /// `dns_servers` and `dns_stale` events (`--dns-server`).
     pub dns_servers: Vec<Value>,
     pub snapshots: u64,
+    /// The new side as it ended: the meta line's, plus what DNS changes added.
+    pub new_side: Vec<String>,
+    /// Set when the recording ends in a partial line (a killed run): what was left out.
+    pub warning: Option<String>,
 }
 
-/// Replay NDJSON text. Errors name the line and what is wrong with it.
+/// Replay NDJSON text. Errors name the line and what is wrong with it; a truncated last
+/// line (a killed run) is left out with a warning.
 pub fn replay(text: &str) -> Result<Recorded, String> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let parse = |no: usize, l: &str| -> Result<Value, String> {
-        serde_json::from_str(l).map_err(|e| {
-            format!("line {}: not a complete JSON object ({e}): the file is truncated or is not tracer NDJSON", no + 1)
-        })
-    };
-    let (no, first) = lines
-        .next()
-        .ok_or("the file is empty: give the NDJSON file `tracer watch --json` wrote")?;
-    let meta = parse(no, first).map_err(|_| {
-        format!(
-            "line {}: not a tracer meta line: this is not NDJSON written by `tracer watch --json`",
-            no + 1
-        )
-    })?;
+    let read = reader::lines(text)?;
+    let mut lines = read.lines.into_iter();
+    let (no, meta) = lines.next().ok_or(
+        "the file is empty or holds no complete line: give the NDJSON file `tracer watch --json` wrote",
+    )?;
     if meta["type"] != "meta" {
         return Err(format!(
-            "line {}: the first line must be a tracer meta line (\"type\":\"meta\"): this is not NDJSON written by `tracer watch --json`",
-            no + 1
+            "line {no}: the first line must be a tracer meta line (\"type\":\"meta\"): this is not NDJSON written by `tracer watch --json`"
         ));
     }
     match meta["schema"].as_u64() {
         Some(s) if s <= SCHEMA => {}
         other => {
             return Err(format!(
-                "line {}: schema {} is not known to this tracer (knows {SCHEMA}): use a newer tracer",
-                no + 1,
+                "line {no}: schema {} is not known to this tracer (knows {SCHEMA}): use a newer tracer",
                 other.map_or("missing".into(), |s| s.to_string())
             ));
         }
     }
-    let params = analytics::params_from_json(&meta["analysis"]);
+    let params = reader::params_from_json(&meta["analysis"]);
     let mut analysis = Analysis::new(params);
-    analysis.census(&analytics::owners_from_json(&meta["census_owners"]));
+    analysis.census(&reader::owners_from_json(&meta["census_owners"]));
+    let new_side = meta["new"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut rec = Recorded {
         meta: Value::Null,
         params,
@@ -95,26 +97,27 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
         dns_changes: vec![],
         dns_servers: vec![],
         snapshots: 0,
+        new_side,
+        warning: read.warning,
     };
     let mut prev_ms = 0u64;
-    for (no, l) in lines {
-        let v = parse(no, l)?;
+    for (no, v) in lines {
         if rec.summary.is_some() {
             return Err(format!(
-                "line {}: a line after the summary: two runs in one file? give one run per file",
-                no + 1
+                "line {no}: a line after the summary: two runs in one file? give one run per file"
             ));
         }
         match v["type"].as_str() {
             Some("snapshot") => {
-                let s = analytics::sample_from_json(&v)
-                    .map_err(|e| format!("line {}: bad snapshot: {e}", no + 1))?;
+                let s = reader::sample_from_json(&v)
+                    .map_err(|e| format!("line {no}: bad snapshot: {e}"))?;
                 let secs = (s.elapsed_ms.saturating_sub(prev_ms)).max(1) as f64 / 1000.0;
                 prev_ms = s.elapsed_ms;
                 rec.series.push(Point {
                     ms: s.elapsed_ms,
                     share_attempts: share_permille(s.old_attempts, s.new_attempts),
                     share_open: share_permille(s.old.open, s.new.open),
+                    old_open: s.old.open,
                     old_rate: s.old_attempts as f64 / secs,
                     new_rate: s.new_attempts as f64 / secs,
                 });
@@ -128,7 +131,7 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                 let at = v["elapsed_ms"].as_u64().unwrap_or(prev_ms);
                 match v["kind"].as_str() {
                     Some("cutover") => {
-                        let source = v["source"].as_str().unwrap_or("event");
+                        let source = CutoverSource::parse(v["source"].as_str().unwrap_or(""));
                         rec.findings.extend(
                             analysis
                                 .mark_cutover(at, source)
@@ -136,7 +139,16 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                                 .map(|f| (at, f)),
                         );
                     }
-                    Some("dns_change") => rec.dns_changes.push(v),
+                    Some("dns_change") => {
+                        for p in v["added_to_new"].as_array().into_iter().flatten() {
+                            if let Some(p) = p.as_str()
+                                && !rec.new_side.iter().any(|x| x == p)
+                            {
+                                rec.new_side.push(p.to_string());
+                            }
+                        }
+                        rec.dns_changes.push(v)
+                    }
                     Some("dns_servers" | "dns_stale") => rec.dns_servers.push(v),
                     _ => {}
                 }
@@ -151,15 +163,26 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
     Ok(rec)
 }
 
-fn read(path: &Path) -> Result<String, Fatal> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read {}: {e}: give the NDJSON file `tracer watch --json` wrote",
-            path.display()
-        )
+/// The recording's text: a file, or standard input for `-`.
+fn read(path: &Path) -> Result<String> {
+    let name = if path == Path::new("-") {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let mut bytes = vec![];
+    let r = if path == Path::new("-") {
+        std::io::stdin().lock().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::read(path).map(|b| bytes = b)
+    };
+    r.map_err(|e| {
+        Error::usage(format!(
+            "cannot read {name}: {e}: give the NDJSON file `tracer watch --json` wrote"
+        ))
     })?;
     String::from_utf8(bytes).map_err(|e| {
-        format!("{} is not text (invalid UTF-8 at byte {}): give the NDJSON file `tracer watch --json` wrote", path.display(), e.utf8_error().valid_up_to())
+        Error::usage(format!("{name} is not text (invalid UTF-8 at byte {}): give the NDJSON file `tracer watch --json` wrote", e.utf8_error().valid_up_to()))
     })
 }
 
@@ -172,27 +195,31 @@ pub fn to_json(rec: &Recorded) -> Value {
                 "interval_ms": rec.meta["interval_ms"], "snapshots": rec.snapshots,
                 "end_ms": rec.state.now_ms,
                 "ended": rec.summary.as_ref().map(|s| s["reason"].clone())},
-        "sets": {"old": rec.meta["old"], "new": rec.meta["new"], "resolved": rec.meta["resolved"]},
-        "params": analytics::params_json(&rec.params),
-        "analysis": analytics::state_json(&rec.state),
+        "sets": {"old": rec.meta["old"], "new": rec.new_side, "resolved": rec.meta["resolved"]},
+        "params": writer::params_json(&rec.params),
+        "analysis": writer::state_json(&rec.state),
         "totals": totals.map(|t| json!({"cohorts": t["cohorts"], "inbound": t["inbound"]})),
         "failures": totals.map(outcomes::failures),
         "latency_us": totals.map(outcomes::latency),
         "dns_changes": rec.dns_changes,
         "resolvers": resolvers::gaps(&rec.dns_servers, &rec.dns_changes),
+        "warning": rec.warning,
     })
 }
 
-pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
+pub fn run(args: ReportArgs) -> Result<i32> {
     let text = read(&args.file)?;
-    let rec = replay(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let rec = replay(&text).map_err(|e| Error::usage(format!("{}: {e}", args.file.display())))?;
+    if let Some(w) = &rec.warning {
+        eprintln!("tracer: warning: {}: {w}", args.file.display());
+    }
     if let Some(out) = &args.svg {
         let svg = svg::render(&rec);
         std::fs::write(out, svg).map_err(|e| {
-            format!(
+            Error::usage(format!(
                 "cannot write --svg {}: {e}: choose a writable path",
                 out.display()
-            )
+            ))
         })?;
     }
     let out = if args.json {
@@ -207,7 +234,7 @@ pub fn run(args: ReportArgs) -> Result<i32, Fatal> {
         .and_then(|_| stdout.flush())
     {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("cannot write the report: {e}"))
+            Err(Error::runtime(format!("cannot write the report: {e}")))
         }
         _ => Ok(0),
     }

@@ -6,9 +6,11 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    analytics::sample_of,
-    model::{cohort::Cohort, counters::Out, latency::bucket_upper_us, snapshot::Snapshot},
-    ndjson,
+    model::{
+        analysis::Sample, cohort::Cohort, counters::Out, latency::bucket_upper_us,
+        snapshot::Snapshot,
+    },
+    ndjson::{reader, writer},
 };
 
 fn meta() -> Value {
@@ -21,7 +23,7 @@ fn meta() -> Value {
 /// A failover: all old for 5 s, cutover at 5 s, moved at 7 s, old pool closed at 10 s.
 fn recording() -> (String, State) {
     let mut lines = vec![meta()];
-    let mut live = Analysis::new(analytics::params_from_json(&meta()["analysis"]));
+    let mut live = Analysis::new(reader::params_from_json(&meta()["analysis"]));
     let mut prev = Snapshot::empty(SystemTime::UNIX_EPOCH);
     let (mut old, mut new) = (Out::default(), Out::default());
     for i in 1..=16u64 {
@@ -42,13 +44,13 @@ fn recording() -> (String, State) {
         lat.0[29] = new.attempts / 10;
         cur.out[Cohort::Old as usize] = old;
         cur.out[Cohort::New as usize] = new;
-        lines.push(ndjson::snapshot(&cur, &prev, 20));
-        live.feed(sample_of(&cur, &prev, 20));
+        lines.push(writer::snapshot(&cur, &prev, 20));
+        live.feed(Sample::of(&cur, &prev, 20));
         if i == 5 {
             lines.push(
                 json!({"type": "event", "elapsed_ms": 5000, "kind": "cutover", "source": "flag"}),
             );
-            live.mark_cutover(5000, "flag");
+            live.mark_cutover(5000, crate::model::analysis::cutover::CutoverSource::Flag);
         }
         prev = cur;
     }
@@ -82,22 +84,66 @@ fn replay_gives_the_numbers_of_the_live_run() {
     assert_eq!(j["analysis"]["drain"]["since_ms"], 9000);
     assert_eq!(j["run"]["ended"], "sigint");
     let t = text::render(&rec);
-    assert!(t.contains("cutover    at 5.0 s (marked by flag)"), "{t}");
+    // Wall-clock times (UTC) with the offset into the run: what a postmortem quotes.
     assert!(
-        t.contains("attempts 95%  1.0 s (reached at 6.0 s, held)"),
+        t.contains("cutover    00:00:05 UTC (+5.0 s) (marked by flag)"),
         "{t}"
     );
-    assert!(t.contains("drained at 9.0 s"), "{t}");
+    assert!(
+        t.contains("attempts 95%  1.0 s (reached at 00:00:06 UTC (+6.0 s), held)"),
+        "{t}"
+    );
+    assert!(t.contains("drained at 00:00:09 UTC (+9.0 s)"), "{t}");
+}
+
+#[test]
+fn a_recording_that_ends_quiet_says_since_when_not_a_forecast() {
+    // Old busy until 3 s, quiet from then to the end at 10 s, with --quiet-for 60 s.
+    let mut lines = vec![meta()];
+    lines[0]["analysis"]["quiet_for_ms"] = json!(60_000);
+    let mut prev = Snapshot::empty(SystemTime::UNIX_EPOCH);
+    let mut old = Out::default();
+    for i in 1..=10u64 {
+        if i <= 3 {
+            old.attempts += 10;
+        }
+        let mut cur = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(i));
+        cur.elapsed = Duration::from_secs(i);
+        cur.out[Cohort::Old as usize] = old;
+        lines.push(writer::snapshot(&cur, &prev, 20));
+        prev = cur;
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let t = text::render(&replay(&text).unwrap());
+    assert!(
+        t.contains("quiet since 00:00:03 UTC (+3.0 s): drained at 00:01:03 UTC (+63.0 s)"),
+        "{t}"
+    );
+    assert!(!t.contains("expected quiet"), "{t}");
+    assert!(
+        t.contains("not drained at the end (00:00:10 UTC (+10.0 s))"),
+        "{t}"
+    );
 }
 
 #[test]
 fn truncated_and_foreign_files_name_the_line() {
     let (text, _) = recording();
+    // A killed run: reported up to its last complete line, with a warning naming the line.
     let cut = &text[..text.len() - 40];
-    let e = replay(cut).err().unwrap();
+    let rec = replay(cut).unwrap();
     let last = cut.lines().count();
-    assert!(e.starts_with(&format!("line {last}: ")), "{e}");
-    assert!(e.contains("truncated"), "{e}");
+    let w = rec.warning.clone().unwrap();
+    assert!(w.starts_with(&format!("line {last} ")), "{w}");
+    assert!(w.contains("truncated"), "{w}");
+    assert!(rec.summary.is_none());
+    assert_eq!(rec.snapshots, 16);
+    assert_eq!(to_json(&rec)["warning"], w.as_str());
+    // Damage before the end is not a truncation: refused, naming the line.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[3] = "{\"type\":\"snap";
+    let e = replay(&lines.join("\n")).err().unwrap();
+    assert!(e.starts_with("line 4: "), "{e}");
 
     let e = replay("hello world\n").err().unwrap();
     assert!(
@@ -141,6 +187,17 @@ fn the_svg_renders_to_an_image_of_the_expected_size() {
     let rec = replay(&text).unwrap();
     let svg = svg::render(&rec);
     assert!(svg.contains("cutover (flag)"), "the cutover is marked");
+    // A postmortem picture: title with host and date, wall-clock axis, the drain panel.
+    assert!(svg.contains("move on h from 2026-01-01"), "title");
+    assert!(
+        svg.contains("00:00:05 cutover (flag)"),
+        "legend with the time"
+    );
+    assert!(
+        svg.contains("old side: open connections (drain)"),
+        "drain panel"
+    );
+    assert!(svg.contains("\n00:00:10\n"), "wall-clock axis labels");
     let tree = resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).unwrap();
     assert_eq!(
         (tree.size().width() as u32, tree.size().height() as u32),

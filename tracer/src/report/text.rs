@@ -16,6 +16,19 @@ pub fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
+/// A moment of the run as a postmortem quotes it: `14:23:05 UTC (+6.7 s)`; elapsed time only
+/// when the recording has no start time.
+pub fn at_time(started: Option<std::time::SystemTime>, ms: u64) -> String {
+    match started {
+        Some(t) => format!(
+            "{} UTC (+{})",
+            crate::ndjson::clock(t + std::time::Duration::from_millis(ms)),
+            secs(ms)
+        ),
+        None => secs(ms),
+    }
+}
+
 fn signed_secs(ms: i64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
@@ -40,6 +53,10 @@ pub fn render(rec: &Recorded) -> String {
     let mut o = String::new();
     let st = &rec.state;
     let m = &rec.meta;
+    let started = m["started_at"]
+        .as_str()
+        .and_then(crate::ndjson::parse_rfc3339);
+    let when = |ms: u64| at_time(started, ms);
     let ended = match &rec.summary {
         Some(s) => format!("ended by {}", s["reason"].as_str().unwrap_or("?")),
         None => "no summary line: the run did not end cleanly (killed?)".into(),
@@ -57,16 +74,14 @@ pub fn render(rec: &Recorded) -> String {
         o,
         "sets       old: {}   new: {}",
         list(&m["old"]),
-        list(&m["new"])
+        match rec.new_side.is_empty() {
+            true => "-".to_string(),
+            false => rec.new_side.join(", "),
+        }
     );
     match &st.cutover {
         Some(c) => {
-            let _ = writeln!(
-                o,
-                "cutover    at {} (marked by {})",
-                secs(c.at_ms),
-                c.source
-            );
+            let _ = writeln!(o, "cutover    {} (marked by {})", when(c.at_ms), c.source);
         }
         None => {
             let _ = writeln!(
@@ -81,16 +96,16 @@ pub fn render(rec: &Recorded) -> String {
             (Some(c), Some(gap), _) => format!(
                 "{} (reached at {}, held)",
                 signed_secs(gap),
-                secs(c.reached_ms)
+                when(c.reached_ms)
             ),
             (Some(c), None, _) => format!(
                 "reached at {} (no cutover to measure from)",
-                secs(c.reached_ms)
+                when(c.reached_ms)
             ),
             (None, _, Some(l)) => format!(
                 "not held: reached at {}, lost at {}",
-                secs(l.reached_ms),
-                secs(l.lost_ms.unwrap_or(0))
+                when(l.reached_ms),
+                when(l.lost_ms.unwrap_or(0))
             ),
             (None, _, None) => format!("never reached for {HOLD} intervals in a row"),
         };
@@ -102,25 +117,32 @@ pub fn render(rec: &Recorded) -> String {
             let _ = writeln!(
                 o,
                 "drain      drained at {} (no open connections and no attempts for {} after it)",
-                secs(since),
+                when(since),
                 secs(d.quiet_for_ms)
             );
         }
         None => {
             let est = match &d.estimate {
                 Estimate::At(ms) => format!(
-                    "expected quiet at {}, drained {} later",
-                    secs(*ms),
+                    "expected quiet at {}, to count as drained {} after that",
+                    when(*ms),
+                    secs(d.quiet_for_ms)
+                ),
+                Estimate::QuietSince(ms) => format!(
+                    "quiet since {}: drained at {} if it stays quiet for --quiet-for {} (the recording ended before)",
+                    when(*ms),
+                    when(ms + d.quiet_for_ms),
                     secs(d.quiet_for_ms)
                 ),
                 Estimate::NotPossible(why) => format!("no estimate: {why}"),
             };
             let _ = writeln!(
                 o,
-                "drain      not drained: {} open, {} attempts in the last minute, last busy at {}; {est}",
+                "drain      not drained at the end ({}): {} open, {} attempts in its last minute, last busy at {}; {est}",
+                when(st.now_ms),
                 d.old_open,
                 d.attempts_last_minute,
-                secs(d.last_busy_ms)
+                when(d.last_busy_ms)
             );
         }
     }
@@ -192,7 +214,7 @@ pub fn render(rec: &Recorded) -> String {
                 .as_str()
                 .map(|s| format!(" @{s}"))
                 .unwrap_or_default(),
-            secs(c["elapsed_ms"].as_u64().unwrap_or(0)),
+            when(c["elapsed_ms"].as_u64().unwrap_or(0)),
             list(&c["old"]),
             list(&c["new"]),
             c["ttl"],

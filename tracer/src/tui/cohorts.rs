@@ -15,7 +15,7 @@ use super::{
 use crate::model::{
     cohort::Cohort,
     failures::{Reason, Reasons},
-    latency::{Percentiles, fmt_us},
+    latency::Percentiles,
 };
 
 /// Why connects failed: `refused` (one reason), `refused+` (the most frequent of several), or
@@ -41,9 +41,20 @@ pub fn reasons(r: &Reasons, wide: bool) -> String {
     }
 }
 
-/// `66us/66us/1.07s`, or `-` without connects in the interval.
+/// A latency in at most 5 columns: `66us`, `132us`, `1.1ms`, `66ms`, `1.07s`, `12s`.
+fn short_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}us"),
+        1_000..9_950 => format!("{:.1}ms", us as f64 / 1e3),
+        9_950..999_500 => format!("{}ms", (us + 500) / 1_000),
+        999_500..9_995_000 => format!("{:.2}s", us as f64 / 1e6),
+        _ => format!("{}s", (us + 500_000) / 1_000_000),
+    }
+}
+
+/// `66us/132us/1.07s` (17 columns at most), or `-` without connects in the interval.
 pub fn latency(p: &Percentiles) -> String {
-    let f = |v: Option<u64>| v.map_or("-".into(), |us| fmt_us(us).replace(' ', ""));
+    let f = |v: Option<u64>| v.map_or("-".into(), short_us);
     match p.count {
         0 => "-".into(),
         _ => format!("{}/{}/{}", f(p.p50), f(p.p90), f(p.p99)),
@@ -92,7 +103,7 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         Constraint::Length(6),
         Constraint::Length(5),
         Constraint::Length(if wide { 30 } else { 12 }),
-        Constraint::Length(15),
+        Constraint::Length(17),
         Constraint::Fill(1),
     ];
     if wide {
@@ -136,5 +147,27 @@ mod tests {
         };
         assert_eq!(latency(&p), "66us/66us/1.07s");
         assert_eq!(latency(&Percentiles::default()), "-");
+        let worst = Percentiles {
+            count: 3,
+            p50: Some(999),
+            p90: Some(9_990),
+            p99: Some(999_000),
+        };
+        assert_eq!(latency(&worst), "999us/10ms/999ms");
+        for us in [
+            0,
+            999,
+            1_000,
+            9_949,
+            9_950,
+            99_999,
+            999_499,
+            999_500,
+            9_994_999,
+            9_995_000,
+            123_456_789,
+        ] {
+            assert!(short_us(us).chars().count() <= 5, "{us}: {}", short_us(us));
+        }
     }
 }

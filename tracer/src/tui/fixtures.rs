@@ -3,21 +3,18 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
-
 use super::state::ViewState;
 use crate::{
-    analytics::sample_of,
     kernel::{Hooks, hooks::ConnectHook},
     model::{
         addr::Prefix,
-        analysis::{Analysis, Params, dns::Answer},
+        analysis::{Analysis, Params, Sample, cutover::CutoverSource, dns::Answer},
         cohort::Cohort,
         counters::Out,
         snapshot::{DestRow, ProcRow, Snapshot},
         spec::Spec,
     },
-    session::{Event, RunInfo},
+    sink::{Event, EventKind, RunInfo},
 };
 
 fn spec(text: &str, prefixes: &[&str], resolved: bool) -> Spec {
@@ -62,15 +59,15 @@ pub fn info() -> RunInfo {
         cutover_at: None,
         watch_dns: vec![],
         reconcile_every: None,
+        metrics_addr: None,
     }
 }
 
-pub fn event(elapsed_ms: u64, kind: &str, fields: Value) -> Event {
+pub fn event(elapsed_ms: u64, kind: EventKind) -> Event {
     Event {
-        at: SystemTime::UNIX_EPOCH + Duration::from_millis(elapsed_ms),
+        at: info().started_at + Duration::from_millis(elapsed_ms),
         elapsed_ms,
-        kind: kind.into(),
-        fields,
+        kind,
     }
 }
 
@@ -106,8 +103,11 @@ pub fn run(secs: u64, moved: f64) -> ViewState {
     for (hook, why) in st.info.hooks.fallbacks.clone() {
         st.event(&event(
             0,
-            "hook_fallback",
-            json!({"hook": hook.name(), "reason": why, "using": "derived"}),
+            EventKind::HookFallback {
+                hook,
+                reason: why,
+                using: ConnectHook::Derived,
+            },
         ));
     }
     let mut acc = [Acc::default(); DESTS.len()];
@@ -176,10 +176,16 @@ pub fn run(secs: u64, moved: f64) -> ViewState {
             lat.0[29] = slow;
         }
         if t == secs / 2 && moved > 0.0 && moved < 1.0 {
-            st.event(&event(t * 1000, "cutover", json!({"source": "key"})));
-            analysis.mark_cutover(t * 1000, "key");
+            st.event(&event(
+                t * 1000,
+                EventKind::Cutover {
+                    source: CutoverSource::Key,
+                    name: None,
+                },
+            ));
+            analysis.mark_cutover(t * 1000, CutoverSource::Key);
         }
-        analysis.feed(sample_of(&cur, &prev, 20));
+        analysis.feed(Sample::of(&cur, &prev, 20));
         st.analysis(&analysis.state(), &dns);
         st.push(&cur, &prev);
         prev = cur;

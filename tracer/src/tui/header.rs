@@ -1,7 +1,7 @@
 //! The header: run facts, the address sets and watched DNS names, then the failover analysis
 //! (cutover, declaration gaps, drain) as two lines, so the verdicts are always in sight.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ratatui::{
     Frame,
@@ -12,6 +12,7 @@ use ratatui::{
 };
 
 use super::{
+    fit,
     state::ViewState,
     view::{bold, clock, cohort_style, interval},
 };
@@ -26,7 +27,12 @@ pub const HEIGHT: u16 = 4;
 
 /// Lines the header takes: one more per name watched at several servers.
 pub fn height(st: &ViewState) -> u16 {
-    HEIGHT + st.dns.iter().filter(|a| !a.servers.is_empty()).count() as u16
+    HEIGHT
+        + st.data()
+            .dns
+            .iter()
+            .filter(|a| !a.servers.is_empty())
+            .count() as u16
 }
 
 fn sets(specs: &[Spec]) -> String {
@@ -45,8 +51,9 @@ fn sets(specs: &[Spec]) -> String {
     specs.iter().map(one).collect::<Vec<_>>().join(", ")
 }
 
-fn at(ms: u64) -> String {
-    clock(Duration::from_millis(ms))
+/// Wall-clock time (UTC) of a moment of the run: what a postmortem quotes.
+fn at(started: SystemTime, ms: u64) -> String {
+    crate::ndjson::clock(started + Duration::from_millis(ms))
 }
 
 /// Seconds, signed, one decimal below a minute: `+12.0s`, `-3.0s`, `+4m05s`.
@@ -70,11 +77,11 @@ fn whole(ms: u64) -> String {
 }
 
 /// One gap: `95% +12.0s` (held, measured from the cutover), `95% …1m05s` (running since the
-/// cutover), `95% ok 00:01:02` (held, no cutover), `95% lost`, `95% -`.
-fn gap(g: &GapState) -> String {
+/// cutover), `95% ok 14:23:05` (held, no cutover), `95% lost`, `95% -`.
+fn gap(g: &GapState, started: SystemTime) -> String {
     let v = match (g.holding, g.gap_ms, g.running_ms, g.lost) {
         (Some(_), Some(ms), _, _) => signed(ms),
-        (Some(c), None, _, _) => format!("ok {}", at(c.reached_ms)),
+        (Some(c), None, _, _) => format!("ok {}", at(started, c.reached_ms)),
         (None, _, Some(r), _) => format!("…{}", whole(r)),
         (None, _, None, Some(_)) => "lost".into(),
         (None, _, None, None) => "-".into(),
@@ -82,11 +89,14 @@ fn gap(g: &GapState) -> String {
     format!("{}% {v}", g.level)
 }
 
-/// `cutover 00:01:00 key · conn 95% +12.0s 99% …60s · open 95% …60s 99% …60s` (conn: the
+/// `cutover 14:23:05 key · conn 95% +12.0s 99% …60s · open 95% …60s 99% …60s` (conn: the
 /// share of connection attempts, as in the `conn/s` column).
-pub fn analysis_line(st: &State) -> Line<'static> {
+pub fn analysis_line(st: &State, started: SystemTime) -> Line<'static> {
     let mut spans = vec![match &st.cutover {
-        Some(c) => Span::styled(format!("cutover {} {}", at(c.at_ms), c.source), bold()),
+        Some(c) => Span::styled(
+            format!("cutover {} {}", at(started, c.at_ms), c.source),
+            bold(),
+        ),
         None => Span::raw("no cutover (c marks it)"),
     }];
     for metric in ["attempts", "open"] {
@@ -94,7 +104,7 @@ pub fn analysis_line(st: &State) -> Line<'static> {
             .gaps
             .iter()
             .filter(|g| g.metric.name() == metric)
-            .map(gap)
+            .map(|g| gap(g, started))
             .collect();
         let name = if metric == "attempts" { "conn" } else { metric };
         spans.push(Span::raw(format!(" · {name} {}", gaps.join(" "))));
@@ -102,25 +112,31 @@ pub fn analysis_line(st: &State) -> Line<'static> {
     Line::from(spans)
 }
 
-/// `old drained at 00:03:00` or `old: 12 open, 40 conn/min, busy 00:02:59 · quiet ~00:05:12`.
-pub fn drain_line(st: &State) -> Line<'static> {
+/// `old DRAINED since 14:26:05` or `old not drained: 12 open, 40 conn last min, busy 14:25:04
+/// · quiet ~14:27:17`.
+pub fn drain_line(st: &State, started: SystemTime) -> Line<'static> {
     let d = &st.drain;
     let old = Span::styled(
         "old ",
         cohort_style(Cohort::Old).add_modifier(Modifier::BOLD),
     );
     let rest = match d.drained_since {
-        Some(since) => format!("DRAINED since {}", at(since)),
+        Some(since) => format!("DRAINED since {}", at(started, since)),
         None => {
             let est = match &d.estimate {
-                Estimate::At(ms) => format!("quiet ~{}", at(*ms)),
+                Estimate::At(ms) => format!("quiet ~{}", at(started, *ms)),
+                Estimate::QuietSince(ms) => format!(
+                    "quiet since {}, drained at {}",
+                    at(started, *ms),
+                    at(started, ms + d.quiet_for_ms)
+                ),
                 Estimate::NotPossible(why) => format!("no estimate: {why}"),
             };
             format!(
                 "not drained: {} open, {} conn last min, busy {} · {est}",
                 d.old_open,
                 d.attempts_last_minute,
-                at(d.last_busy_ms)
+                at(started, d.last_busy_ms)
             )
         }
     };
@@ -158,28 +174,41 @@ fn dns_spans(dns: &[Answer]) -> Vec<Span<'static>> {
 pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
     let i = &st.info;
     let d = st.data();
+    let w = area.width as usize;
+    // Most important first: a narrow terminal drops the kernel release, never cuts a word.
     let mut top = vec![
-        Span::styled("tracer", bold()),
-        // Most important first: a narrow terminal cuts the kernel release, not the clock.
-        Span::raw(format!(
-            " {} every {} · {} · hooks {}+{} · kernel {}",
-            clock(d.cur.elapsed),
-            interval(i.interval_ms),
-            i.host,
-            i.hooks.connect.name(),
-            i.hooks.state,
-            i.kernel,
-        )),
+        vec![
+            Span::styled("tracer", bold()),
+            Span::raw(format!(
+                " {} every {}",
+                clock(d.cur.elapsed),
+                interval(i.interval_ms)
+            )),
+        ],
+        vec![Span::raw(format!(
+            " · since {} UTC",
+            crate::ndjson::clock(i.started_at)
+        ))],
     ];
     if d.cur.lost_events > 0 {
-        top.push(Span::raw(format!(" · lost {}", d.cur.lost_events)));
+        top.push(vec![Span::raw(format!(" · lost {}", d.cur.lost_events))]);
     }
     if d.cur.evicted.destinations > 0 {
-        top.push(Span::raw(format!(
+        top.push(vec![Span::raw(format!(
             " · evicted {}",
             d.cur.evicted.destinations
-        )));
+        ))]);
     }
+    if let Some(m) = i.metrics_addr {
+        top.push(vec![Span::raw(format!(" · metrics {m}"))]);
+    }
+    top.push(vec![Span::raw(format!(" · {}", i.host))]);
+    top.push(vec![Span::raw(format!(
+        " · hooks {}+{}",
+        i.hooks.connect.name(),
+        i.hooks.state
+    ))]);
+    top.push(vec![Span::raw(format!(" · kernel {}", i.kernel))]);
     // Paused and filter state lead the second line so a narrow terminal never cuts them off.
     let mut second = vec![];
     if st.paused() {
@@ -197,7 +226,7 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         second.push(Span::raw(" "));
     }
     // Watched names first: their answer and TTL are the news; the sets below them are stable.
-    let dns = dns_spans(&st.dns);
+    let dns = dns_spans(&d.dns);
     if !dns.is_empty() {
         second.extend(dns);
         second.push(Span::raw(" · "));
@@ -214,13 +243,17 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         ),
         Span::raw(sets(&i.new)),
     ]);
-    let mut lines = vec![Line::from(top), Line::from(second)];
-    lines.extend(super::resolvers::lines(
-        &st.dns,
-        d.cur.elapsed.as_millis() as u64,
-    ));
-    match &st.analysis {
-        Some(a) => lines.extend([analysis_line(a), drain_line(a)]),
+    let mut lines = vec![fit::items(top, w), fit::words(Line::from(second), w)];
+    lines.extend(
+        super::resolvers::lines(&d.dns, d.cur.elapsed.as_millis() as u64)
+            .into_iter()
+            .map(|l| fit::words(l, w)),
+    );
+    match &d.analysis {
+        Some(a) => lines.extend([
+            fit::words(analysis_line(a, i.started_at), w),
+            fit::words(drain_line(a, i.started_at), w),
+        ]),
         None => lines.push(Line::raw("analysis: waiting for the first sample")),
     }
     f.render_widget(Paragraph::new(lines), area);

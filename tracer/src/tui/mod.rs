@@ -3,8 +3,9 @@
 //! their own thread and arrive through a channel, so the UI never holds up sampling.
 
 mod cohorts;
+mod fit;
 #[cfg(test)]
-mod fixtures;
+pub mod fixtures;
 mod header;
 mod resolvers;
 pub mod state;
@@ -24,17 +25,17 @@ use std::{
 
 use crossterm::event;
 use ratatui::{Terminal, backend::CrosstermBackend};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::{
-    Fatal,
+    error::{Error, Result},
     model::{
         analysis::{State, dns::Answer},
         snapshot::Snapshot,
     },
-    session::{Event, Session, Sink},
-    watch::Ends,
+    run::{Ends, Front, Input, Step},
+    session::Session,
+    sink::{EndReason, Event, Sink},
 };
 use state::{Action, ViewState};
 
@@ -42,19 +43,19 @@ use state::{Action, ViewState};
 pub struct TuiSink(pub Rc<RefCell<ViewState>>);
 
 impl Sink for TuiSink {
-    fn analysis(&mut self, state: &State, dns: &[Answer]) -> Result<(), Fatal> {
+    fn analysis(&mut self, state: &State, dns: &[Answer]) -> Result<()> {
         self.0.borrow_mut().analysis(state, dns);
         Ok(())
     }
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<(), Fatal> {
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()> {
         self.0.borrow_mut().push(cur, prev);
         Ok(())
     }
-    fn event(&mut self, ev: &Event) -> Result<(), Fatal> {
+    fn event(&mut self, ev: &Event) -> Result<()> {
         self.0.borrow_mut().event(ev);
         Ok(())
     }
-    fn summary(&mut self, _: &Snapshot, _: &Snapshot, _: &str, _: u64) -> Result<(), Fatal> {
+    fn summary(&mut self, _: &Snapshot, _: &Snapshot, _: EndReason, _: u64) -> Result<()> {
         Ok(())
     }
 }
@@ -90,13 +91,50 @@ fn spawn_reader(tx: mpsc::UnboundedSender<io::Result<event::Event>>, stop: Arc<A
     });
 }
 
-fn draw(
-    term: &mut Terminal<CrosstermBackend<Stdout>>,
-    st: &Rc<RefCell<ViewState>>,
-) -> Result<(), Fatal> {
-    term.draw(|f| view::render(f, &st.borrow()))
-        .map(|_| ())
-        .map_err(|e| format!("cannot draw the live view ({e}): use --headless"))
+/// The live view as the driver's front end: keys in, frames out.
+struct Live {
+    term: Terminal<CrosstermBackend<Stdout>>,
+    st: Rc<RefCell<ViewState>>,
+    keys: mpsc::UnboundedReceiver<io::Result<event::Event>>,
+}
+
+impl Front for Live {
+    async fn input(&mut self) -> Result<Input> {
+        let ev = self.keys.recv().await;
+        Ok(match ev {
+            Some(Ok(event::Event::Key(k))) => {
+                let action = self.st.borrow_mut().key(k);
+                match action {
+                    Action::Quit => Input::Quit,
+                    Action::Cutover => Input::Cutover,
+                    Action::Redraw => {
+                        self.redraw()?;
+                        Input::Nothing
+                    }
+                    Action::None => Input::Nothing,
+                }
+            }
+            Some(Ok(event::Event::Resize(..))) => {
+                self.redraw()?;
+                Input::Nothing
+            }
+            Some(Ok(_)) => Input::Nothing,
+            Some(Err(e)) => {
+                return Err(Error::runtime(format!(
+                    "cannot read the terminal ({e}); --headless runs without it"
+                )));
+            }
+            None => return Err(Error::runtime("the terminal reader stopped")),
+        })
+    }
+
+    fn redraw(&mut self) -> Result<()> {
+        let st = &self.st;
+        self.term
+            .draw(|f| view::render(f, &st.borrow()))
+            .map(|_| ())
+            .map_err(|e| Error::runtime(format!("cannot draw the live view ({e})")))
+    }
 }
 
 /// Run the view until a quit key, a signal or the end of `--duration`; returns the reason.
@@ -105,44 +143,15 @@ pub async fn run(
     session: &mut Session,
     st: Rc<RefCell<ViewState>>,
     interval: Duration,
-    mut ends: Ends,
-    step: &mut crate::watch::Step<'_>,
-) -> Result<&'static str, Fatal> {
+    ends: Ends,
+    step: &mut Step<'_>,
+) -> Result<EndReason> {
     let _guard = terminal::Guard::enter()?;
-    let mut term = Terminal::new(CrosstermBackend::new(io::stdout()))
-        .map_err(|e| format!("cannot open the live view ({e}): use --headless"))?;
-    let (tx, mut keys) = mpsc::unbounded_channel();
+    let term = Terminal::new(CrosstermBackend::new(io::stdout()))
+        .map_err(|e| Error::env(format!("cannot open the live view ({e}): use --headless")))?;
+    let (tx, keys) = mpsc::unbounded_channel();
     let stop = StopFlag(Arc::new(AtomicBool::new(false)));
     spawn_reader(tx, stop.0.clone());
-    let mut ticker = crate::watch::ticker(interval);
-    draw(&mut term, &st)?;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if let Some(reason) = step.run(session).await? {
-                    return Ok(reason);
-                }
-                draw(&mut term, &st)?;
-            }
-            ev = keys.recv() => match ev {
-                Some(Ok(event::Event::Key(k))) => {
-                    let action = st.borrow_mut().key(k);
-                    match action {
-                        Action::Quit => return Ok("quit"),
-                        Action::Cutover => {
-                            session.event("cutover", json!({"source": "key"}))?;
-                            draw(&mut term, &st)?;
-                        }
-                        Action::Redraw => draw(&mut term, &st)?,
-                        Action::None => {}
-                    }
-                }
-                Some(Ok(event::Event::Resize(..))) => draw(&mut term, &st)?,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(format!("cannot read the terminal ({e}): use --headless")),
-                None => return Err("the terminal reader stopped: use --headless".into()),
-            },
-            reason = ends.next() => return Ok(reason),
-        }
-    }
+    let mut live = Live { term, st, keys };
+    crate::run::drive(session, interval, ends, step, &mut live).await
 }

@@ -1,10 +1,13 @@
 //! The live view's state: plain data built from the run info, the snapshots and the events, plus
 //! the key handling. The view renders only from this, so it is tested without a terminal or root.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use serde_json::Value;
 
 use crate::{
     model::{
@@ -12,11 +15,11 @@ use crate::{
         analysis::{self, dns::Answer},
         cohort::Cohort,
         counters::Out,
+        process,
         share::{self, Share},
         snapshot::Snapshot,
     },
-    ndjson,
-    session::{Event, RunInfo},
+    sink::{Event, EventKind, RunInfo},
 };
 
 /// Chart points kept; when full every other point is dropped, so the chart always spans the
@@ -36,8 +39,10 @@ pub struct Point {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogLine {
+    /// Wall-clock time of the event (shown in UTC).
+    pub at: SystemTime,
     pub elapsed_ms: u64,
-    pub kind: String,
+    pub kind: &'static str,
     pub text: String,
 }
 
@@ -103,7 +108,8 @@ pub enum Action {
     Cutover,
 }
 
-/// The sampled data; frozen as a whole while the display is paused (counting goes on).
+/// Everything shown that changes with the samples; frozen as a whole while the display is
+/// paused (counting goes on), so the table, the gaps and the drain line stay of one moment.
 #[derive(Clone, Debug)]
 pub struct Data {
     pub cur: Snapshot,
@@ -111,6 +117,10 @@ pub struct Data {
     pub history: Vec<Point>,
     /// Per destination: its counters and when (elapsed) they last changed.
     pub seen: HashMap<IpAddr, (Out, Duration)>,
+    /// The failover analysis as of the last sample (None before the first).
+    pub analysis: Option<analysis::State>,
+    /// `--watch-dns` names with their current answer.
+    pub dns: Vec<Answer>,
 }
 
 impl Data {
@@ -165,10 +175,6 @@ pub struct ViewState {
     pub focus: Pane,
     pub scroll: [usize; 3],
     pub help: bool,
-    /// The failover analysis as of the last sample (None before the first).
-    pub analysis: Option<analysis::State>,
-    /// `--watch-dns` names with their current answer.
-    pub dns: Vec<Answer>,
 }
 
 impl ViewState {
@@ -185,6 +191,8 @@ impl ViewState {
                 prev: empty,
                 history: vec![],
                 seen: HashMap::new(),
+                analysis: None,
+                dns: vec![],
             },
             frozen: None,
             log: vec![],
@@ -195,10 +203,8 @@ impl ViewState {
             focus: Pane::Destinations,
             scroll: [0; 3],
             help: false,
-            analysis: None,
-            dns: vec![],
         };
-        st.log_line(0, "start", start);
+        st.log_line(st.info.started_at, 0, "start", start);
         st
     }
 
@@ -250,25 +256,44 @@ impl ViewState {
         d.seen = seen;
     }
 
-    /// The analysis and DNS answers (the sink's `analysis`); kept live even while paused, as
-    /// they are verdicts about the whole run, not one interval's numbers.
+    /// The analysis and DNS answers (the sink's `analysis`), shown with the samples (and
+    /// frozen with them while paused).
     pub fn analysis(&mut self, state: &analysis::State, dns: &[Answer]) {
-        self.analysis = Some(state.clone());
-        self.dns = dns.to_vec();
+        self.live.analysis = Some(state.clone());
+        self.live.dns = dns.to_vec();
     }
 
-    /// An event (the sink's `event`): logged; a cutover also marks the chart.
+    /// The analysis as shown (frozen while paused).
+    pub fn shown_analysis(&self) -> Option<&analysis::State> {
+        self.data().analysis.as_ref()
+    }
+
+    /// An event (the sink's `event`): logged as a sentence; a cutover also marks the chart, and
+    /// a DNS change that adds to the new side updates the sets in the header.
     pub fn event(&mut self, ev: &Event) {
-        if ev.kind == "cutover" {
-            self.cutover = Some(ev.elapsed_ms as f64 / 1000.0);
+        match &ev.kind {
+            EventKind::Cutover { .. } => self.cutover = Some(ev.elapsed_ms as f64 / 1000.0),
+            EventKind::DnsChange {
+                change,
+                added_to_new,
+                ..
+            } if !added_to_new.is_empty() => self.info.new.push(crate::model::spec::Spec {
+                text: change.name.clone(),
+                prefixes: added_to_new.clone(),
+                resolved: true,
+            }),
+            // The final analysis is shown by the header, not as a log line.
+            EventKind::Analysis(_) => return,
+            _ => {}
         }
-        self.log_line(ev.elapsed_ms, &ev.kind, describe(&ev.kind, &ev.fields));
+        self.log_line(ev.at, ev.elapsed_ms, ev.kind.name(), ev.kind.message());
     }
 
-    pub fn log_line(&mut self, elapsed_ms: u64, kind: &str, text: String) {
+    pub fn log_line(&mut self, at: SystemTime, elapsed_ms: u64, kind: &'static str, text: String) {
         self.log.push(LogLine {
+            at,
             elapsed_ms,
-            kind: kind.into(),
+            kind,
             text,
         });
         if self.log.len() > LOG {
@@ -321,25 +346,29 @@ impl ViewState {
         let d = self.data();
         let secs = d.secs(self.info.interval_ms);
         let old = Cohort::Old as usize;
-        let prev: HashMap<(u32, String), u64> = ndjson::processes(&d.prev.processes)
+        let prev: HashMap<(u32, std::sync::Arc<str>, u64), u64> =
+            process::aggregate(&d.prev.processes)
+                .into_iter()
+                .map(|p| ((p.pid, p.comm.clone(), p.cgroup), p.out[old].attempts))
+                .collect();
+        let mut v: Vec<Straggler> = process::aggregate(&d.cur.processes)
             .into_iter()
-            .map(|(pid, comm, _, outs, _)| ((pid, comm), outs[old].attempts))
-            .collect();
-        let mut v: Vec<Straggler> = ndjson::processes(&d.cur.processes)
-            .into_iter()
-            .map(|(pid, comm, _, outs, _)| {
-                let before = prev.get(&(pid, comm.clone())).copied().unwrap_or(0);
-                let o = outs[old];
-                let history = self.analysis.as_ref().and_then(|a| {
+            .map(|p| {
+                let before = prev
+                    .get(&(p.pid, p.comm.clone(), p.cgroup))
+                    .copied()
+                    .unwrap_or(0);
+                let o = p.out[old];
+                let history = d.analysis.as_ref().and_then(|a| {
                     a.stragglers
                         .iter()
-                        .find(|s| s.pid == pid && s.comm == comm)
+                        .find(|s| s.pid == p.pid && *s.comm == *p.comm && s.cgroup == p.cgroup)
                         .cloned()
                 });
                 Straggler {
-                    pid,
+                    pid: p.pid,
                     rate: o.attempts.saturating_sub(before) as f64 / secs,
-                    comm,
+                    comm: p.comm.to_string(),
                     open: o.open,
                     attempts: o.attempts,
                     history,
@@ -453,53 +482,6 @@ pub fn matches(filter: &str, addr: IpAddr, cohort: Cohort) -> bool {
         return p.contains(addr);
     }
     addr.to_string().contains(filter) || cohort.name() == filter
-}
-
-/// One human line for an event.
-pub fn describe(kind: &str, f: &Value) -> String {
-    let s = |k: &str| {
-        f[k].as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| f[k].to_string())
-    };
-    match kind {
-        "hook_fallback" => format!(
-            "{} not used, counting with {}: {}",
-            s("hook"),
-            s("using"),
-            s("reason")
-        ),
-        "tracefs_mounted" => format!("tracefs was not mounted: mounted it at {}", s("path")),
-        "unsent_not_counted" => format!(
-            "connects failing before a SYN (no route, no port) are not counted: {}",
-            s("reason")
-        ),
-        "cutover" => format!("cutover marked (from {})", s("source")),
-        "reconciled" => reconciled(f),
-        _ => match f.get("message").and_then(Value::as_str) {
-            Some(m) => m.to_string(),
-            None => f.to_string(),
-        },
-    }
-}
-
-/// `open corrected from the socket table (lost_events): old -4, inbound old -4`.
-fn reconciled(f: &Value) -> String {
-    let mut parts = vec![];
-    for (dir, label) in [("outbound", ""), ("inbound", "inbound ")] {
-        for c in ["old", "new", "other"] {
-            let n = f[dir][c].as_i64().unwrap_or(0);
-            if n != 0 {
-                parts.push(format!("{label}{c} {n:+}"));
-            }
-        }
-    }
-    let what = match parts.is_empty() {
-        true => "no change".to_string(),
-        false => parts.join(", "),
-    };
-    let trigger = f["trigger"].as_str().unwrap_or("?");
-    format!("open checked against the socket table ({trigger}): {what}")
 }
 
 #[cfg(test)]

@@ -6,18 +6,21 @@ use std::io;
 
 use crossterm::{cursor, execute, terminal};
 
-use crate::Fatal;
+use crate::error::{Error, Result};
 
 pub struct Guard;
 
 impl Guard {
-    pub fn enter() -> Result<Guard, Fatal> {
-        terminal::enable_raw_mode()
-            .map_err(|e| format!("cannot put the terminal in raw mode ({e}): use --headless"))?;
+    pub fn enter() -> Result<Guard> {
+        terminal::enable_raw_mode().map_err(|e| {
+            Error::env(format!(
+                "cannot put the terminal in raw mode ({e}): use --headless"
+            ))
+        })?;
         // From here on, dropping the guard restores the terminal even if the next step fails.
         let guard = Guard;
         execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
-            .map_err(|e| format!("cannot open the live view ({e}): use --headless"))?;
+            .map_err(|e| Error::env(format!("cannot open the live view ({e}): use --headless")))?;
         install_panic_hook();
         Ok(guard)
     }

@@ -90,7 +90,9 @@ pub fn render(f: &mut Frame, st: &ViewState) {
         Constraint::Length(5),
         Constraint::Length(5 + grow),
         Constraint::Length(6 + grow),
-        Constraint::Min(3),
+        // The log gets what is left: at small sizes the header's drain line, the share and
+        // the tables win over it.
+        Constraint::Fill(1),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -239,26 +241,25 @@ fn render_destinations(f: &mut Frame, st: &ViewState, area: Rect) {
         head(Sort::LastSeen, "seen"),
     ])
     .style(bold());
-    let body = rows
-        .into_iter()
-        .skip(st.scroll[Pane::Destinations as usize])
-        .map(|r| {
-            Row::new(vec![
-                r.addr.to_string(),
-                r.cohort.name().to_string(),
-                r.open.to_string(),
-                rate(r.rate),
-                r.failed.to_string(),
-                ago(r.ago),
-            ])
-            .style(cohort_style(r.cohort))
-        });
+    let skip = visible_skip(st.scroll[Pane::Destinations as usize], rows.len(), area);
+    let body = rows.into_iter().skip(skip).map(|r| {
+        Row::new(vec![
+            r.addr.to_string(),
+            r.cohort.name().to_string(),
+            r.open.to_string(),
+            rate(r.rate),
+            r.failed.to_string(),
+            ago(r.ago),
+        ])
+        .style(cohort_style(r.cohort))
+    });
     let filter = if st.filter.is_empty() {
         String::new()
     } else {
         format!(", filter {}", st.filter)
     };
-    let title = format!("destinations ({n}{filter}), sort {}", st.sort.label());
+    // The sort first: a long filter must not push it out of the title.
+    let title = format!("destinations ({n}), sort {}{filter}", st.sort.label());
     // The address keeps at least an IPv4 address's 15 columns at 80x24.
     let widths = [
         Constraint::Min(15),
@@ -276,6 +277,14 @@ fn render_destinations(f: &mut Frame, st: &ViewState, area: Rect) {
     f.render_widget(t, area);
 }
 
+/// Rows to skip so a scrolled table still fills its pane: never past its last row, even when
+/// rows went away since the user scrolled.
+fn visible_skip(scroll: usize, rows: usize, area: Rect) -> usize {
+    // The block's top border and the header row.
+    let shown = (area.height as usize).saturating_sub(2).max(1);
+    scroll.min(rows.saturating_sub(shown))
+}
+
 fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     let rows = st.stragglers();
     let block = pane_block(
@@ -284,48 +293,59 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
         Some(Pane::Stragglers),
     );
     if rows.is_empty() {
-        let p = Paragraph::new("  none: no process holds or opens old connections").block(block);
+        let p = Paragraph::new("  none: no process holds or opens old connections")
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(block);
         f.render_widget(p, area);
         return;
     }
     // The analysis adds, per process: did it ever reach the new side, and (with room) its
     // last and first old contact and its unit.
+    // A process name keeps 12 columns; on a narrow pane conn/s gives way to it.
     let wide = area.width >= 60;
-    let mut head = vec!["pid", "comm", "open", "conn/s", "new"];
+    let rate_col = area.width >= 38;
+    let mut head = vec!["pid", "comm", "open"];
+    if rate_col {
+        head.push("conn/s");
+    }
+    head.push("new");
     if wide {
         head.extend(["last old", "first old", "unit"]);
     }
     let header = Row::new(head).style(bold());
-    let body = rows
-        .into_iter()
-        .skip(st.scroll[Pane::Stragglers as usize])
-        .map(|s| {
-            let h = s.history.as_ref();
-            let new = h.map_or("", |h| if h.reached_new { "yes" } else { "NO" });
-            let t = |v: Option<u64>| v.map_or("-".into(), |ms| clock(Duration::from_millis(ms)));
-            let mut cells = vec![
-                s.pid.to_string(),
-                s.comm.clone(),
-                s.open.to_string(),
-                rate(s.rate),
-                new.to_string(),
-            ];
-            if wide {
-                cells.extend([
-                    t(h.and_then(|h| h.last_old_ms)),
-                    t(h.and_then(|h| h.first_old_ms)),
-                    h.and_then(|h| h.unit.clone()).unwrap_or_default(),
-                ]);
-            }
-            Row::new(cells)
-        });
+    let skip = visible_skip(st.scroll[Pane::Stragglers as usize], rows.len(), area);
+    let started = st.info.started_at;
+    let body = rows.into_iter().skip(skip).map(|s| {
+        let h = s.history.as_ref();
+        let new = h.map_or("", |h| if h.reached_new { "yes" } else { "NO" });
+        let t = |v: Option<u64>| {
+            v.map_or("-".into(), |ms| {
+                crate::ndjson::clock(started + Duration::from_millis(ms))
+            })
+        };
+        let mut cells = vec![s.pid.to_string(), s.comm.clone(), s.open.to_string()];
+        if rate_col {
+            cells.push(rate(s.rate));
+        }
+        cells.push(new.to_string());
+        if wide {
+            cells.extend([
+                t(h.and_then(|h| h.last_old_ms)),
+                t(h.and_then(|h| h.first_old_ms)),
+                h.and_then(|h| h.unit.clone()).unwrap_or_default(),
+            ]);
+        }
+        Row::new(cells)
+    });
     let mut widths = vec![
-        Constraint::Length(6),
-        Constraint::Fill(1),
+        Constraint::Length(7),
+        Constraint::Min(12),
         Constraint::Length(4),
-        Constraint::Length(6),
-        Constraint::Length(3),
     ];
+    if rate_col {
+        widths.push(Constraint::Length(6));
+    }
+    widths.push(Constraint::Length(3));
     if wide {
         widths.extend([
             Constraint::Length(8),
@@ -343,11 +363,16 @@ fn render_log(f: &mut Frame, st: &ViewState, area: Rect) {
         .rev()
         .skip(st.scroll[Pane::Log as usize])
         .map(|l| {
-            Line::from(vec![
-                Span::raw(clock(Duration::from_millis(l.elapsed_ms))),
-                Span::styled(format!(" {:<15}", l.kind), bold()),
-                Span::raw(l.text.clone()),
-            ])
+            // Wall-clock (UTC) times: what a postmortem quotes. A sentence too long for the
+            // pane ends at a word.
+            super::fit::words(
+                Line::from(vec![
+                    Span::raw(crate::ndjson::clock(l.at)),
+                    Span::styled(format!(" {:<15}", l.kind), bold()),
+                    Span::raw(l.text.clone()),
+                ]),
+                area.width as usize,
+            )
         })
         .collect();
     let block = pane_block(st, "events, newest first".into(), Some(Pane::Log));
@@ -411,6 +436,41 @@ mod tests {
         let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
         t.draw(|f| render(f, st)).unwrap();
         t.backend().to_string()
+    }
+
+    #[test]
+    fn narrow_header_drops_whole_items_and_shows_the_metrics_address() {
+        let mut st = fixtures::mid_failover();
+        st.info.kernel = "6.18.44-fc-v66-with-a-long-local-suffix".into();
+        st.info.metrics_addr = Some("127.0.0.1:40123".parse().unwrap());
+        let s = screen(&st, 80, 24);
+        let top = s.lines().next().unwrap();
+        assert!(top.contains("metrics 127.0.0.1:40123"), "{top}");
+        // The kernel release is shown whole or not at all.
+        assert!(
+            !top.contains("kernel") || top.contains(&st.info.kernel),
+            "{top}"
+        );
+        let wide = screen(&st, 200, 30);
+        assert!(wide.lines().next().unwrap().contains(&st.info.kernel));
+    }
+
+    #[test]
+    fn small_terminals_keep_the_drain_and_share_over_the_log() {
+        let s = screen(&fixtures::mid_failover(), 80, 18);
+        assert!(s.contains("old not drained"), "{s}");
+        assert!(s.contains("share on new"), "{s}");
+    }
+
+    #[test]
+    fn a_scrolled_table_never_shows_past_its_last_row() {
+        let mut st = fixtures::mid_failover();
+        st.scroll[Pane::Stragglers as usize] = 99;
+        let s = screen(&st, 120, 30);
+        assert!(
+            s.contains("curl"),
+            "the last straggler is still in view:\n{s}"
+        );
     }
 
     #[test]

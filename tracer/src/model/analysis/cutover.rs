@@ -30,13 +30,51 @@ pub fn offset_ms(started: SystemTime, at: SystemTime) -> u64 {
         .as_millis() as u64
 }
 
+/// Who declared the cutover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutoverSource {
+    /// `--cutover-at`.
+    Flag,
+    /// The live view's `c` key.
+    Key,
+    /// The first answer change of a `--watch-dns` name.
+    Dns,
+    /// A recording whose cutover event names no source we know.
+    Recorded,
+}
+
+impl CutoverSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            CutoverSource::Flag => "flag",
+            CutoverSource::Key => "key",
+            CutoverSource::Dns => "dns",
+            CutoverSource::Recorded => "event",
+        }
+    }
+
+    pub fn parse(s: &str) -> CutoverSource {
+        match s {
+            "flag" => CutoverSource::Flag,
+            "key" => CutoverSource::Key,
+            "dns" => CutoverSource::Dns,
+            _ => CutoverSource::Recorded,
+        }
+    }
+}
+
+impl std::fmt::Display for CutoverSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The declared cutover.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cutover {
     /// Milliseconds since the run started.
     pub at_ms: u64,
-    /// Who declared it: `flag`, `key`, `dns`.
-    pub source: String,
+    pub source: CutoverSource,
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ impl Answer {
 
 /// A change of a name's answer set.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
+pub struct AnswerChange {
     pub name: String,
     pub old: BTreeSet<IpAddr>,
     pub new: BTreeSet<IpAddr>,
@@ -65,7 +65,7 @@ impl DnsWatch {
         i: usize,
         at_ms: u64,
         result: Result<(BTreeSet<IpAddr>, u32), String>,
-    ) -> Option<Change> {
+    ) -> Option<AnswerChange> {
         let a = &mut self.answers[i];
         let (addrs, ttl) = match result {
             Ok(r) if !r.0.is_empty() => r,
@@ -87,7 +87,7 @@ impl DnsWatch {
             return None;
         }
         let old = std::mem::replace(&mut a.addrs, addrs.clone());
-        Some(Change {
+        Some(AnswerChange {
             name: a.name.clone(),
             old,
             new: addrs,
@@ -115,7 +115,7 @@ mod tests {
         let c = w.observe(0, 2000, Ok((set(&["127.20.0.1", "127.20.0.2"]), 30)));
         assert_eq!(
             c,
-            Some(Change {
+            Some(AnswerChange {
                 name: "api.test".into(),
                 old: set(&["127.10.0.1"]),
                 new: set(&["127.20.0.1", "127.20.0.2"]),

@@ -18,7 +18,7 @@ struct Point {
 
 /// A change of the verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum DrainChange {
     /// Quiet since `since_ms` (the last interval seen busy), confirmed at `at_ms`.
     Drained { since_ms: u64, at_ms: u64 },
     /// Busy again after having drained.
@@ -30,6 +30,8 @@ pub enum Change {
 pub enum Estimate {
     /// Expected quiet at this time (ms since start); drained `quiet_for` later.
     At(u64),
+    /// Quiet already since this time, not yet for `quiet_for`: drained then, if it stays so.
+    QuietSince(u64),
     NotPossible(String),
 }
 
@@ -77,7 +79,7 @@ impl Drain {
     }
 
     /// Feed the interval ending at `at_ms`: old-side open gauge and attempts in the interval.
-    pub fn feed(&mut self, at_ms: u64, open: u64, attempts: u64) -> Option<Change> {
+    pub fn feed(&mut self, at_ms: u64, open: u64, attempts: u64) -> Option<DrainChange> {
         let len_ms = at_ms.saturating_sub(self.last_ms);
         self.last_ms = at_ms;
         self.window.push_back(Point {
@@ -95,11 +97,14 @@ impl Drain {
         }
         if open > 0 || attempts > 0 {
             self.last_busy_ms = at_ms;
-            return self.drained_since.take().map(|_| Change::Busy { at_ms });
+            return self
+                .drained_since
+                .take()
+                .map(|_| DrainChange::Busy { at_ms });
         }
         if self.drained_since.is_none() && at_ms - self.last_busy_ms >= self.quiet_for_ms {
             self.drained_since = Some(self.last_busy_ms);
-            return Some(Change::Drained {
+            return Some(DrainChange::Drained {
                 since_ms: self.last_busy_ms,
                 at_ms,
             });
@@ -125,7 +130,7 @@ impl Drain {
             return Estimate::NotPossible("no data yet".into());
         };
         if last.open == 0 && last.attempts == 0 {
-            return Estimate::At(self.last_busy_ms);
+            return Estimate::QuietSince(self.last_busy_ms);
         }
         if self.window.len() < 3 {
             return Estimate::NotPossible("too few intervals to see a trend".into());
@@ -165,14 +170,14 @@ mod tests {
         assert_eq!(d.feed(4000, 0, 0), None);
         assert_eq!(
             d.feed(5000, 0, 0),
-            Some(Change::Drained {
+            Some(DrainChange::Drained {
                 since_ms: 2000,
                 at_ms: 5000
             })
         );
         assert_eq!(d.feed(6000, 0, 0), None, "reported once");
         assert_eq!(d.estimate(), Estimate::At(2000));
-        assert_eq!(d.feed(7000, 0, 1), Some(Change::Busy { at_ms: 7000 }));
+        assert_eq!(d.feed(7000, 0, 1), Some(DrainChange::Busy { at_ms: 7000 }));
         assert_eq!(d.drained_since, None);
     }
 
@@ -199,6 +204,16 @@ mod tests {
         // At 5 s: open 60 (6 s to go), rate 6/s falling 1/s/s (6 s to go).
         assert_eq!(d.estimate(), Estimate::At(11_000));
         assert_eq!(d.attempts_last_minute(), 10 + 9 + 8 + 7 + 6);
+    }
+
+    #[test]
+    fn quiet_but_not_yet_long_enough_is_not_a_forecast() {
+        let mut d = Drain::new(60_000);
+        d.feed(10_000, 3, 5);
+        d.feed(30_000, 0, 0);
+        d.feed(50_000, 0, 0);
+        assert_eq!(d.estimate(), Estimate::QuietSince(10_000));
+        assert_eq!(d.drained_since, None);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Crossing {
 
 /// A change a tracker reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum Crossed {
     Reached(Crossing),
     Lost(Crossing),
 }
@@ -87,7 +87,7 @@ impl Tracker {
     }
 
     /// Feed one interval ending at `at_ms` with the old and new counts of this metric.
-    pub fn feed(&mut self, at_ms: u64, old: u64, new: u64) -> Option<Change> {
+    pub fn feed(&mut self, at_ms: u64, old: u64, new: u64) -> Option<Crossed> {
         let from_ms = std::mem::replace(&mut self.prev_ms, at_ms);
         let above = at_or_above(old, new, self.level)?;
         let holding = self.holding().is_some();
@@ -110,14 +110,14 @@ impl Tracker {
                 lost_ms: None,
             };
             self.crossings.push(c);
-            Some(Change::Reached(c))
+            Some(Crossed::Reached(c))
         } else {
             let c = self
                 .crossings
                 .last_mut()
                 .expect("holding implies a crossing");
             c.lost_ms = Some(self.streak_start);
-            Some(Change::Lost(*c))
+            Some(Crossed::Lost(*c))
         }
     }
 }
@@ -150,7 +150,7 @@ mod tests {
         let c = t.feed(5000, 0, 10);
         assert_eq!(
             c,
-            Some(Change::Reached(Crossing {
+            Some(Crossed::Reached(Crossing {
                 reached_ms: 1000,
                 confirmed_ms: 5000,
                 lost_ms: None
@@ -171,7 +171,9 @@ mod tests {
         t.feed(6, 50, 50);
         t.feed(7, 50, 50);
         let lost = t.feed(8, 50, 50);
-        assert!(matches!(lost, Some(Change::Lost(c)) if c.lost_ms == Some(5) && c.reached_ms == 0));
+        assert!(
+            matches!(lost, Some(Crossed::Lost(c)) if c.lost_ms == Some(5) && c.reached_ms == 0)
+        );
         assert!(t.holding().is_none());
         for ms in [9, 10, 11] {
             t.feed(ms, 0, 100);
@@ -189,6 +191,6 @@ mod tests {
         t.feed(4, 0, 100);
         t.feed(5, 0, 100);
         assert!(t.holding().is_none());
-        assert!(matches!(t.feed(6, 0, 100), Some(Change::Reached(c)) if c.reached_ms == 3));
+        assert!(matches!(t.feed(6, 0, 100), Some(Crossed::Reached(c)) if c.reached_ms == 3));
     }
 }

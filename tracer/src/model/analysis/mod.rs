@@ -9,8 +9,8 @@ pub mod drain;
 pub mod gap;
 pub mod stragglers;
 
-use super::counters::Out;
-use cutover::Cutover;
+use super::{cohort::Cohort, counters::Out, process, snapshot::Snapshot};
+use cutover::{Cutover, CutoverSource};
 use drain::{Drain, Estimate};
 use gap::{Crossing, Metric, Tracker};
 use stragglers::{CensusOwner, ProcSample, Straggler, Stragglers};
@@ -57,6 +57,41 @@ pub struct Sample {
     pub old_destinations: Vec<(String, Out)>,
 }
 
+impl Sample {
+    /// What a live snapshot tells the analysis, limited to the `top` rows the NDJSON line
+    /// records (so a replay of the recording sees the same).
+    pub fn of(cur: &Snapshot, prev: &Snapshot, top: usize) -> Sample {
+        let (old, new) = (cur.cohort_out(Cohort::Old), cur.cohort_out(Cohort::New));
+        let processes = process::aggregate(&cur.processes)
+            .into_iter()
+            .take(top)
+            .map(|p| ProcSample {
+                unit: cur.units.get(&p.pid).cloned(),
+                pid: p.pid,
+                comm: p.comm.to_string(),
+                cgroup: p.cgroup,
+                old: *p.cohort(Cohort::Old),
+                new: *p.cohort(Cohort::New),
+            })
+            .collect();
+        let old_destinations = cur
+            .top_destinations(top)
+            .into_iter()
+            .filter(|r| r.cohort == Cohort::Old)
+            .map(|r| (r.addr.to_string(), r.out))
+            .collect();
+        Sample {
+            elapsed_ms: cur.elapsed.as_millis() as u64,
+            old: *old,
+            new: *new,
+            old_attempts: old.delta(prev.cohort_out(Cohort::Old)).attempts,
+            new_attempts: new.delta(prev.cohort_out(Cohort::New)).attempts,
+            processes,
+            old_destinations,
+        }
+    }
+}
+
 /// Something the analysis decided, to be recorded as an event.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Finding {
@@ -64,7 +99,7 @@ pub enum Finding {
     Threshold {
         metric: Metric,
         level: u32,
-        change: gap::Change,
+        change: gap::Crossed,
         gap_ms: Option<i64>,
     },
     /// The declaration gap became known (at a crossing after the cutover, or at a cutover
@@ -75,7 +110,7 @@ pub enum Finding {
         reached_ms: u64,
         gap_ms: i64,
     },
-    Drain(drain::Change),
+    Drain(drain::DrainChange),
 }
 
 /// One metric at one level, for display.
@@ -158,14 +193,11 @@ impl Analysis {
     }
 
     /// Mark the cutover; only the first mark counts. Crossings already held get their gap.
-    pub fn mark_cutover(&mut self, at_ms: u64, source: &str) -> Vec<Finding> {
+    pub fn mark_cutover(&mut self, at_ms: u64, source: CutoverSource) -> Vec<Finding> {
         if self.cutover.is_some() {
             return vec![];
         }
-        self.cutover = Some(Cutover {
-            at_ms,
-            source: source.into(),
-        });
+        self.cutover = Some(Cutover { at_ms, source });
         self.stragglers.cutover();
         self.trackers
             .iter()
@@ -193,7 +225,7 @@ impl Analysis {
             };
             let Some(change) = change else { continue };
             let (metric, level) = (t.metric, t.level);
-            let (gap::Change::Reached(c) | gap::Change::Lost(c)) = change;
+            let (gap::Crossed::Reached(c) | gap::Crossed::Lost(c)) = change;
             let gap_ms = self.gap(&c);
             out.push(Finding::Threshold {
                 metric,
@@ -201,7 +233,7 @@ impl Analysis {
                 change,
                 gap_ms,
             });
-            if let (gap::Change::Reached(c), Some(gap_ms)) = (change, gap_ms) {
+            if let (gap::Crossed::Reached(c), Some(gap_ms)) = (change, gap_ms) {
                 out.push(Finding::Gap {
                     metric,
                     level,

@@ -77,7 +77,7 @@ fn a_full_failover_gives_gaps_and_a_drain_time() {
     for _ in 0..5 {
         found.extend(a.feed(s.next(100, 0, 20, 0)));
     }
-    found.extend(a.mark_cutover(5_500, "flag"));
+    found.extend(a.mark_cutover(5_500, crate::model::analysis::cutover::CutoverSource::Flag));
     found.extend(a.feed(s.next(100, 0, 20, 0))); // 6 s
     found.extend(a.feed(s.next(50, 50, 20, 0))); // 7 s
     for _ in 0..4 {
@@ -91,12 +91,15 @@ fn a_full_failover_gives_gaps_and_a_drain_time() {
     assert!(g.contains(&(Metric::Attempts, 95, 7_000 - 5_500)), "{g:?}");
     assert!(g.contains(&(Metric::Attempts, 99, 7_000 - 5_500)), "{g:?}");
     assert!(g.contains(&(Metric::Open, 95, 11_000 - 5_500)), "{g:?}");
-    assert!(found.contains(&Finding::Drain(drain::Change::Drained {
+    assert!(found.contains(&Finding::Drain(drain::DrainChange::Drained {
         since_ms: 11_000,
         at_ms: 14_000
     })));
     let st = a.state();
-    assert_eq!(st.cutover.as_ref().unwrap().source, "flag");
+    assert_eq!(
+        st.cutover.as_ref().unwrap().source,
+        crate::model::analysis::cutover::CutoverSource::Flag
+    );
     assert_eq!(st.drain.drained_since, Some(11_000));
     assert_eq!(st.share_attempts, Some(1000));
     assert!(
@@ -127,7 +130,7 @@ fn without_a_cutover_crossings_are_found_but_no_gap() {
     assert_eq!(st.gaps[0].gap_ms, None);
     assert_eq!(st.share_open, None, "no open connections on either side");
     // A later cutover gives the gap at once (negative: moved before it was declared).
-    let late = a.mark_cutover(10_000, "key");
+    let late = a.mark_cutover(10_000, crate::model::analysis::cutover::CutoverSource::Key);
     assert_eq!(
         gaps(&late),
         [
@@ -136,7 +139,8 @@ fn without_a_cutover_crossings_are_found_but_no_gap() {
         ]
     );
     assert!(
-        a.mark_cutover(20_000, "dns").is_empty(),
+        a.mark_cutover(20_000, crate::model::analysis::cutover::CutoverSource::Dns)
+            .is_empty(),
         "the first cutover wins"
     );
     assert_eq!(a.state().cutover.unwrap().at_ms, 10_000);
@@ -145,7 +149,7 @@ fn without_a_cutover_crossings_are_found_but_no_gap() {
 #[test]
 fn a_threshold_reached_and_lost_again_shows_the_loss_and_the_running_gap() {
     let mut a = Analysis::new(params(60));
-    a.mark_cutover(0, "flag");
+    a.mark_cutover(0, crate::model::analysis::cutover::CutoverSource::Flag);
     let mut s = Series::new();
     let mut found = vec![];
     for _ in 0..3 {
@@ -157,7 +161,7 @@ fn a_threshold_reached_and_lost_again_shows_the_loss_and_the_running_gap() {
     let lost: Vec<_> = found
         .iter()
         .filter(|f| {
-            matches!(f, Finding::Threshold { metric: Metric::Attempts, level: 95, change: gap::Change::Lost(c), .. } if c.lost_ms == Some(3000))
+            matches!(f, Finding::Threshold { metric: Metric::Attempts, level: 95, change: gap::Crossed::Lost(c), .. } if c.lost_ms == Some(3000))
         })
         .collect();
     assert_eq!(lost.len(), 1, "{found:?}");
@@ -174,7 +178,7 @@ fn a_threshold_reached_and_lost_again_shows_the_loss_and_the_running_gap() {
 #[test]
 fn a_side_that_never_drains() {
     let mut a = Analysis::new(params(5));
-    a.mark_cutover(0, "flag");
+    a.mark_cutover(0, crate::model::analysis::cutover::CutoverSource::Flag);
     let mut s = Series::new();
     let mut found = vec![];
     for _ in 0..30 {
@@ -211,7 +215,7 @@ fn a_counter_reset_is_not_a_burst() {
     let f: Vec<_> = (0..2).flat_map(|_| a.feed(s.next(0, 0, 0, 0))).collect();
     assert_eq!(
         f,
-        [Finding::Drain(drain::Change::Drained {
+        [Finding::Drain(drain::DrainChange::Drained {
             since_ms: 1000,
             at_ms: 3000
         })]

@@ -222,7 +222,7 @@ fn reconciling_twice_replaces_the_offset_instead_of_adding() {
     apply(&mut a, &start, &off1, &sets());
     let mut b = a.clone();
     apply(&mut b, &start, &off2, &sets());
-    assert_eq!(change(&a, &b), Change::default());
+    assert_eq!(change(&a, &b), Correction::default());
     assert!(change(&a, &b).is_zero());
     // A true reconciliation removes the offsets.
     let none = quiet(&table(&[("127.10.0.1", 4)], &[]), &s, &start, &off2);

@@ -87,17 +87,63 @@ fn pause_freezes_the_display_while_counting_goes_on() {
 }
 
 #[test]
+fn pause_freezes_the_drain_line_and_the_gaps_too() {
+    let mut st = fixtures::mid_failover();
+    let shown = st.shown_analysis().cloned().unwrap();
+    st.key(key('p'));
+    let mut moved = shown.clone();
+    moved.now_ms += 5_000;
+    moved.drain.old_open = 0;
+    moved.drain.attempts_last_minute += 99;
+    st.analysis(&moved, &[]);
+    assert_eq!(st.shown_analysis(), Some(&shown), "frozen with the table");
+    assert!(
+        !st.data().dns.is_empty(),
+        "the DNS answers shown are frozen too"
+    );
+    st.key(key('p'));
+    assert_eq!(st.shown_analysis(), Some(&moved));
+}
+
+#[test]
+fn a_dns_change_that_adds_to_the_new_side_shows_in_the_sets() {
+    use crate::model::{addr::Prefix, analysis::dns::AnswerChange};
+    let mut st = fixtures::empty();
+    st.info.new.clear();
+    let addr: std::net::IpAddr = "127.20.5.5".parse().unwrap();
+    st.event(&fixtures::event(
+        3_000,
+        crate::sink::EventKind::DnsChange {
+            change: AnswerChange {
+                name: "api.example".into(),
+                old: Default::default(),
+                new: [addr].into(),
+                ttl: 30,
+                at_ms: 3_000,
+            },
+            long_ttl: false,
+            added_to_new: vec![Prefix::host(addr)],
+            via: crate::model::resolvers::DnsVia::system(),
+        },
+    ));
+    assert_eq!(st.info.new.len(), 1);
+    assert_eq!(st.info.new[0].prefixes, [Prefix::host(addr)]);
+}
+
+#[test]
 fn cutover_key_asks_the_driver_and_the_event_marks_it() {
     let mut st = fixtures::empty();
     assert_eq!(st.key(key('c')), Action::Cutover);
     assert_eq!(st.cutover, None, "only the recorded event marks it");
     st.event(&fixtures::event(
         61_500,
-        "cutover",
-        serde_json::json!({"source": "key"}),
+        crate::sink::EventKind::Cutover {
+            source: crate::model::analysis::cutover::CutoverSource::Key,
+            name: None,
+        },
     ));
     assert_eq!(st.cutover, Some(61.5));
-    assert_eq!(st.log.last().unwrap().text, "cutover marked (from key)");
+    assert_eq!(st.log.last().unwrap().text, "cutover marked (key)");
 }
 
 #[test]
@@ -159,16 +205,28 @@ fn stragglers_are_processes_still_on_old() {
 
 #[test]
 fn reconciled_event_says_what_moved() {
-    let f = serde_json::json!({"trigger": "every",
-        "outbound": {"old": -4, "new": 0, "other": 2}, "inbound": {"old": -4, "new": 0, "other": 0}});
+    use crate::model::reconcile::{Correction, Trigger};
+    use crate::sink::EventKind;
+    let ev = EventKind::Reconciled {
+        trigger: Trigger::Every,
+        change: Correction {
+            out: [2, -4, 0],
+            inb: [0, -4, 0],
+            addresses: 2,
+        },
+        offset: ([0; 3], [0; 3]),
+    };
     assert_eq!(
-        describe("reconciled", &f),
+        ev.message(),
         "open checked against the socket table (every): old -4, other +2, inbound old -4"
     );
-    let none = serde_json::json!({"trigger": "lost_events",
-        "outbound": {"old": 0, "new": 0, "other": 0}, "inbound": {"old": 0, "new": 0, "other": 0}});
+    let none = EventKind::Reconciled {
+        trigger: Trigger::LostEvents,
+        change: Correction::default(),
+        offset: ([0; 3], [0; 3]),
+    };
     assert_eq!(
-        describe("reconciled", &none),
+        none.message(),
         "open checked against the socket table (lost_events): no change"
     );
 }

@@ -1,37 +1,33 @@
-//! NDJSON schema 1 (docs/json-schema.md): one complete JSON object per line, flushed per line,
-//! so a killed run leaves a file that is valid up to its last line.
+//! The NDJSON writer: typed run data to schema-1 lines. The only place events become JSON.
 
 use std::{
     collections::BTreeMap,
     io::{self, Write},
-    time::SystemTime,
 };
 
 use serde_json::{Value, json};
-use time::{OffsetDateTime, macros::format_description};
 
+use super::{SCHEMA, rfc3339};
 use crate::{
+    error::{Error, Result},
     model::{
+        analysis::{
+            Finding, Params, State,
+            drain::DrainChange,
+            drain::Estimate,
+            gap::Crossed,
+            stragglers::{CensusOwner, Straggler},
+        },
         cohort::Cohort,
         counters::{In, Out},
         failures::Reasons,
         latency::{Hist, Latency},
-        snapshot::{DestRow, ProcRow, Snapshot},
+        process,
+        snapshot::Snapshot,
         spec::Spec,
     },
-    session::{Event, RunInfo, Sink},
+    sink::{EndReason, Event, EventKind, RunInfo, Sink},
 };
-
-pub const SCHEMA: u64 = 1;
-
-/// RFC 3339 UTC with milliseconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    let fmt =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::from(t)
-        .format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
-}
 
 fn out_json(o: &Out) -> Value {
     json!({"attempts": o.attempts, "established": o.established, "failed": o.failed,
@@ -103,26 +99,21 @@ pub fn meta(m: &RunInfo) -> Value {
         "hooks": {"connect": m.hooks.connect.name(), "state": m.hooks.state,
                   "fallbacks": m.hooks.fallbacks.iter().map(|(h, why)| json!({"hook": h.name(), "reason": why})).collect::<Vec<_>>(),
                   "unsent": match &m.hooks.unsent {
-                      Ok(()) => json!({"counted": true, "hook": crate::kernel::presyn::NAME}),
+                      Ok(()) => json!({"counted": true, "hook": crate::kernel::unsent::NAME}),
                       Err(why) => json!({"counted": false, "reason": why}),
                   }},
         "old": prefixes(&m.old), "new": prefixes(&m.new), "resolved": hostnames,
         "ports": m.ports, "interval_ms": m.interval_ms, "max_destinations": m.max_destinations,
         "census": {"outbound": m.census_outbound, "inbound": m.census_inbound},
-        "analysis": crate::analytics::params_json(&m.analysis),
-        "census_owners": crate::analytics::owners_json(&m.census_owners),
+        "analysis": params_json(&m.analysis),
+        "census_owners": owners_json(&m.census_owners),
         "watch_dns": m.watch_dns,
         "reconcile_every_ms": m.reconcile_every.map(|d| d.as_millis() as u64),
     })
 }
 
-/// Top destinations by activity: open connections first, then attempts.
-pub fn top_destinations(s: &Snapshot, top: usize) -> Vec<&DestRow> {
-    s.top_destinations(top)
-}
-
 fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
-    top_destinations(s, top)
+    s.top_destinations(top)
         .iter()
         .map(|r| {
             let mut v = out_json(&r.out);
@@ -132,41 +123,6 @@ fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
             v
         })
         .collect()
-}
-
-/// Per process (pid, comm, cgroup): counts per cohort, most active first.
-pub fn processes(rows: &[ProcRow]) -> Vec<(u32, String, u64, [Out; 3], usize)> {
-    // Keyed by borrowed names: one String per process, not one per row. A process has many
-    // rows (one per destination), so a small cache by pid skips most tree lookups.
-    type Key<'a> = (u32, &'a str, u64);
-    let mut by: BTreeMap<Key, usize> = BTreeMap::new();
-    let mut acc: Vec<([Out; 3], usize)> = vec![];
-    let mut cache: [Option<(Key, usize)>; 64] = [None; 64];
-    for r in rows {
-        let key = (r.pid, &*r.comm, r.cgroup);
-        let slot = &mut cache[r.pid as usize % 64];
-        let i = match slot {
-            Some((k, i)) if *k == key => *i,
-            _ => {
-                let next = acc.len();
-                let i = *by.entry(key).or_insert(next);
-                if i == next {
-                    acc.push(([Out::default(); 3], 0));
-                }
-                *slot = Some((key, i));
-                i
-            }
-        };
-        acc[i].0[r.cohort as usize].add(&r.out);
-        acc[i].1 += 1;
-    }
-    let mut v: Vec<_> = by
-        .into_iter()
-        .map(|((pid, comm, cg), i)| (pid, comm.to_string(), cg, acc[i].0, acc[i].1))
-        .collect();
-    let weight = |o: &[Out; 3]| o.iter().map(|x| x.attempts + x.open).sum::<u64>();
-    v.sort_by(|a, b| weight(&b.3).cmp(&weight(&a.3)).then(a.0.cmp(&b.0)));
-    v
 }
 
 /// Failure reasons per process (pid, comm, cgroup) and cohort, summed over destinations.
@@ -181,23 +137,24 @@ fn process_reasons(s: &Snapshot) -> BTreeMap<(u32, &str, u64), [Reasons; 3]> {
 
 fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
     let reasons = process_reasons(s);
-    processes(&s.processes)
+    process::aggregate(&s.processes)
         .into_iter()
         .take(top)
-        .map(|(pid, comm, cgroup, outs, n)| {
-            let r = reasons.get(&(pid, comm.as_str(), cgroup));
+        .map(|p| {
+            let r = reasons.get(&(p.pid, &*p.comm, p.cgroup));
             let cohorts: serde_json::Map<String, Value> = Cohort::ALL
                 .iter()
                 .map(|c| {
-                    let mut v = out_json(&outs[*c as usize]);
+                    let mut v = out_json(p.cohort(*c));
                     let none = Reasons::default();
                     v["failed_by_reason"] =
                         reasons_json(r.map(|r| &r[*c as usize]).unwrap_or(&none));
                     (c.name().to_string(), v)
                 })
                 .collect();
-            let mut v = json!({"pid": pid, "comm": comm, "cgroup_id": cgroup, "destinations": n, "cohorts": cohorts});
-            if let Some(u) = s.units.get(&pid) {
+            let mut v = json!({"pid": p.pid, "comm": &*p.comm, "cgroup_id": p.cgroup,
+                               "destinations": p.destinations, "cohorts": cohorts});
+            if let Some(u) = s.units.get(&p.pid) {
                 v["unit"] = json!(u);
             }
             v
@@ -241,26 +198,197 @@ pub fn snapshot(cur: &Snapshot, prev: &Snapshot, top: usize) -> Value {
     })
 }
 
+fn per_cohort(v: [i64; 3]) -> Value {
+    json!({"old": v[Cohort::Old as usize], "new": v[Cohort::New as usize],
+           "other": v[Cohort::Other as usize]})
+}
+
+fn addr_list(v: &std::collections::BTreeSet<std::net::IpAddr>) -> Vec<String> {
+    v.iter().map(|a| a.to_string()).collect()
+}
+
+/// The fields of one event, besides the common ones (`type`, `ts`, `elapsed_ms`, `kind`).
+fn event_fields(ev: &Event) -> Value {
+    match &ev.kind {
+        EventKind::HookFallback {
+            hook,
+            reason,
+            using,
+        } => json!({"hook": hook.name(), "reason": reason, "using": using.name()}),
+        EventKind::TracefsMounted { path } => json!({"path": path}),
+        EventKind::UnsentNotCounted { reason } => json!({"reason": reason}),
+        EventKind::Cutover { source, name } => {
+            let mut v = json!({"source": source.name(), "at": rfc3339(ev.at)});
+            if let Some(n) = name {
+                v["name"] = json!(n);
+            }
+            v
+        }
+        EventKind::DnsChange {
+            change,
+            long_ttl,
+            added_to_new,
+            via,
+        } => {
+            let mut v = json!({"name": change.name, "old": addr_list(&change.old),
+                               "new": addr_list(&change.new), "ttl": change.ttl,
+                               "long_ttl": long_ttl});
+            if let (Some(o), Value::Object(w)) = (v.as_object_mut(), crate::dns::events::via(via)) {
+                o.extend(w);
+            }
+            if !added_to_new.is_empty() {
+                v["added_to_new"] = json!(
+                    added_to_new
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                );
+            }
+            v
+        }
+        EventKind::DnsStale {
+            name,
+            server,
+            answer,
+            expected_ms,
+            first_switch_ms,
+        } => crate::dns::events::stale(name, server, answer, *expected_ms, *first_switch_ms),
+        EventKind::DnsServers(n) => crate::dns::events::servers(n, ev.elapsed_ms),
+        EventKind::Evicted { destinations } => json!({"destinations": destinations}),
+        EventKind::LostEvents { lost } => json!({"lost_events": lost}),
+        EventKind::Reconciled {
+            trigger,
+            change,
+            offset,
+        } => json!({
+            "trigger": trigger.name(), "outbound": per_cohort(change.out),
+            "inbound": per_cohort(change.inb), "addresses": change.addresses,
+            "offset": {"outbound": per_cohort(offset.0), "inbound": per_cohort(offset.1)},
+        }),
+        EventKind::ReconcileFailed { trigger, reason } => {
+            json!({"trigger": trigger.name(), "reason": reason})
+        }
+        EventKind::Finding(f) => finding_fields(f),
+        EventKind::Analysis(st) => state_json(st),
+    }
+}
+
+/// A finding's fields (`threshold`, `gap`, `drained` events).
+fn finding_fields(f: &Finding) -> Value {
+    match f {
+        Finding::Threshold {
+            metric,
+            level,
+            change,
+            gap_ms,
+        } => {
+            let (state, c) = match change {
+                Crossed::Reached(c) => ("reached", c),
+                Crossed::Lost(c) => ("lost", c),
+            };
+            let mut v = json!({"metric": metric.name(), "level": level, "state": state,
+                               "reached_ms": c.reached_ms, "confirmed_ms": c.confirmed_ms});
+            if let Some(l) = c.lost_ms {
+                v["lost_ms"] = json!(l);
+            }
+            if let Some(g) = gap_ms {
+                v["gap_ms"] = json!(g);
+            }
+            v
+        }
+        Finding::Gap {
+            metric,
+            level,
+            reached_ms,
+            gap_ms,
+        } => {
+            json!({"metric": metric.name(), "level": level, "reached_ms": reached_ms, "gap_ms": gap_ms})
+        }
+        Finding::Drain(DrainChange::Drained { since_ms, at_ms }) => {
+            json!({"state": "drained", "since_ms": since_ms, "confirmed_ms": at_ms})
+        }
+        Finding::Drain(DrainChange::Busy { at_ms }) => json!({"state": "busy", "since_ms": at_ms}),
+    }
+}
+
 pub fn event(ev: &Event) -> Value {
-    let mut v = json!({"type": "event", "ts": rfc3339(ev.at), "elapsed_ms": ev.elapsed_ms, "kind": ev.kind});
-    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), &ev.fields) {
-        obj.extend(extra.clone());
+    let mut v = json!({"type": "event", "ts": rfc3339(ev.at), "elapsed_ms": ev.elapsed_ms,
+                       "kind": ev.kind.name()});
+    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), event_fields(ev)) {
+        obj.extend(extra);
+    }
+    if !matches!(ev.kind, EventKind::Analysis(_)) {
+        v["message"] = json!(ev.kind.message());
     }
     v
 }
 
-/// The last line: totals since start and why the run ended.
+/// The meta line's record of the analysis settings.
+pub fn params_json(p: &Params) -> Value {
+    json!({"threshold": p.threshold, "levels": p.levels(), "quiet_for_ms": p.quiet_for_ms})
+}
+
+pub fn owners_json(owners: &[CensusOwner]) -> Value {
+    owners
+        .iter()
+        .map(|o| json!({"pid": o.pid, "comm": o.comm, "cgroup_id": o.cgroup, "unit": o.unit, "old_open": o.old_open}))
+        .collect()
+}
+
+fn straggler_json(s: &Straggler) -> Value {
+    json!({"pid": s.pid, "comm": s.comm, "cgroup_id": s.cgroup, "unit": s.unit,
+           "old_attempts_since_cutover": s.old_attempts_since_cutover, "old_open": s.old_open,
+           "census_open": s.census_open, "first_old_ms": s.first_old_ms, "last_old_ms": s.last_old_ms,
+           "reached_new": s.reached_new})
+}
+
+/// The analysis state as JSON (the final `analysis` event, `tracer report --json`).
+pub fn state_json(st: &State) -> Value {
+    let gaps: Vec<Value> = st
+        .gaps
+        .iter()
+        .map(|g| {
+            json!({"metric": g.metric.name(), "level": g.level,
+                   "reached_ms": g.holding.map(|c| c.reached_ms),
+                   "gap_ms": g.gap_ms,
+                   "lost": g.lost.map(|c| json!({"reached_ms": c.reached_ms, "lost_ms": c.lost_ms})),
+                   "running_ms": g.running_ms})
+        })
+        .collect();
+    let estimate = match &st.drain.estimate {
+        Estimate::At(ms) => json!({"quiet_at_ms": ms}),
+        Estimate::QuietSince(ms) => {
+            json!({"quiet_since_ms": ms, "drained_at_ms": ms + st.drain.quiet_for_ms})
+        }
+        Estimate::NotPossible(why) => json!({"none": why}),
+    };
+    json!({
+        "end_ms": st.now_ms,
+        "cutover": st.cutover.as_ref().map(|c| json!({"at_ms": c.at_ms, "source": c.source.name()})),
+        "share": {"attempts_permille": st.share_attempts, "open_permille": st.share_open},
+        "gaps": gaps,
+        "drain": {"drained": st.drain.drained_since.is_some(), "since_ms": st.drain.drained_since,
+                  "old_open": st.drain.old_open, "attempts_last_minute": st.drain.attempts_last_minute,
+                  "quiet_for_ms": st.drain.quiet_for_ms, "last_busy_ms": st.drain.last_busy_ms,
+                  "estimate": estimate},
+        "stragglers": st.stragglers.iter().map(straggler_json).collect::<Vec<_>>(),
+        "old_destinations": st.old_destinations.iter().map(|(a, o)| json!({"addr": a, "attempts": o.attempts, "open": o.open})).collect::<Vec<_>>(),
+    })
+}
+
+/// The last line: totals since start, why the run ended and the sets as they ended (a DNS
+/// change may have added to the new side).
 pub fn summary(
     last: &Snapshot,
     first: &Snapshot,
-    reason: &str,
+    reason: EndReason,
     snapshots: u64,
     top: usize,
 ) -> Value {
     let (out, inb) = cohorts(last, first);
     json!({
         "type": "summary", "ts": rfc3339(last.at), "elapsed_ms": last.elapsed.as_millis() as u64,
-        "reason": reason, "snapshots": snapshots,
+        "reason": reason.name(), "snapshots": snapshots,
         "cohorts": out, "inbound": inb,
         "destinations": destinations(last, top), "processes": processes_json(last, top),
         "evicted": evicted(last), "lost_events": last.lost_events,
@@ -275,38 +403,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    fn put(&mut self, v: &Value) -> Result<(), crate::Fatal> {
-        self.line(v)
-            .map_err(|e| format!("cannot write NDJSON output: {e}"))
-    }
-}
-
-impl Sink for Writer {
-    fn meta(&mut self, info: &RunInfo) -> Result<(), crate::Fatal> {
-        self.put(&meta(info))
-    }
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<(), crate::Fatal> {
-        let v = snapshot(cur, prev, self.top);
-        self.put(&v)
-    }
-    fn event(&mut self, ev: &Event) -> Result<(), crate::Fatal> {
-        self.put(&event(ev))
-    }
-    fn summary(
-        &mut self,
-        last: &Snapshot,
-        first: &Snapshot,
-        reason: &str,
-        snapshots: u64,
-    ) -> Result<(), crate::Fatal> {
-        let v = summary(last, first, reason, snapshots, self.top);
-        self.put(&v)
-    }
-}
-
-impl Writer {
     pub fn new(out: Box<dyn Write + Send>, top: usize) -> Self {
         Writer { out, top }
+    }
+
+    fn put(&mut self, v: &Value) -> Result<()> {
+        self.line(v)
+            .map_err(|e| Error::runtime(format!("cannot write NDJSON output: {e}")))
     }
 
     pub fn line(&mut self, v: &Value) -> io::Result<()> {
@@ -317,10 +420,35 @@ impl Writer {
     }
 }
 
+impl Sink for Writer {
+    fn meta(&mut self, info: &RunInfo) -> Result<()> {
+        self.put(&meta(info))
+    }
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()> {
+        let v = snapshot(cur, prev, self.top);
+        self.put(&v)
+    }
+    fn event(&mut self, ev: &Event) -> Result<()> {
+        self.put(&event(ev))
+    }
+    fn summary(
+        &mut self,
+        last: &Snapshot,
+        first: &Snapshot,
+        reason: EndReason,
+        snapshots: u64,
+    ) -> Result<()> {
+        let v = summary(last, first, reason, snapshots, self.top);
+        self.put(&v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::snapshot::{DestRow, ProcRow};
     use std::time::Duration;
+    use std::time::SystemTime;
 
     fn snap(old_attempts: u64, old_open: u64) -> Snapshot {
         let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500));
@@ -337,14 +465,6 @@ mod tests {
             out: s.out[Cohort::Old as usize],
         });
         s
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc_millis() {
-        assert_eq!(
-            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
-            "1970-01-01T00:00:01.500Z"
-        );
     }
 
     #[test]
@@ -416,8 +536,14 @@ mod tests {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut w = Writer::new(Box::new(Shared(buf.clone())), 5);
         w.line(&json!({"type": "meta", "s": "a\nb"})).unwrap();
-        w.line(&summary(&snap(1, 1), &snap(0, 0), "duration", 3, 5))
-            .unwrap();
+        w.line(&summary(
+            &snap(1, 1),
+            &snap(0, 0),
+            EndReason::Duration,
+            3,
+            5,
+        ))
+        .unwrap();
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -428,66 +554,56 @@ mod tests {
     }
 
     #[test]
-    fn processes_match_a_plain_aggregation() {
-        let mut next = crate::testutil::xorshift(0x1234_5678_9abc_def1);
-        // Pids that share cache slots (n and n + 64), one pid under two names and cgroups.
-        let rows: Vec<ProcRow> = (0..5000)
-            .map(|_| {
-                let r = next();
-                let pid = [1, 65, 129, 7, 7, 7][(r % 6) as usize];
-                ProcRow {
-                    pid,
-                    comm: if r.is_multiple_of(5) {
-                        "a".into()
-                    } else {
-                        "b".into()
-                    },
-                    cgroup: (r >> 8) % 2,
-                    addr: "127.10.0.1".parse().unwrap(),
-                    cohort: Cohort::from_index((r >> 16) as u32 % 3),
-                    out: Out {
-                        attempts: (r >> 20) % 9,
-                        open: (r >> 24) % 3,
-                        ..Default::default()
-                    },
-                }
+    fn findings_become_events() {
+        use crate::model::analysis::{Analysis, Sample, cutover::CutoverSource};
+        let mut a = Analysis::new(Params::default());
+        a.mark_cutover(0, CutoverSource::Flag);
+        let mut all = vec![];
+        for i in 1..=3u64 {
+            let mut s = Sample {
+                elapsed_ms: i * 1000,
+                ..Default::default()
+            };
+            s.new_attempts = 10;
+            all.extend(a.feed(s));
+        }
+        let ev = |f: &Finding| {
+            event(&Event {
+                at: SystemTime::UNIX_EPOCH,
+                elapsed_ms: 3000,
+                kind: EventKind::Finding(f.clone()),
             })
-            .collect();
-        let mut plain: BTreeMap<(u32, String, u64), ([Out; 3], usize)> = BTreeMap::new();
-        for r in &rows {
-            let e = plain
-                .entry((r.pid, r.comm.to_string(), r.cgroup))
-                .or_insert(([Out::default(); 3], 0));
-            e.0[r.cohort as usize].add(&r.out);
-            e.1 += 1;
-        }
-        let got = processes(&rows);
-        assert_eq!(got.len(), plain.len());
-        for (pid, comm, cg, outs, n) in got {
-            assert_eq!(plain[&(pid, comm, cg)], (outs, n));
-        }
+        };
+        let kinds: Vec<_> = all.iter().map(|f| ev(f)["kind"].clone()).collect();
+        assert_eq!(kinds, ["threshold", "gap", "threshold", "gap"]);
+        let v = ev(&all[1]);
+        assert_eq!(
+            (
+                v["metric"].as_str(),
+                v["level"].as_u64(),
+                v["gap_ms"].as_i64()
+            ),
+            (Some("attempts"), Some(95), Some(0))
+        );
+        assert!(v["message"].as_str().unwrap().contains("declaration gap"));
+        let st = state_json(&a.state());
+        assert_eq!(st["cutover"]["source"], "flag");
+        assert_eq!(st["gaps"][0]["gap_ms"], 0);
     }
 
     #[test]
-    fn processes_aggregate_per_pid_and_cohort() {
-        let row = |pid, cohort, attempts| ProcRow {
-            pid,
-            comm: format!("p{pid}").into(),
-            cgroup: 1,
-            addr: "127.10.0.1".parse().unwrap(),
-            cohort,
-            out: Out {
-                attempts,
-                ..Default::default()
-            },
-        };
-        let p = processes(&[
-            row(1, Cohort::Old, 2),
-            row(1, Cohort::New, 3),
-            row(2, Cohort::Old, 9),
-        ]);
-        assert_eq!(p[0].0, 2);
-        assert_eq!(p[1].3[Cohort::New as usize].attempts, 3);
-        assert_eq!(p[1].4, 2);
+    fn every_cutover_event_carries_its_time() {
+        use crate::model::analysis::cutover::CutoverSource;
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(51_785_000);
+        for source in [CutoverSource::Flag, CutoverSource::Key, CutoverSource::Dns] {
+            let v = event(&Event {
+                at,
+                elapsed_ms: 700,
+                kind: EventKind::Cutover { source, name: None },
+            });
+            assert_eq!(v["kind"], "cutover");
+            assert_eq!(v["source"], source.name());
+            assert_eq!(v["at"], "1970-01-01T14:23:05.000Z");
+        }
     }
 }

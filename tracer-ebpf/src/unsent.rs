@@ -14,7 +14,7 @@ use aya_ebpf::{
     maps::Array,
     programs::{SockAddrContext, TracePointContext},
 };
-use tracer_common::{Addr, PENDING_SLOTS, Pending, mapped_v4, presyn_reason_of};
+use tracer_common::{Addr, PENDING_SLOTS, Pending, mapped_v4, unsent_reason_of};
 
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
@@ -109,6 +109,6 @@ pub fn exit(ctx: &TracePointContext) -> Result<u32, u32> {
     if ret >= 0 || ret == -EINPROGRESS || ret < -4095 || age > STALE_NS {
         return Ok(0);
     }
-    crate::counting::on_unsent(&p.addr, presyn_reason_of(-ret as i32));
+    crate::counting::on_unsent(&p.addr, unsent_reason_of(-ret as i32));
     Ok(0)
 }

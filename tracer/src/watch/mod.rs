@@ -1,5 +1,7 @@
-//! `tracer watch`: set up (specs, output, kernel), then one sampling loop that feeds the sinks:
-//! the live view on a terminal, headless otherwise (or with --headless).
+//! `tracer watch`: set up (specs, output, kernel), then the run driver feeds the sinks: the
+//! live view on a terminal, headless otherwise (or with --headless).
+
+mod source;
 
 use std::{
     cell::RefCell,
@@ -7,18 +9,13 @@ use std::{
     io::{IsTerminal, Write},
     path::Path,
     rc::Rc,
-    time::{Duration, SystemTime},
-};
-
-use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
-    time::{Instant, Interval},
+    time::SystemTime,
 };
 
 use crate::{
-    Fatal,
     cli::WatchArgs,
     dns::Watcher,
+    error::{Context, Error, Result},
     kernel::{Config, Tracer, sampler::Sampler},
     model::{
         addr::Prefix,
@@ -27,9 +24,12 @@ use crate::{
         spec::{self, Spec},
     },
     ndjson::Writer,
-    session::{RunInfo, Session, Sink},
+    run::{self, Ends, NoFront, Step},
+    session::Session,
+    sink::{RunInfo, Sink},
     tui::{TuiSink, state::ViewState},
 };
+pub use source::KernelSource;
 
 fn flatten(specs: &[Spec]) -> Vec<Prefix> {
     let mut v: Vec<Prefix> = specs
@@ -41,30 +41,41 @@ fn flatten(specs: &[Spec]) -> Vec<Prefix> {
     v
 }
 
-fn open_output(path: &Path) -> Result<Box<dyn Write + Send>, Fatal> {
+fn open_output(path: &Path) -> Result<Box<dyn Write + Send>> {
     if path == Path::new("-") {
         return Ok(Box::new(std::io::stdout()));
     }
     let f = File::create(path).map_err(|e| {
-        format!(
+        Error::usage(format!(
             "cannot write --json {}: {e}: choose a writable path",
             path.display()
-        )
+        ))
     })?;
     Ok(Box::new(f))
 }
 
-pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
+/// Is this process in the foreground of its terminal? A background job (`timeout 8 tracer ...`,
+/// `tracer ... &`) is stopped by the kernel (SIGTTOU) the moment it sets raw mode, and then
+/// cannot even handle SIGTERM: so the live view is refused before anything is loaded.
+fn foreground(fd: i32) -> bool {
+    // SAFETY: tcgetpgrp and getpgrp only read process state.
+    let (tty_pgrp, own) = unsafe { (libc::tcgetpgrp(fd), libc::getpgrp()) };
+    tty_pgrp < 0 || tty_pgrp == own
+}
+
+pub fn run(args: WatchArgs) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
     let mut old = spec::parse(&args.old, &spec::system_resolve, &spec::read_file)
-        .map_err(|e| format!("bad --old: {e}"))?;
+        .map_err(|e| Error::usage(format!("bad --old: {e}")))?;
     let new = spec::parse(&args.new, &spec::system_resolve, &spec::read_file)
-        .map_err(|e| format!("bad --new: {e}"))?;
+        .map_err(|e| Error::usage(format!("bad --new: {e}")))?;
     if old.is_empty() && new.is_empty() && args.watch_dns.is_empty() {
-        return Err("watch needs the address sets: give --old SPEC and/or --new SPEC (e.g. --old 203.0.113.0/24 --new 198.51.100.7)".into());
+        return Err(Error::usage(
+            "watch needs the address sets: give --old SPEC and/or --new SPEC (e.g. --old 203.0.113.0/24 --new 198.51.100.7)",
+        ));
     }
     let auto_sets = old.is_empty() && new.is_empty();
     let mut watcher = match args.watch_dns.is_empty() {
@@ -89,13 +100,24 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
             })
             .collect();
     }
-    let sets = Sets::new(flatten(&old), flatten(&new))?;
+    let sets = Sets::new(flatten(&old), flatten(&new)).usage()?;
     if let Some(w) = &mut watcher {
         w.sets = sets.clone();
     }
     let live = !args.headless && std::io::stdout().is_terminal();
     if live && args.json.as_deref() == Some(Path::new("-")) {
-        return Err("--json - writes NDJSON to the terminal the live view uses: give --json a file path, or add --headless".into());
+        return Err(Error::usage(
+            "--json - writes NDJSON to the terminal the live view uses: give --json a file path, or add --headless",
+        ));
+    }
+    if live
+        && !(std::io::stdin().is_terminal()
+            && foreground(libc::STDIN_FILENO)
+            && foreground(libc::STDOUT_FILENO))
+    {
+        return Err(Error::usage(
+            "the live view needs the terminal in the foreground, and tracer runs in the background of it (e.g. `timeout` without --foreground, or `&`): add --headless, or run `timeout --foreground ...`",
+        ));
     }
     let out = match (&args.json, live) {
         (Some(p), _) => Some(open_output(p)?),
@@ -104,10 +126,12 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     };
     crate::require_root()?;
     // Bind before tracing starts: a port in use or a bad address fails here, nothing loaded yet.
+    let mut metrics_addr = None;
     let metrics = match &args.metrics {
         Some(addr) => {
             let ep = crate::metrics::bind(addr)?;
             eprintln!("tracer: serving metrics at http://{}/metrics", ep.local);
+            metrics_addr = Some(ep.local);
             let opts = crate::metrics::Options {
                 labels: args.label.clone(),
                 destinations: args.metrics_destinations.into(),
@@ -129,12 +153,12 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         max_destinations: args.max_destinations,
         max_processes: args.max_destinations.clamp(1024, 65536),
     };
-    let mut tracer = Tracer::start(&cfg)?;
+    let mut tracer = Tracer::start(&cfg).env()?;
     for w in &tracer.warnings {
         eprintln!("tracer: {w}");
     }
     let started_at = SystemTime::now();
-    let sampler = Sampler::new(&mut tracer, sets)?;
+    let sampler = Sampler::new(&mut tracer, sets).env()?;
     let census_out = tracer.census.iter().filter(|c| !c.inbound).count() as u64;
     let info = RunInfo {
         started_at,
@@ -157,6 +181,7 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
         cutover_at: args.cutover_at,
         watch_dns: args.watch_dns.clone(),
         reconcile_every: args.reconcile_every,
+        metrics_addr,
     };
     let mut sinks: Vec<Box<dyn Sink>> = vec![];
     if let Some(out) = out {
@@ -169,102 +194,21 @@ pub fn run(args: WatchArgs) -> Result<i32, Fatal> {
     if let Some(m) = metrics {
         sinks.push(Box::new(m));
     }
-    let mut session = Session::new(sampler, info, sinks)?;
-    if let Some(w) = &watcher {
-        session.dns = w.answers();
-    }
-
+    let dns = watcher.as_ref().map(|w| w.answers()).unwrap_or_default();
+    let source = KernelSource::new(tracer, sampler, args.port.clone());
+    let mut session = Session::new(Box::new(source), info, sinks, dns)?;
     let mut step = Step {
-        tracer: &mut tracer,
         watcher: watcher.as_mut(),
         // The live view is watched by a person: only headless runs end by themselves on drain.
         exit_on_drain: args.exit_on_drain && view.is_none(),
     };
     let reason = rt.block_on(async {
-        let ends = Ends::new(args.duration)?;
+        let ends = Ends::new(args.duration, args.interval)?;
         match view {
             Some(v) => crate::tui::run(&mut session, v, args.interval, ends, &mut step).await,
-            None => headless(&mut session, args.interval, ends, &mut step).await,
+            None => run::drive(&mut session, args.interval, ends, &mut step, &mut NoFront).await,
         }
     })?;
     session.finish(reason)?;
-    drop(tracer);
     Ok(0)
-}
-
-/// What ends a run: SIGINT, SIGTERM, SIGHUP or the end of --duration.
-pub struct Ends {
-    sigint: Signal,
-    sigterm: Signal,
-    sighup: Signal,
-    deadline: Instant,
-}
-
-impl Ends {
-    /// Install the handlers; must run inside the runtime.
-    pub fn new(duration: Option<Duration>) -> Result<Ends, Fatal> {
-        let sig = |k| signal(k).map_err(|e| format!("cannot install signal handler: {e}"));
-        Ok(Ends {
-            sigint: sig(SignalKind::interrupt())?,
-            sigterm: sig(SignalKind::terminate())?,
-            sighup: sig(SignalKind::hangup())?,
-            deadline: Instant::now() + duration.unwrap_or(Duration::from_secs(100 * 365 * 86400)),
-        })
-    }
-
-    /// The reason the run ends (the summary's `reason`); cancel-safe, for `select!`.
-    pub async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.sigint.recv() => "sigint",
-            _ = self.sigterm.recv() => "sigterm",
-            _ = self.sighup.recv() => "sighup",
-            _ = tokio::time::sleep_until(self.deadline) => "duration",
-        }
-    }
-}
-
-/// Ticks every interval from one interval after now; a late tick is skipped, never bunched.
-pub fn ticker(interval: Duration) -> Interval {
-    let mut t = tokio::time::interval_at(Instant::now() + interval, interval);
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    t
-}
-
-/// One sampling step as both loops (headless, live view) take it: sample, then DNS watching and
-/// the drain exit.
-pub struct Step<'a> {
-    tracer: &'a mut Tracer,
-    watcher: Option<&'a mut Watcher>,
-    exit_on_drain: bool,
-}
-
-impl Step<'_> {
-    /// Sample once; `Some(reason)` when the run should end now.
-    pub async fn run(&mut self, session: &mut Session) -> Result<Option<&'static str>, Fatal> {
-        session.tick()?;
-        if let Some(w) = self.watcher.as_deref_mut() {
-            w.poll(session, self.tracer).await?;
-        }
-        Ok((self.exit_on_drain && session.analysis.drained()).then_some("drained"))
-    }
-}
-
-/// Sample every interval until the duration ends or a signal arrives.
-async fn headless(
-    session: &mut Session,
-    interval: Duration,
-    mut ends: Ends,
-    step: &mut Step<'_>,
-) -> Result<&'static str, Fatal> {
-    let mut ticker = ticker(interval);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if let Some(reason) = step.run(session).await? {
-                    return Ok(reason);
-                }
-            }
-            reason = ends.next() => return Ok(reason),
-        }
-    }
 }
