@@ -4,7 +4,7 @@
 //! independent client that checks what a server answers.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -81,7 +81,7 @@ pub fn dig(ns: &Netns, server: &str, name: &str, rtype: &str) -> String {
 }
 
 /// NSD authoritative for `cut.test.` on `ip`:53 with the zone file at `zone_path`.
-pub fn nsd(ns: &Netns, tag: &str, ip: &str, zone_path: &PathBuf) -> Daemon {
+pub fn nsd(ns: &Netns, tag: &str, ip: &str, zone_path: &Path) -> Daemon {
     let dir = tmp_path(&format!("nsd-{tag}"));
     std::fs::create_dir_all(&dir).expect("nsd dir");
     let d = dir.display();
