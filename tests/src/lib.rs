@@ -17,6 +17,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dnsd;
 pub mod prom;
 pub mod tls;
 
@@ -150,11 +151,12 @@ impl Run {
     /// Start `tracer watch --headless --json FILE` with `args`, and wait until it is tracing
     /// (its meta line is written after the programs are attached and the census is taken).
     pub fn start(name: &str, args: &[&str]) -> Run {
-        Run::start_cmd(
-            Command::new(tracer_bin()),
-            tmp_path(&format!("{name}.ndjson")),
-            args,
-        )
+        Run::start_with(name, args, Command::new(tracer_bin()))
+    }
+
+    /// The same, with tracer run by `cmd` (e.g. `Netns::cmd(tracer_bin())`, with environment).
+    pub fn start_with(name: &str, args: &[&str], cmd: Command) -> Run {
+        Run::start_cmd(cmd, tmp_path(&format!("{name}.ndjson")), args)
     }
 
     /// The same with a command of the caller's that runs tracer (e.g. through `setpriv` as

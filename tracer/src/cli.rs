@@ -30,6 +30,9 @@ pub enum Command {
     /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers. Several
     /// files (one per host): the fleet's story on one wall clock.
     Report(ReportArgs),
+    /// Before a planned DNS change: every resolver's answer and TTL, and whether the TTL is
+    /// low enough (no root needed).
+    Preflight(crate::preflight::PreflightArgs),
     /// Write the man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     Generate {
@@ -131,6 +134,11 @@ pub struct WatchArgs {
     /// TRACER_RESOLV_CONF environment variable (a resolv.conf path).
     #[arg(long, value_name = "NAME")]
     pub watch_dns: Vec<String>,
+    /// With --watch-dns: also ask this DNS server directly every interval (repeatable), to see
+    /// each resolver's answer, its TTL and when it switched.
+    #[arg(long, value_name = "ADDR[:PORT]", requires = "watch_dns",
+          value_parser = crate::dns::query::parse_server)]
+    pub dns_server: Vec<std::net::SocketAddr>,
     /// Also correct `open` from the kernel's socket table (sock_diag) this often (e.g. 1m);
     /// without it only after lost events. Its cost grows with open sockets.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]

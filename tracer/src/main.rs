@@ -10,6 +10,7 @@ mod kernel;
 mod metrics;
 mod model;
 mod ndjson;
+mod preflight;
 mod probe;
 mod report;
 mod run;
@@ -62,6 +63,7 @@ fn main() {
         cli::Command::Probe => probe::run(),
         cli::Command::Report(args) => report::run(args),
         cli::Command::Generate { dir } => generate::run(&dir),
+        cli::Command::Preflight(args) => preflight::run(args),
     });
     match result {
         Ok(Ok(code)) => std::process::exit(code),

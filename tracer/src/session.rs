@@ -15,6 +15,7 @@ use crate::{
             dns::{Answer, AnswerChange},
         },
         reconcile::{self, Correction, Policy, Trigger},
+        resolvers::DnsVia,
         snapshot::Snapshot,
     },
     sink::{EndReason, Event, EventKind, RunInfo, Sink},
@@ -181,7 +182,18 @@ impl Session {
     /// A watched name's answer changed at `change.at_ms`: record it; without --old/--new its
     /// new addresses become the new side; the first change is the cutover unless one is known
     /// or `--cutover-at` was given.
+    #[cfg(test)]
     pub fn dns_change(&mut self, change: AnswerChange, added_to_new: Vec<Prefix>) -> Result<()> {
+        self.dns_change_via(change, DnsVia::system(), added_to_new)
+    }
+
+    /// The same, seen at one server (`--dns-server`): the event names it and its lag.
+    pub fn dns_change_via(
+        &mut self,
+        change: AnswerChange,
+        via: DnsVia,
+        added_to_new: Vec<Prefix>,
+    ) -> Result<()> {
         if !added_to_new.is_empty() {
             self.source
                 .add_to_new(&added_to_new)
@@ -195,6 +207,7 @@ impl Session {
                 change,
                 long_ttl,
                 added_to_new,
+                via,
             },
             at,
         )?;

@@ -32,6 +32,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("nodejs", "node"),
     ("golang-go", "go"),
+    // The resolver tests: NSD authoritative for a test zone, Unbound caches in front of it,
+    // and dig as the independent client.
+    ("nsd", "nsd"),
+    ("unbound", "unbound"),
+    ("bind9-dnsutils", "dig"),
 ];
 
 /// What `cargo xtask dist` and its test use: Debian's cross toolchain links the aarch64 binary,

@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod latency;
 pub mod process;
 pub mod reconcile;
+pub mod resolvers;
 pub mod share;
 pub mod snapshot;
 pub mod spec;

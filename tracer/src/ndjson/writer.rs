@@ -234,10 +234,14 @@ fn event_fields(ev: &Event) -> Value {
             change,
             long_ttl,
             added_to_new,
+            via,
         } => {
             let mut v = json!({"name": change.name, "old": addr_list(&change.old),
                                "new": addr_list(&change.new), "ttl": change.ttl,
                                "long_ttl": long_ttl});
+            if let (Some(o), Value::Object(w)) = (v.as_object_mut(), crate::dns::events::via(via)) {
+                o.extend(w);
+            }
             if !added_to_new.is_empty() {
                 v["added_to_new"] = json!(
                     added_to_new
@@ -248,6 +252,14 @@ fn event_fields(ev: &Event) -> Value {
             }
             v
         }
+        EventKind::DnsStale {
+            name,
+            server,
+            answer,
+            expected_ms,
+            first_switch_ms,
+        } => crate::dns::events::stale(name, server, answer, *expected_ms, *first_switch_ms),
+        EventKind::DnsServers(n) => crate::dns::events::servers(n, ev.elapsed_ms),
         EventKind::Evicted { destinations } => json!({"destinations": destinations}),
         EventKind::LostEvents { lost } => json!({"lost_events": lost}),
         EventKind::Reconciled {

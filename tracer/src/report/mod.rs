@@ -4,6 +4,7 @@
 mod fleet;
 mod fleet_text;
 mod outcomes;
+mod resolvers;
 mod svg;
 mod text;
 
@@ -49,6 +50,8 @@ pub struct Recorded {
     /// The last snapshot line (totals when there is no summary).
     pub last: Option<Value>,
     pub dns_changes: Vec<Value>,
+    /// `dns_servers` and `dns_stale` events (`--dns-server`).
+    pub dns_servers: Vec<Value>,
     pub snapshots: u64,
     /// The new side as it ended: the meta line's, plus what DNS changes added.
     pub new_side: Vec<String>,
@@ -98,6 +101,7 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
         summary: None,
         last: None,
         dns_changes: vec![],
+        dns_servers: vec![],
         snapshots: 0,
         new_side,
         warning: read.warning,
@@ -154,6 +158,7 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                         }
                         rec.dns_changes.push(v)
                     }
+                    Some("dns_servers" | "dns_stale") => rec.dns_servers.push(v),
                     _ => {}
                 }
             }
@@ -206,6 +211,7 @@ pub fn to_json(rec: &Recorded) -> Value {
         "failures": totals.map(outcomes::failures),
         "latency_us": totals.map(outcomes::latency),
         "dns_changes": rec.dns_changes,
+        "resolvers": resolvers::gaps(&rec.dns_servers, &rec.dns_changes),
         "warning": rec.warning,
     })
 }

@@ -208,8 +208,12 @@ pub fn render(rec: &Recorded) -> String {
     for c in &rec.dns_changes {
         let _ = writeln!(
             o,
-            "dns        {} at {}: {} -> {} (ttl {} s{})",
+            "dns        {}{} at {}: {} -> {} (ttl {} s{})",
             c["name"].as_str().unwrap_or("?"),
+            c["server"]
+                .as_str()
+                .map(|s| format!(" @{s}"))
+                .unwrap_or_default(),
             when(c["elapsed_ms"].as_u64().unwrap_or(0)),
             list(&c["old"]),
             list(&c["new"]),
@@ -221,6 +225,10 @@ pub fn render(rec: &Recorded) -> String {
             }
         );
     }
+    super::resolvers::text(
+        &mut o,
+        &super::resolvers::gaps(&rec.dns_servers, &rec.dns_changes),
+    );
     o
 }
 

@@ -12,6 +12,7 @@ use crate::{
             gap::Crossed,
         },
         reconcile::{Correction, Trigger},
+        resolvers::{DnsVia, NameRows},
     },
 };
 
@@ -55,7 +56,19 @@ pub enum EventKind {
         long_ttl: bool,
         /// Addresses the change added to the new side (`--watch-dns` without `--old/--new`).
         added_to_new: Vec<Prefix>,
+        /// The server that answered it, and its lag behind the first that switched.
+        via: DnsVia,
     },
+    /// A `--dns-server` still answers old after the TTL it gave for it ran out.
+    DnsStale {
+        name: String,
+        server: String,
+        answer: std::collections::BTreeSet<std::net::IpAddr>,
+        expected_ms: Option<u64>,
+        first_switch_ms: Option<u64>,
+    },
+    /// Every server's current answer for one name (`--dns-server`), when one changed.
+    DnsServers(Box<NameRows>),
     Evicted {
         destinations: u64,
     },
@@ -88,6 +101,8 @@ impl EventKind {
             EventKind::DnsAnswer(_) => crate::dns_answer::EVENT,
             EventKind::Cutover { .. } => "cutover",
             EventKind::DnsChange { .. } => "dns_change",
+            EventKind::DnsStale { .. } => "dns_stale",
+            EventKind::DnsServers(_) => "dns_servers",
             EventKind::Evicted { .. } => "evicted",
             EventKind::LostEvents { .. } => "lost_events",
             EventKind::Reconciled { .. } => "reconciled",
@@ -136,11 +151,34 @@ impl EventKind {
                 Some(n) => format!("cutover marked ({}: {n} changed)", source.name()),
                 None => format!("cutover marked ({})", source.name()),
             },
+            EventKind::DnsStale { name, server, .. } => {
+                crate::dns::events::stale_message(name, server)
+            }
+            EventKind::DnsServers(n) => format!(
+                "{}: {}",
+                n.name,
+                n.rows
+                    .iter()
+                    .map(|r| format!(
+                        "{} {}",
+                        r.server,
+                        r.reply.as_ref().map_or("none", |x| x.kind())
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             EventKind::DnsChange {
-                change, long_ttl, ..
+                change,
+                long_ttl,
+                via,
+                ..
             } => {
+                let at = match via.server.as_str() {
+                    "system" => String::new(),
+                    s => format!(" at {s}"),
+                };
                 let mut m = format!(
-                    "{} now answers {} (was {}), TTL {} s",
+                    "{}{at} now answers {} (was {}), TTL {} s",
                     change.name,
                     list(&change.new),
                     list(&change.old),

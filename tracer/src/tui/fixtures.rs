@@ -119,6 +119,7 @@ pub fn run(secs: u64, moved: f64) -> ViewState {
         ttl: 3600,
         at_ms: Some(0),
         error: None,
+        servers: vec![],
     }];
     let mut prev = Snapshot::empty(st.info.started_at);
     for t in 1..=secs {

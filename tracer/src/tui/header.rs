@@ -22,8 +22,18 @@ use crate::model::{
     spec::Spec,
 };
 
-/// Lines the header takes.
+/// Lines the header takes without `--dns-server`.
 pub const HEIGHT: u16 = 4;
+
+/// Lines the header takes: one more per name watched at several servers.
+pub fn height(st: &ViewState) -> u16 {
+    HEIGHT
+        + st.data()
+            .dns
+            .iter()
+            .filter(|a| !a.servers.is_empty())
+            .count() as u16
+}
 
 fn sets(specs: &[Spec]) -> String {
     if specs.is_empty() {
@@ -136,7 +146,8 @@ pub fn drain_line(st: &State, started: SystemTime) -> Line<'static> {
 /// `dns api.example 127.20.0.7 ttl 30s` per name; a TTL above 300 s is flagged.
 fn dns_spans(dns: &[Answer]) -> Vec<Span<'static>> {
     let mut v = vec![];
-    for (i, a) in dns.iter().enumerate() {
+    // Names watched at several servers have a line of their own (`resolvers::lines`).
+    for (i, a) in dns.iter().filter(|a| a.servers.is_empty()).enumerate() {
         let addrs: Vec<String> = a.addrs.iter().map(|x| x.to_string()).collect();
         let answer = match (&a.error, addrs.is_empty()) {
             (Some(e), true) => format!("error: {e}"),
@@ -233,6 +244,11 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
         Span::raw(sets(&i.new)),
     ]);
     let mut lines = vec![fit::items(top, w), fit::words(Line::from(second), w)];
+    lines.extend(
+        super::resolvers::lines(&d.dns, d.cur.elapsed.as_millis() as u64)
+            .into_iter()
+            .map(|l| fit::words(l, w)),
+    );
     match st.shown_analysis() {
         Some(a) => lines.extend([
             fit::words(analysis_line(a, i.started_at), w),

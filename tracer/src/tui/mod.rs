@@ -7,6 +7,7 @@ mod fit;
 #[cfg(test)]
 pub mod fixtures;
 mod header;
+mod resolvers;
 pub mod state;
 mod terminal;
 pub mod view;

@@ -86,7 +86,7 @@ pub fn render(f: &mut Frame, st: &ViewState) {
     let extra = area.height.saturating_sub(24);
     let grow = extra * 2 / 5;
     let [header, cohorts, mid, tables, log, footer] = Layout::vertical([
-        Constraint::Length(header::HEIGHT),
+        Constraint::Length(header::height(st)),
         Constraint::Length(5),
         Constraint::Length(5 + grow),
         Constraint::Length(6 + grow),

@@ -80,7 +80,12 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     let auto_sets = old.is_empty() && new.is_empty();
     let mut watcher = match args.watch_dns.is_empty() {
         true => None,
-        false => Some(rt.block_on(Watcher::start(&args.watch_dns, auto_sets))?),
+        false => Some(rt.block_on(Watcher::start(
+            &args.watch_dns,
+            &args.dns_server,
+            auto_sets,
+            args.interval.as_millis() as u64,
+        ))?),
     };
     if let (true, Some(w)) = (auto_sets, &watcher) {
         // The answers at start are the old side; new answers become the new side.
@@ -193,10 +198,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
     if let Some(m) = metrics {
         sinks.push(Box::new(m));
     }
-    let dns = watcher
-        .as_ref()
-        .map(|w| w.watch.answers.clone())
-        .unwrap_or_default();
+    let dns = watcher.as_ref().map(|w| w.answers()).unwrap_or_default();
     let source = KernelSource::new(tracer, sampler, args.port.clone());
     let mut session = Session::new(Box::new(source), info, sinks, dns)?;
     let mut step = Step {

@@ -15,6 +15,8 @@ pub struct Answer {
     pub at_ms: Option<u64>,
     /// The last lookup failed with this error (the previous answer is kept).
     pub error: Option<String>,
+    /// Each server's view with `--dns-server` (the system resolver first); else empty.
+    pub servers: Vec<crate::model::resolvers::Row>,
 }
 
 impl Answer {
@@ -49,6 +51,7 @@ impl DnsWatch {
                     ttl: 0,
                     at_ms: None,
                     error: None,
+                    servers: vec![],
                 })
                 .collect(),
         }

@@ -123,6 +123,7 @@ fn a_dns_change_that_adds_to_the_new_side_shows_in_the_sets() {
             },
             long_ttl: false,
             added_to_new: vec![Prefix::host(addr)],
+            via: crate::model::resolvers::DnsVia::system(),
         },
     ));
     assert_eq!(st.info.new.len(), 1);
