@@ -122,15 +122,19 @@ pub fn drain_line(st: &State, started: SystemTime) -> Line<'static> {
     );
     let rest = match d.drained_since {
         Some(since) => format!("DRAINED since {}", at(started, since)),
+        // Quiet already, not yet for --quiet-for: say since when, not a forecast.
+        None if let Estimate::QuietSince(ms) = d.estimate => format!(
+            "quiet since {} ({} conn last min), drained at {} if it stays so",
+            at(started, ms),
+            d.attempts_last_minute,
+            at(started, ms + d.quiet_for_ms)
+        ),
         None => {
             let est = match &d.estimate {
                 Estimate::At(ms) => format!("quiet ~{}", at(started, *ms)),
-                Estimate::QuietSince(ms) => format!(
-                    "quiet since {}, drained at {}",
-                    at(started, *ms),
-                    at(started, ms + d.quiet_for_ms)
-                ),
                 Estimate::NotPossible(why) => format!("no estimate: {why}"),
+                // Taken by the arm above.
+                Estimate::QuietSince(_) => String::new(),
             };
             format!(
                 "not drained: {} open, {} conn last min, busy {} · {est}",
