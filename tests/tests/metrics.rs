@@ -361,14 +361,24 @@ fn rules_evaluate(prom: &Prometheus) {
         assert_eq!(rule["health"], "ok", "{rule}");
         if rule["type"] == "recording" {
             let name = rule["name"].as_str().unwrap();
-            let got = prom.query(name, None);
             match pending(rule["query"].as_str().unwrap()) {
-                Some(_) => assert!(got.is_empty(), "{name} has data now: drop it from PENDING"),
-                None => assert!(
-                    !got.is_empty(),
-                    "recording rule {name} recorded nothing: {rule} {:?}",
-                    prom.query(rule["query"].as_str().unwrap(), None)
+                Some(_) => assert!(
+                    prom.query(name, None).is_empty(),
+                    "{name} has data now: drop it from PENDING"
                 ),
+                // A rate needs two scrapes in its window: the first evaluations after the
+                // start record nothing, so wait (bounded) for one that does.
+                None => {
+                    let t0 = Instant::now();
+                    while prom.query(name, None).is_empty() {
+                        assert!(
+                            t0.elapsed() < Duration::from_secs(20),
+                            "recording rule {name} recorded nothing: {rule} {:?}",
+                            prom.query(rule["query"].as_str().unwrap(), None)
+                        );
+                        thread::sleep(Duration::from_millis(250));
+                    }
+                }
             }
         }
     }
