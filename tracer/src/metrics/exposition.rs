@@ -5,7 +5,7 @@
 //! family `x` has `x_info`); the Prometheus form names the metadata after the sample and types
 //! info as gauge. Both formats carry the same series with the same values.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
+use std::{fmt::Write as _, time::SystemTime};
 
 use crate::model::{
     cohort::Cohort,
@@ -449,14 +449,24 @@ const PC: &[&str] = &["pid", "comm", "cohort"];
 
 /// Opt-in: the top N processes by attempts plus open connections.
 fn process_families(s: &Snapshot, n: usize) -> Vec<Family> {
-    let mut by: BTreeMap<(u32, &str), [Out; 3]> = BTreeMap::new();
-    for r in &s.processes {
-        by.entry((r.pid, &*r.comm)).or_default()[r.cohort as usize].add(&r.out);
+    // The same processes, in the same order, as the NDJSON rows and the live view (one
+    // aggregation, `model::process`). Two of them that share pid and comm (a pid reused in
+    // another cgroup) share one label set, so their counts are added.
+    let mut rows: Vec<((u32, std::sync::Arc<str>), [Out; 3])> = vec![];
+    for p in crate::model::process::aggregate(&s.processes)
+        .into_iter()
+        .take(n)
+    {
+        let key = (p.pid, p.comm.clone());
+        match rows.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, outs)) => {
+                for (o, add) in outs.iter_mut().zip(p.out.iter()) {
+                    o.add(add);
+                }
+            }
+            None => rows.push((key, p.out)),
+        }
     }
-    let mut rows: Vec<_> = by.into_iter().collect();
-    let weight = |o: &[Out; 3]| o.iter().map(|x| x.attempts + x.open).sum::<u64>();
-    rows.sort_by(|a, b| weight(&b.1).cmp(&weight(&a.1)).then(a.0.cmp(&b.0)));
-    rows.truncate(n);
     let mut attempts = Family::new(
         "tracer_process_connection_attempts",
         Kind::Counter,
@@ -472,7 +482,7 @@ fn process_families(s: &Snapshot, n: usize) -> Vec<Family> {
     for ((pid, comm), outs) in rows {
         let pid = pid.to_string();
         for c in Cohort::ALL {
-            let v = [pid.as_str(), comm, c.name()];
+            let v = [pid.as_str(), &*comm, c.name()];
             attempts.int(&v, outs[c as usize].attempts);
             open.int(&v, outs[c as usize].open);
         }

@@ -126,6 +126,21 @@ fn a_recording_that_ends_quiet_says_since_when_not_a_forecast() {
     );
 }
 
+/// `--watch-dns` without `--old/--new`: the new side is what the DNS change added.
+#[test]
+fn the_new_side_added_by_a_dns_change_is_in_the_report() {
+    let mut m = meta();
+    m["new"] = json!([]);
+    let ev = json!({"type": "event", "elapsed_ms": 2000, "kind": "dns_change",
+                    "name": "api.example", "old": ["127.10.0.1"], "new": ["127.20.0.9"],
+                    "ttl": 30, "long_ttl": false, "added_to_new": ["127.20.0.9/32"]});
+    let text = format!("{m}\n{ev}\n");
+    let rec = replay(&text).unwrap();
+    assert_eq!(rec.new_side, ["127.20.0.9/32"]);
+    assert!(text::render(&rec).contains("new: 127.20.0.9/32"));
+    assert_eq!(to_json(&rec)["sets"]["new"], json!(["127.20.0.9/32"]));
+}
+
 #[test]
 fn truncated_and_foreign_files_name_the_line() {
     let (text, _) = recording();
