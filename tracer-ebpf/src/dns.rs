@@ -75,7 +75,7 @@ fn note(ctx: &SockAddrContext) -> i32 {
     };
     // SAFETY: the socket cookie helper takes the program's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let _ = DNS_OWNERS.insert(&cookie, &owner, 0);
+    let _ = DNS_OWNERS.insert(cookie, owner, 0);
     1
 }
 
@@ -173,7 +173,7 @@ fn ingress(ctx: &SkBuffContext) -> Result<(), ()> {
         let hdr = &mut (*msg).hdr;
         hdr.ns = bpf_ktime_get_ns();
         hdr.cookie = cookie;
-        match DNS_OWNERS.get(&cookie) {
+        match DNS_OWNERS.get(cookie) {
             Some(o) => {
                 hdr.owner = *o;
                 hdr.owned = 1;

@@ -452,7 +452,8 @@ fn process_families(s: &Snapshot, n: usize) -> Vec<Family> {
     // The same processes, in the same order, as the NDJSON rows and the live view (one
     // aggregation, `model::process`). Two of them that share pid and comm (a pid reused in
     // another cgroup) share one label set, so their counts are added.
-    let mut rows: Vec<((u32, std::sync::Arc<str>), [Out; 3])> = vec![];
+    type Labels = (u32, std::sync::Arc<str>);
+    let mut rows: Vec<(Labels, [Out; 3])> = vec![];
     for p in crate::model::process::aggregate(&s.processes)
         .into_iter()
         .take(n)

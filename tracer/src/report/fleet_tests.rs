@@ -28,7 +28,10 @@ struct Plan {
 
 /// NDJSON text and the (wall time, old attempts, new attempts, old open, new open) of every
 /// snapshot.
-fn recording(p: &Plan) -> (String, Vec<(u64, u64, u64, u64, u64)>) {
+/// (wall time, old attempts, new attempts, old open, new open).
+type Row = (u64, u64, u64, u64, u64);
+
+fn recording(p: &Plan) -> (String, Vec<Row>) {
     let meta = json!({"type": "meta", "schema": 1, "started_at": fmt_ms(p.start_ms), "host": p.host,
         "old": ["127.10.0.0/16"], "new": ["127.20.0.0/16"], "interval_ms": 1000,
         "analysis": {"threshold": 95, "quiet_for_ms": 3000}, "census_owners": []});

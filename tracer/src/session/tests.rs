@@ -82,9 +82,9 @@ fn info(cutover_at: Option<CutoverAt>) -> RunInfo {
     i
 }
 
-fn session(
-    cutover_at: Option<CutoverAt>,
-) -> (Session, Rc<RefCell<Seen>>, Rc<RefCell<Vec<Prefix>>>) {
+type Added = Rc<RefCell<Vec<Prefix>>>;
+
+fn session(cutover_at: Option<CutoverAt>) -> (Session, Rc<RefCell<Seen>>, Added) {
     let seen = Rc::new(RefCell::new(Seen::default()));
     let fake = Fake::default();
     let added = fake.added.clone();
