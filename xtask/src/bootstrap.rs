@@ -44,6 +44,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// runc: crun refuses this host's hybrid cgroup layout) builds and runs the image.
 const DIST_PACKAGES: &[(&str, &str)] = &[
     ("gcc-aarch64-linux-gnu", "aarch64-linux-gnu-gcc"),
+    // The C parts of ring (rustls) for the static x86_64 build.
+    ("musl-tools", "musl-gcc"),
     ("file", "file"),
     ("libcap2-bin", "setcap"),
     ("podman", "podman"),

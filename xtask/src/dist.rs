@@ -49,6 +49,8 @@ pub fn rust_target(triple: &str) -> Result<()> {
 /// A static release build of tracer for `triple` (shared with `vm-test`, which boots the
 /// x86_64 one): target/<triple>/release/tracer.
 pub fn static_binary(triple: &str) -> Result<PathBuf> {
+    // The cross and musl C compilers (ring under rustls compiles C for the target).
+    bootstrap::dist_tools()?;
     rust_target(triple)?;
     let mut c = cargo();
     c.args(["build", "--release", "-p", "tracer", "--target", triple]);
@@ -59,6 +61,9 @@ pub fn static_binary(triple: &str) -> Result<PathBuf> {
             AARCH64_GCC,
         )
         .env(format!("CC_{env}"), AARCH64_GCC);
+    } else {
+        // ring (under rustls) compiles C for the target: musl's own gcc wrapper.
+        c.env(format!("CC_{}", triple.replace('-', "_")), "musl-gcc");
     }
     bootstrap::run_ok(&mut c)?;
     let bin = root().join(format!("target/{triple}/release/tracer"));
