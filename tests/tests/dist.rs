@@ -254,7 +254,10 @@ fn deb_lets_the_tracer_group_run_it_without_sudo() {
         "-c",
         "source /usr/share/bash-completion/completions/tracer && complete -p tracer",
     ]));
-    assert!(bash.contains("-F _tracer tracer"), "bash completion: {bash}");
+    assert!(
+        bash.contains("-F _tracer tracer"),
+        "bash completion: {bash}"
+    );
 
     let (rc, out, err) = run(Command::new(tool("systemd-analyze"))
         .args(["verify", "/usr/lib/systemd/system/tracer.service"]));
