@@ -58,16 +58,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
 }
 
 fn attach_all(ebpf: &mut Ebpf, root: &File) -> Result<(), String> {
-    for name in ADDR_PROGS {
-        let p: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or_else(|| format!("program {name} missing from the object"))?
-            .try_into()
-            .map_err(|e| one_line(&e))?;
-        p.load().map_err(|e| format!("{name}: {}", one_line(&e)))?;
-        p.attach(root, CgroupAttachMode::Single)
-            .map_err(|e| format!("{name}: {}", one_line(&e)))?;
-    }
+    super::unsent::attach_sock_addr(ebpf, root, &ADDR_PROGS)?;
     let p: &mut CgroupSkb = ebpf
         .program_mut(INGRESS)
         .ok_or("program dns_ingress missing from the object")?

@@ -86,8 +86,9 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
     r
 }
 
-fn attach_all(ebpf: &mut Ebpf, root: &File) -> Result<(), String> {
-    for name in ["connect4", "connect6"] {
+/// Load and attach cgroup sock_addr programs on the root cgroup (also the DNS capture's).
+pub(super) fn attach_sock_addr(ebpf: &mut Ebpf, root: &File, names: &[&str]) -> Result<(), String> {
+    for name in names {
         let p: &mut CgroupSockAddr = ebpf
             .program_mut(name)
             .ok_or_else(|| format!("program {name} missing from the object"))?
@@ -99,6 +100,11 @@ fn attach_all(ebpf: &mut Ebpf, root: &File) -> Result<(), String> {
         p.attach(root, CgroupAttachMode::Single)
             .map_err(|e| format!("{name}: {}", one_line(&e)))?;
     }
+    Ok(())
+}
+
+fn attach_all(ebpf: &mut Ebpf, root: &File) -> Result<(), String> {
+    attach_sock_addr(ebpf, root, &["connect4", "connect6"])?;
     let p: &mut TracePoint = ebpf
         .program_mut("sys_exit_connect")
         .ok_or("program sys_exit_connect missing from the object")?
