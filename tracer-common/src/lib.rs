@@ -274,6 +274,7 @@ pub mod names {
     pub const PORTS: &str = "PORTS";
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
+    pub const SOCKS: &str = "SOCKS";
     pub const MAPS: &[&str] = &[
         COHORT_PREFIXES,
         COHORT_HOSTS,
@@ -290,6 +291,7 @@ pub mod names {
         PORTS,
         CONFIG,
         STATS,
+        SOCKS,
     ];
     /// Globals set at load time.
     pub const TP_OFFSETS: &str = "TP_OFFSETS";

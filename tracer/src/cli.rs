@@ -125,6 +125,10 @@ pub struct WatchArgs {
     /// The old side is drained after this long with no open connections and no attempts.
     #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub quiet_for: Duration,
+    /// The DNS TTL of the move: old connects later than cutover + TTL count against a process
+    /// (`dns_cache`, `stale_resolver`). Default: the watched name's TTL at its change, else 0.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub ttl: Option<Duration>,
     /// Headless: exit 0 once the old side is drained (for scripts that switch it off).
     #[arg(long)]
     pub exit_on_drain: bool,

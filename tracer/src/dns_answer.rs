@@ -4,7 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::model::dns_seen::{CaptureStats, DnsAnswerSeen};
+use crate::model::{
+    analysis::stragglers::OldAnswer,
+    dns_seen::{CaptureStats, DnsAnswerSeen},
+};
 
 /// The event kind of one answer.
 pub const EVENT: &str = "dns_answer";
@@ -22,7 +25,33 @@ pub fn event(a: &DnsAnswerSeen) -> Value {
         "cgroup_id": o.map(|o| o.cgroup),
         "name": a.name, "qtype": a.qtype, "rcode": a.rcode, "addrs": addrs(a),
         "cnames": a.cnames, "ttl": a.ttl, "resolver": a.resolver.to_string(),
-        "truncated": a.truncated,
+        "truncated": a.truncated, "names_old": a.names_old,
+    })
+}
+
+/// What the analysis keeps of an answer naming old: who got it, when, from where.
+pub fn old_answer(a: &DnsAnswerSeen, at_ms: u64) -> Option<OldAnswer> {
+    let o = a.owner.as_ref().filter(|_| a.names_old)?;
+    Some(OldAnswer {
+        at_ms,
+        pid: o.pid,
+        name: a.name.clone(),
+        ttl_s: a.ttl.unwrap_or(0),
+        resolver: a.resolver.to_string(),
+    })
+}
+
+/// The same from a recorded `dns_answer` event.
+pub fn old_answer_of_event(v: &Value) -> Option<OldAnswer> {
+    if v["names_old"] != true {
+        return None;
+    }
+    Some(OldAnswer {
+        at_ms: v["elapsed_ms"].as_u64()?,
+        pid: v["pid"].as_u64()? as u32,
+        name: v["name"].as_str().unwrap_or("").into(),
+        ttl_s: v["ttl"].as_u64().unwrap_or(0) as u32,
+        resolver: v["resolver"].as_str().unwrap_or("").into(),
     })
 }
 
@@ -88,6 +117,7 @@ mod tests {
             ttl: Some(42),
             resolver: "127.53.0.1:53".parse().unwrap(),
             truncated: false,
+            names_old: false,
         }
     }
 
@@ -109,7 +139,7 @@ mod tests {
             json!({"pid": 7, "comm": "curl", "cgroup_id": 3, "name": "svc.tracer.test",
                    "qtype": "A", "rcode": "NOERROR", "addrs": ["192.0.2.10"],
                    "cnames": ["real.tracer.test"], "ttl": 42, "resolver": "127.53.0.1:53",
-                   "truncated": false})
+                   "truncated": false, "names_old": false})
         );
         let v = event(&answer(None));
         assert!(v["pid"].is_null() && v["comm"].is_null());

@@ -202,6 +202,7 @@ impl Session {
         let at = self.info.started_at + Duration::from_millis(change.at_ms);
         let name = change.name.clone();
         let long_ttl = change.ttl > crate::model::analysis::dns::LONG_TTL_S;
+        let ttl = change.ttl;
         self.event_at(
             EventKind::DnsChange {
                 change,
@@ -211,6 +212,7 @@ impl Session {
             },
             at,
         )?;
+        self.analysis.dns_ttl(ttl);
         if self.info.cutover_at.is_none() {
             self.mark_cutover(CutoverSource::Dns, at, Some(name))?;
         }
@@ -230,6 +232,8 @@ impl Session {
     pub fn tick(&mut self) -> Result<()> {
         let mut cur = self.source.sample().map_err(Error::runtime)?;
         let reconciled = self.reconcile_if_due(&mut cur);
+        // The answers arrived before the snapshot was read: recorded, and fed, before it.
+        self.dns_answers(std::mem::take(&mut cur.dns_answers))?;
         let sample = Sample::of(&cur, &self.last, self.info.top);
         let findings = self.analysis.feed(sample);
         let state = self.analysis.state();
@@ -244,7 +248,6 @@ impl Session {
             self.event_at(EventKind::Finding(f), at)?;
         }
         self.cutover_due(at)?;
-        self.dns_answers(self.last.dns_answers.clone())?;
         let destinations = self.last.evicted.destinations;
         if destinations > self.reported_evicted {
             self.event(EventKind::Evicted { destinations })?;
@@ -272,10 +275,15 @@ impl Session {
         Ok(())
     }
 
-    /// One `dns_answer` event per answer, dated when it arrived.
+    /// One `dns_answer` event per answer, dated when it arrived; those naming old go to the
+    /// analysis (what tells a stale resolver from an in-process cache).
     fn dns_answers(&mut self, answers: Vec<crate::model::dns_seen::DnsAnswerSeen>) -> Result<()> {
         for a in answers {
             let at = a.at;
+            if let Some(o) = crate::dns_answer::old_answer(&a, offset_ms(self.info.started_at, at))
+            {
+                self.analysis.old_answer(o);
+            }
             self.event_at(EventKind::DnsAnswer(Box::new(a)), at)?;
         }
         Ok(())

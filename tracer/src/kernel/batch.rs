@@ -43,15 +43,33 @@ pub fn read_percpu<K: Pod + Default, V: Pod + Default, M: IterableMap<K, PerCpuV
 /// Hand every (key, per-CPU values) of a per-CPU hash map to `f`, with no allocation per
 /// entry (the values slice is reused). `Err` when the kernel lacks batch lookups (before
 /// 5.6), before `f` saw any entry.
-pub fn for_each_percpu<K, V, M>(map: &M, ncpus: usize, mut f: impl FnMut(K, &[V])) -> io::Result<()>
+pub fn for_each_percpu<K, V, M>(map: &M, ncpus: usize, f: impl FnMut(K, &[V])) -> io::Result<()>
 where
     K: Pod + Default,
     V: Pod + Default,
     M: IterableMap<K, PerCpuValues<V>>,
 {
-    let fd = map.map().fd().as_fd().as_raw_fd();
     // Per-CPU values are laid out one per possible CPU, each rounded up to 8 bytes.
     let stride = size_of::<V>().div_ceil(8) * 8;
+    for_each_raw(map.map(), ncpus, stride, f)
+}
+
+/// Hand every (key, value) of a plain (not per-CPU) hash map to `f`, batched like
+/// `for_each_percpu`.
+pub fn for_each_plain<K: Pod + Default, V: Pod + Default>(
+    map: &aya::maps::MapData,
+    mut f: impl FnMut(K, V),
+) -> io::Result<()> {
+    for_each_raw(map, 1, size_of::<V>(), |k, v: &[V]| f(k, v[0]))
+}
+
+fn for_each_raw<K: Pod + Default, V: Pod + Default>(
+    map: &aya::maps::MapData,
+    ncpus: usize,
+    stride: usize,
+    mut f: impl FnMut(K, &[V]),
+) -> io::Result<()> {
+    let fd = map.fd().as_fd().as_raw_fd();
     let mut keys = vec![K::default(); CHUNK];
     let mut values = vec![0u8; CHUNK * ncpus * stride];
     let mut per_cpu = vec![V::default(); ncpus];

@@ -217,6 +217,7 @@ pub fn decode(rec: &[u8], clock: &Clock) -> Option<DnsAnswerSeen> {
         ttl,
         resolver: SocketAddr::new(ip, h.sport),
         truncated: h.wire_len > h.len || msg.metadata.truncation,
+        names_old: false,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod census;
 mod cost_tests;
 pub mod dnscap;
 pub mod env;
+pub mod holders;
 pub mod hooks;
 pub mod owners;
 pub mod progstats;

@@ -65,14 +65,16 @@ fn inode_owners(wanted: &HashMap<u32, ()>) -> HashMap<u32, u32> {
     owners
 }
 
-/// Processes holding old-side outbound connections at start, with how many each.
-pub fn census_owners(conns: &[Conn], sets: &Sets) -> Vec<CensusOwner> {
+/// Processes holding old-side outbound connections at start, with how many each, and the
+/// owner of each of those connections (an index into the owners), so its close can be followed
+/// per process.
+pub fn census_holders(conns: &[Conn], sets: &Sets) -> (Vec<CensusOwner>, Vec<(Conn, usize)>) {
     let old: Vec<&Conn> = conns
         .iter()
         .filter(|c| !c.inbound && sets.cohort(c.remote) == Cohort::Old)
         .collect();
     if old.is_empty() {
-        return vec![];
+        return (vec![], vec![]);
     }
     let wanted: HashMap<u32, ()> = old.iter().map(|c| (c.inode, ())).collect();
     let owners = inode_owners(&wanted);
@@ -95,7 +97,12 @@ pub fn census_owners(conns: &[Conn], sets: &Sets) -> Vec<CensusOwner> {
         })
         .collect();
     v.sort_by(|a, b| b.old_open.cmp(&a.old_open).then(a.pid.cmp(&b.pid)));
-    v
+    let index: HashMap<u32, usize> = v.iter().enumerate().map(|(i, o)| (o.pid, i)).collect();
+    let held = old
+        .into_iter()
+        .filter_map(|c| Some(((*c).clone(), index[owners.get(&c.inode)?])))
+        .collect();
+    (v, held)
 }
 
 #[cfg(test)]

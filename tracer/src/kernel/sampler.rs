@@ -62,6 +62,8 @@ pub struct Sampler {
     kept_out: RefCell<Reuse<[OutCounters; 3], OutRows>>,
     kept_in: RefCell<Reuse<[InCounters; 3], InRows>>,
     kept_reasons: RefCell<Reuse<[Reasons; 3], ReasonRows>>,
+    /// Who holds the open old-side connections, and since when.
+    holders: super::holders::Holders,
 }
 
 /// Destinations and processes with the live entries of DEST and PROCS.
@@ -164,7 +166,7 @@ impl Names {
     }
 }
 
-fn comm_str(c: &[u8; 16]) -> String {
+pub(super) fn comm_str(c: &[u8; 16]) -> String {
     let end = c.iter().position(|b| *b == 0).unwrap_or(c.len());
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
@@ -180,6 +182,7 @@ impl Sampler {
             }
         }
         let start = census_baseline(&t.census);
+        let holders = super::holders::Holders::new(t, super::holders::monotonic_ns())?;
         let capacity = [
             capacity(t, names::DEST),
             capacity(t, names::LOCAL_IN),
@@ -217,6 +220,7 @@ impl Sampler {
             kept_out: Default::default(),
             kept_in: Default::default(),
             kept_reasons: Default::default(),
+            holders,
         })
     }
 
@@ -237,6 +241,15 @@ impl Sampler {
             .iter()
             .filter_map(|fd| progstats::read(fd.as_fd()).ok())
             .collect()
+    }
+
+    /// The owners of the census connections to old, so they count for their processes.
+    pub fn set_census_owners(
+        &mut self,
+        owners: &[crate::model::analysis::stragglers::CensusOwner],
+        held: &[(super::census::Conn, usize)],
+    ) {
+        self.holders.set_census_owners(owners, held);
     }
 
     pub fn sets(&self) -> &Sets {
@@ -278,6 +291,12 @@ impl Sampler {
             .get(out_totals, || self.read_out())?;
         snap.destinations = destinations;
         snap.processes = processes;
+        let old = &out_totals[Cohort::Old as usize];
+        let held = self
+            .holders
+            .read(old.established.wrapping_add(old.closed), old.established);
+        snap.held = held.holders;
+        snap.processes.extend(held.census_rows);
         let ((locals, live_local), _) = self
             .kept_in
             .borrow_mut()
@@ -298,6 +317,9 @@ impl Sampler {
         if let Some(dns) = &self.dns {
             let (cap, seen) = &mut *dns.borrow_mut();
             snap.dns_answers = cap.drain();
+            for a in &mut snap.dns_answers {
+                a.names_old = a.addrs.iter().any(|x| self.sets.cohort(*x) == Cohort::Old);
+            }
             for a in &snap.dns_answers {
                 seen.add(a);
             }

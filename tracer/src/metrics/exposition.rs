@@ -72,6 +72,8 @@ pub struct Milestones {
     pub gaps: Vec<(&'static str, u32, f64)>,
     /// Whether the old side has drained (`tracer_old_drained`, 0 or 1).
     pub drained: Option<bool>,
+    /// Straggler processes per cause (`tracer_stragglers{cause}`), once a cutover is known.
+    pub stragglers: Option<Vec<(&'static str, u64)>>,
 }
 
 /// One sampling pass: the snapshot, the one before it (for per-interval shares), and how many
@@ -396,7 +398,16 @@ fn milestone_families(m: &Milestones) -> Vec<Family> {
     if let Some(d) = m.drained {
         drained.int(&[], d.into());
     }
-    vec![cutover, gap, drained]
+    let mut stragglers = Family::new(
+        "tracer_stragglers",
+        Kind::Gauge,
+        &["cause"],
+        "Processes still on the old side after the cutover, per cause (pinned: holds connections opened before it; dns_cache: fresh connects no DNS answer explains; stale_resolver: got old answers after the TTL); absent until a cutover.",
+    );
+    for (cause, n) in m.stragglers.iter().flatten() {
+        stragglers.int(&[cause], *n);
+    }
+    vec![cutover, gap, drained, stragglers]
 }
 
 const DC: &[&str] = &["destination", "cohort"];

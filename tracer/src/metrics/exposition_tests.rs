@@ -393,6 +393,7 @@ fn share_is_absent_without_traffic_and_milestones_when_known() {
         cutover: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         gaps: vec![("attempts", 95, 2.5), ("open", 99, -1.0)],
         drained: Some(false),
+        stragglers: Some(vec![("pinned", 2), ("dns_cache", 0), ("stale_resolver", 1)]),
     };
     for (series, meta) in both(&fixed(0, 0), Some(&frame), &m) {
         assert!(series.keys().all(|(n, _)| n != "tracer_new_share_ratio"));
@@ -412,6 +413,11 @@ fn share_is_absent_without_traffic_and_milestones_when_known() {
         };
         assert_eq!((gap("attempts", "95"), gap("open", "99")), (2.5, -1.0));
         assert_eq!(series[&key("tracer_old_drained", &[])], 0.0);
+        let by = |c| series[&key("tracer_stragglers", &[("cause", c)])];
+        assert_eq!(
+            (by("pinned"), by("dns_cache"), by("stale_resolver")),
+            (2.0, 0.0, 1.0)
+        );
     }
 }
 

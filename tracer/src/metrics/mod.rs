@@ -52,6 +52,13 @@ pub fn milestones(st: &State, started_at: SystemTime) -> Milestones {
             .filter_map(|g| Some((g.metric.name(), g.level, g.gap_ms? as f64 / 1000.0)))
             .collect(),
         drained: Some(st.drain.drained_since.is_some()),
+        stragglers: st.cutover.as_ref().map(|_| {
+            crate::model::analysis::causes::Cause::ALL
+                .iter()
+                .zip(st.per_cause)
+                .map(|(c, n)| (c.as_str(), n as u64))
+                .collect()
+        }),
     }
 }
 

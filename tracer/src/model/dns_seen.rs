@@ -39,6 +39,8 @@ pub struct DnsAnswerSeen {
     pub resolver: SocketAddr,
     /// The message was cut: larger than the capture copies, or the TC bit was set.
     pub truncated: bool,
+    /// An answer address is on the old side (set by the sampler, which knows the sets).
+    pub names_old: bool,
 }
 
 impl DnsAnswerSeen {
@@ -69,6 +71,7 @@ impl DnsAnswerSeen {
             self.rcode = other.rcode.clone();
         }
         self.truncated |= other.truncated;
+        self.names_old |= other.names_old;
         self.at = self.at.max(other.at);
     }
 }
@@ -191,6 +194,7 @@ mod tests {
             ttl,
             resolver: "127.0.0.53:53".parse().unwrap(),
             truncated: false,
+            names_old: false,
         }
     }
 

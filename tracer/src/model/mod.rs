@@ -6,6 +6,7 @@ pub mod counters;
 pub mod dns_seen;
 pub mod failures;
 pub mod fleet;
+pub mod held;
 pub mod latency;
 pub mod process;
 pub mod reconcile;

@@ -4,7 +4,12 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use super::{cohort::Cohort, counters::Out, snapshot::ProcRow};
+use super::{
+    cohort::Cohort,
+    counters::Out,
+    held::Held,
+    snapshot::{ProcRow, Snapshot},
+};
 
 /// One process: its counters towards each cohort, summed over destinations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +21,8 @@ pub struct Process {
     pub out: [Out; 3],
     /// Destinations it has rows for.
     pub destinations: usize,
+    /// Its open old-side connections with when each was opened (filled by `listed`).
+    pub held: Held,
 }
 
 impl Process {
@@ -52,6 +59,7 @@ pub fn aggregate(rows: &[ProcRow]) -> Vec<Process> {
                         cgroup: r.cgroup,
                         out: [Out::default(); 3],
                         destinations: 0,
+                        held: Held::default(),
                     });
                 }
                 *slot = Some((key, i));
@@ -69,6 +77,56 @@ pub fn aggregate(rows: &[ProcRow]) -> Vec<Process> {
             .then(a.cgroup.cmp(&b.cgroup))
     });
     acc
+}
+
+/// Processes listed beyond `top` when that many are on the old side in one interval.
+pub const OLD_SIDE_CAP: usize = 500;
+
+/// The processes a snapshot lists: first every process on the old side in the interval (open
+/// old connections, census ones included, or old attempts since `prev`), busiest there first,
+/// up to `OLD_SIDE_CAP`; then the most active others up to `top` in all. So a straggler is
+/// never pushed out by processes that moved.
+pub fn listed(cur: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Process> {
+    let old = Cohort::Old as usize;
+    let before: BTreeMap<(u32, Arc<str>, u64), u64> = prev
+        .map(|p| {
+            aggregate(&p.processes)
+                .into_iter()
+                .map(|p| ((p.pid, p.comm.clone(), p.cgroup), p.out[old].attempts))
+                .collect()
+        })
+        .unwrap_or_default();
+    let held: BTreeMap<(u32, &str, u64), &Held> = cur
+        .held
+        .iter()
+        .map(|h| ((h.pid, &*h.comm, h.cgroup), &h.held))
+        .collect();
+    let (mut on_old, mut rest): (Vec<(u64, Process)>, Vec<(u64, Process)>) =
+        aggregate(&cur.processes)
+            .into_iter()
+            .map(|mut p| {
+                if let Some(h) = held.get(&(p.pid, &*p.comm, p.cgroup)) {
+                    p.held = (*h).clone();
+                }
+                let o = p.out[old];
+                let was = before
+                    .get(&(p.pid, p.comm.clone(), p.cgroup))
+                    .copied()
+                    .unwrap_or(0);
+                // A smaller count is a reset (eviction): all of it is new.
+                let fresh = if o.attempts >= was {
+                    o.attempts - was
+                } else {
+                    o.attempts
+                };
+                (o.open + fresh, p)
+            })
+            .partition(|(w, _)| *w > 0);
+    on_old.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
+    on_old.truncate(OLD_SIDE_CAP);
+    let room = top.saturating_sub(on_old.len());
+    rest.truncate(room);
+    on_old.into_iter().chain(rest).map(|(_, p)| p).collect()
 }
 
 #[cfg(test)]
@@ -117,6 +175,47 @@ mod tests {
                 (p.out, p.destinations)
             );
         }
+    }
+
+    #[test]
+    fn old_side_processes_are_listed_first_and_never_pushed_out() {
+        let row = |pid: u32, cohort, attempts, open| ProcRow {
+            pid,
+            comm: format!("p{pid}").into(),
+            cgroup: 1,
+            addr: "127.10.0.1".parse().unwrap(),
+            cohort,
+            out: Out {
+                attempts,
+                open,
+                ..Default::default()
+            },
+        };
+        let mut prev = Snapshot::empty(std::time::SystemTime::UNIX_EPOCH);
+        prev.processes = vec![row(1, Cohort::Old, 4, 0)];
+        let mut cur = prev.clone();
+        cur.processes = (100..150).map(|pid| row(pid, Cohort::New, 90, 1)).collect();
+        cur.processes.push(row(1, Cohort::Old, 4, 0));
+        cur.processes.push(row(2, Cohort::Old, 1, 0));
+        cur.processes.push(row(3, Cohort::Old, 0, 2));
+        cur.held = vec![super::super::held::Holder {
+            pid: 3,
+            comm: "p3".into(),
+            cgroup: 1,
+            held: Held {
+                before_start: 2,
+                opened_ms: vec![],
+            },
+        }];
+        let l = listed(&cur, Some(&prev), 5);
+        let pids: Vec<u32> = l.iter().map(|p| p.pid).collect();
+        assert_eq!(
+            pids,
+            [3, 2, 100, 101, 102],
+            "pid 1 made no attempt this interval"
+        );
+        assert_eq!(l[0].held.before_start, 2);
+        assert_eq!(listed(&cur, Some(&prev), 1).len(), 2, "both on old");
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct Snapshot {
     pub dns: std::collections::BTreeMap<u32, super::dns_seen::DnsAnswerSeen>,
     /// The capture's counts since start; None when it is not attached.
     pub dns_capture: Option<super::dns_seen::CaptureStats>,
+    /// Open old-side connections per process, with when each was opened.
+    pub held: Vec<super::held::Holder>,
 }
 
 impl Snapshot {
@@ -145,6 +147,7 @@ impl Snapshot {
             dns_answers: vec![],
             dns: Default::default(),
             dns_capture: None,
+            held: vec![],
         }
     }
 

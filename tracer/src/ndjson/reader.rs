@@ -9,6 +9,7 @@ use crate::model::{
         stragglers::{CensusOwner, ProcSample},
     },
     counters::Out,
+    held::Held,
 };
 
 /// The complete JSON lines of a recording, numbered from 1, and a warning when the recording
@@ -87,6 +88,7 @@ pub fn sample_from_json(v: &Value) -> Result<Sample, String> {
                         unit: p["unit"].as_str().map(String::from),
                         old: out_of(&p["cohorts"]["old"], "processes[].cohorts.old")?,
                         new: out_of(&p["cohorts"]["new"], "processes[].cohorts.new")?,
+                        held: held_of(&p["old_held"]),
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()
@@ -124,7 +126,23 @@ pub fn params_from_json(v: &Value) -> Params {
     Params {
         threshold: v["threshold"].as_u64().map_or(d.threshold, |t| t as u32),
         quiet_for_ms: v["quiet_for_ms"].as_u64().unwrap_or(d.quiet_for_ms),
+        ttl_ms: v["ttl_ms"].as_u64(),
     }
+}
+
+/// A process's `old_held` (absent: it holds nothing on old).
+fn held_of(v: &Value) -> Held {
+    let mut h = Held {
+        before_start: v["before_start"].as_u64().unwrap_or(0),
+        opened_ms: vec![],
+    };
+    for p in v["opened_ms"].as_array().into_iter().flatten() {
+        if let (Some(t), Some(n)) = (p[0].as_u64(), p[1].as_u64()) {
+            h.opened_ms.push((t, n));
+        }
+    }
+    h.normalize();
+    h
 }
 
 pub fn owners_from_json(v: &Value) -> Vec<CensusOwner> {

@@ -13,6 +13,7 @@ use crate::{
     model::{
         analysis::{
             Finding, Params, State,
+            causes::Cause,
             drain::DrainChange,
             drain::Estimate,
             gap::Crossed,
@@ -21,6 +22,7 @@ use crate::{
         cohort::Cohort,
         counters::{In, Out},
         failures::Reasons,
+        held::Held,
         latency::{Hist, Latency},
         process,
         snapshot::Snapshot,
@@ -136,11 +138,16 @@ fn process_reasons(s: &Snapshot) -> BTreeMap<(u32, &str, u64), [Reasons; 3]> {
     by
 }
 
-fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
+/// Open old connections of a process and when they were opened: what `pinned` is judged by.
+pub fn held_json(h: &Held) -> Value {
+    json!({"before_start": h.before_start,
+           "opened_ms": h.opened_ms.iter().map(|(t, n)| json!([t, n])).collect::<Vec<_>>()})
+}
+
+fn processes_json(s: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Value> {
     let reasons = process_reasons(s);
-    process::aggregate(&s.processes)
+    process::listed(s, prev, top)
         .into_iter()
-        .take(top)
         .map(|p| {
             let r = reasons.get(&(p.pid, &*p.comm, p.cgroup));
             let cohorts: serde_json::Map<String, Value> = Cohort::ALL
@@ -160,6 +167,9 @@ fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
             }
             if let Some(a) = s.dns.get(&p.pid) {
                 v["dns"] = crate::dns_answer::row(a);
+            }
+            if !p.held.is_empty() {
+                v["old_held"] = held_json(&p.held);
             }
             v
         })
@@ -194,7 +204,7 @@ pub fn snapshot(cur: &Snapshot, prev: &Snapshot, top: usize) -> Value {
     json!({
         "type": "snapshot", "ts": rfc3339(cur.at), "elapsed_ms": cur.elapsed.as_millis() as u64,
         "cohorts": out, "inbound": inb,
-        "destinations": destinations(cur, top), "processes": processes_json(cur, top),
+        "destinations": destinations(cur, top), "processes": processes_json(cur, Some(prev), top),
         "evicted": evicted(cur),
         "evicted_detail": {"destinations": cur.evicted.destinations, "locals": cur.evicted.locals,
                            "processes": cur.evicted.processes},
@@ -332,7 +342,8 @@ pub fn event(ev: &Event) -> Value {
 
 /// The meta line's record of the analysis settings.
 pub fn params_json(p: &Params) -> Value {
-    json!({"threshold": p.threshold, "levels": p.levels(), "quiet_for_ms": p.quiet_for_ms})
+    json!({"threshold": p.threshold, "levels": p.levels(), "quiet_for_ms": p.quiet_for_ms,
+           "ttl_ms": p.ttl_ms})
 }
 
 pub fn owners_json(owners: &[CensusOwner]) -> Value {
@@ -343,10 +354,29 @@ pub fn owners_json(owners: &[CensusOwner]) -> Value {
 }
 
 fn straggler_json(s: &Straggler) -> Value {
+    let answer = s
+        .last_old_answer
+        .as_ref()
+        .map(|a| json!({"at_ms": a.at_ms, "name": a.name, "ttl": a.ttl_s, "resolver": a.resolver}));
     json!({"pid": s.pid, "comm": s.comm, "cgroup_id": s.cgroup, "unit": s.unit,
+           "causes": s.causes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
            "old_attempts_since_cutover": s.old_attempts_since_cutover, "old_open": s.old_open,
+           "old_open_before_cutover": s.old_open_before_cutover,
+           "oldest_open_age_ms": s.oldest_open_age_ms,
+           "fresh_old_after_ttl": s.fresh_old_after_ttl,
+           "last_old_answer": answer, "stale_resolver": s.stale_resolver,
            "census_open": s.census_open, "first_old_ms": s.first_old_ms, "last_old_ms": s.last_old_ms,
            "reached_new": s.reached_new})
+}
+
+/// Processes per cause among all stragglers (what the metrics gauge shows).
+pub fn causes_count(st: &State) -> Value {
+    Cause::ALL
+        .iter()
+        .zip(st.per_cause)
+        .map(|(c, n)| (c.as_str().to_string(), json!(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// The analysis state as JSON (the final `analysis` event, `tracer report --json`).
@@ -367,8 +397,20 @@ pub fn state_json(st: &State) -> Value {
         Estimate::QuietSince(ms) => {
             json!({"quiet_since_ms": ms, "drained_at_ms": ms + st.drain.quiet_for_ms})
         }
+        Estimate::Pinned => {
+            json!({"none": "held by pinned connections: it will not drain by itself"})
+        }
         Estimate::NotPossible(why) => json!({"none": why}),
     };
+    let pinned_by: Vec<Value> = st
+        .drain
+        .pinned_by
+        .iter()
+        .map(|p| {
+            json!({"pid": p.pid, "comm": p.comm, "old_open": p.old_open,
+                        "oldest_open_age_ms": p.oldest_open_age_ms})
+        })
+        .collect();
     json!({
         "end_ms": st.now_ms,
         "cutover": st.cutover.as_ref().map(|c| json!({"at_ms": c.at_ms, "source": c.source.name()})),
@@ -377,8 +419,12 @@ pub fn state_json(st: &State) -> Value {
         "drain": {"drained": st.drain.drained_since.is_some(), "since_ms": st.drain.drained_since,
                   "old_open": st.drain.old_open, "attempts_last_minute": st.drain.attempts_last_minute,
                   "quiet_for_ms": st.drain.quiet_for_ms, "last_busy_ms": st.drain.last_busy_ms,
-                  "estimate": estimate},
+                  "estimate": estimate, "will_not_drain": st.drain.estimate == Estimate::Pinned,
+                  "pinned_by": pinned_by},
+        "ttl_ms": st.ttl_ms, "ttl_source": st.ttl_source.as_str(),
         "stragglers": st.stragglers.iter().map(straggler_json).collect::<Vec<_>>(),
+        "stragglers_total": st.stragglers_total, "moved": st.moved,
+        "stragglers_by_cause": causes_count(st),
         "old_destinations": st.old_destinations.iter().map(|(a, o)| json!({"addr": a, "attempts": o.attempts, "open": o.open})).collect::<Vec<_>>(),
     })
 }
@@ -397,7 +443,7 @@ pub fn summary(
         "type": "summary", "ts": rfc3339(last.at), "elapsed_ms": last.elapsed.as_millis() as u64,
         "reason": reason.name(), "snapshots": snapshots,
         "cohorts": out, "inbound": inb,
-        "destinations": destinations(last, top), "processes": processes_json(last, top),
+        "destinations": destinations(last, top), "processes": processes_json(last, None, top),
         "evicted": evicted(last), "lost_events": last.lost_events,
         "reconciliations": last.reconciliations,
         "dns_capture": crate::dns_answer::stats(last.dns_capture.as_ref()),

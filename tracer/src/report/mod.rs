@@ -148,7 +148,15 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                                 .map(|f| (at, f)),
                         );
                     }
+                    Some(crate::dns_answer::EVENT) => {
+                        if let Some(a) = crate::dns_answer::old_answer_of_event(&v) {
+                            analysis.old_answer(a);
+                        }
+                    }
                     Some("dns_change") => {
+                        if let Some(t) = v["ttl"].as_u64() {
+                            analysis.dns_ttl(t as u32);
+                        }
                         for p in v["added_to_new"].as_array().into_iter().flatten() {
                             if let Some(p) = p.as_str()
                                 && !rec.new_side.iter().any(|x| x == p)

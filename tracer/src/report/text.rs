@@ -6,12 +6,68 @@ use serde_json::Value;
 
 use super::{Recorded, outcomes};
 use crate::model::{
-    analysis::{drain::Estimate, gap::HOLD},
+    analysis::{State, TtlSource, causes::Cause, drain::Estimate, gap::HOLD},
     failures::Reason,
     latency::fmt_us,
 };
 
 /// Milliseconds as seconds with one decimal.
+/// Who is still on old and why, with the fix per cause; the processes that moved, counted.
+fn stragglers_text(o: &mut String, st: &State) {
+    let cut = st.cutover.is_some();
+    let ttl = match st.ttl_source {
+        TtlSource::Unknown => "TTL unknown (0 s: one interval of grace; give --ttl)".to_string(),
+        s => format!("TTL {} ({})", secs(st.ttl_ms), s.as_str()),
+    };
+    let _ = writeln!(
+        o,
+        "stragglers {} on old, {} moved to new; {ttl}",
+        st.stragglers_total, st.moved
+    );
+    if st.stragglers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "           pid      comm             cgroup / unit        old conn  old open  pre-cut  oldest    first old  last old   why"
+    );
+    for s in &st.stragglers {
+        let t = |v: Option<u64>| v.map_or("-".into(), secs);
+        let oldest = match s.oldest_open_age_ms {
+            Some(a) if s.census_open > 0 && a >= st.now_ms => "pre-start".to_string(),
+            Some(a) => crate::model::analysis::age(a),
+            None => "-".into(),
+        };
+        let _ = writeln!(
+            o,
+            "           {:<8} {:<16} {:<20} {:>8} {:>9} {:>8}  {:<9} {:>9} {:>9}   {}",
+            s.pid,
+            s.comm,
+            s.unit.clone().unwrap_or_else(|| s.cgroup.to_string()),
+            s.old_attempts_since_cutover,
+            s.old_open,
+            s.old_open_before_cutover
+                .map_or("-".into(), |n| n.to_string()),
+            oldest,
+            t(s.first_old_ms),
+            t(s.last_old_ms),
+            s.why(cut)
+        );
+    }
+    if st.stragglers_total > st.stragglers.len() {
+        let _ = writeln!(
+            o,
+            "           ... and {} more",
+            st.stragglers_total - st.stragglers.len()
+        );
+    }
+    for (c, n) in Cause::ALL.iter().zip(st.per_cause) {
+        if n > 0 {
+            let _ = writeln!(o, "fix        {}: {} ({n} processes)", c.as_str(), c.fix());
+        }
+    }
+}
+
 pub fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
@@ -134,6 +190,10 @@ pub fn render(rec: &Recorded) -> String {
                     when(ms + d.quiet_for_ms),
                     secs(d.quiet_for_ms)
                 ),
+                Estimate::Pinned => format!(
+                    "WILL NOT DRAIN BY ITSELF: {} (pinned, no fresh connects: recycle their pools)",
+                    d.pinned_text(st.now_ms)
+                ),
                 Estimate::NotPossible(why) => format!("no estimate: {why}"),
             };
             let _ = writeln!(
@@ -177,34 +237,7 @@ pub fn render(rec: &Recorded) -> String {
             .collect();
         let _ = writeln!(o, "old dests  {}", top.join(", "));
     }
-    if st.stragglers.is_empty() {
-        let _ = writeln!(o, "stragglers none");
-    } else {
-        let _ = writeln!(
-            o,
-            "stragglers pid      comm             cgroup / unit        old attempts  old open  at start  first old  last old   reached new"
-        );
-        for s in &st.stragglers {
-            let t = |v: Option<u64>| v.map_or("-".into(), secs);
-            let _ = writeln!(
-                o,
-                "           {:<8} {:<16} {:<20} {:>12} {:>9} {:>9}  {:>9} {:>9}   {}",
-                s.pid,
-                s.comm,
-                s.unit.clone().unwrap_or_else(|| s.cgroup.to_string()),
-                s.old_attempts_since_cutover,
-                s.old_open,
-                s.census_open,
-                t(s.first_old_ms),
-                t(s.last_old_ms),
-                if s.reached_new {
-                    "yes"
-                } else {
-                    "NO (cached DNS?)"
-                }
-            );
-        }
-    }
+    stragglers_text(&mut o, st);
     for c in &rec.dns_changes {
         let _ = writeln!(
             o,

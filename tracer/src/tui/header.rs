@@ -132,6 +132,9 @@ pub fn drain_line(st: &State, started: SystemTime) -> Line<'static> {
         None => {
             let est = match &d.estimate {
                 Estimate::At(ms) => format!("quiet ~{}", at(started, *ms)),
+                Estimate::Pinned => {
+                    format!("will not drain by itself: {}", d.pinned_text(st.now_ms))
+                }
                 Estimate::NotPossible(why) => format!("no estimate: {why}"),
                 // Taken by the arm above.
                 Estimate::QuietSince(_) => String::new(),

@@ -378,8 +378,35 @@ impl ViewState {
             })
             .filter(|s| s.open > 0 || s.rate > 0.0)
             .collect();
+        // Stragglers the analysis names (a cause) that were quiet in this interval stay listed.
+        if let Some(a) = &d.analysis {
+            for h in &a.stragglers {
+                if !h.causes.is_empty()
+                    && !v
+                        .iter()
+                        .any(|s| s.pid == h.pid && s.comm == h.comm && s.history.is_some())
+                {
+                    v.push(Straggler {
+                        pid: h.pid,
+                        comm: h.comm.clone(),
+                        open: h.old_open,
+                        rate: 0.0,
+                        attempts: 0,
+                        history: Some(h.clone()),
+                    });
+                }
+            }
+        }
+        // Ranked as the analysis ranks them: old use since the cutover plus old held.
+        let weight = |s: &Straggler| {
+            s.open
+                + s.history
+                    .as_ref()
+                    .map_or(0, |h| h.old_attempts_since_cutover)
+        };
         v.sort_by(|a, b| {
-            (b.open.cmp(&a.open))
+            weight(b)
+                .cmp(&weight(a))
                 .then(b.rate.total_cmp(&a.rate))
                 .then(a.pid.cmp(&b.pid))
         });

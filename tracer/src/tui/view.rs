@@ -308,10 +308,15 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     if rate_col {
         head.push("conn/s");
     }
-    head.push("new");
+    head.push("why");
     if wide {
-        head.extend(["last old", "first old", "unit"]);
+        head.extend(["new", "last old", "first old", "unit"]);
     }
+    let cut = st
+        .data()
+        .analysis
+        .as_ref()
+        .is_some_and(|a| a.cutover.is_some());
     let header = Row::new(head).style(bold());
     let skip = visible_skip(st.scroll[Pane::Stragglers as usize], rows.len(), area);
     let started = st.info.started_at;
@@ -327,9 +332,10 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
         if rate_col {
             cells.push(rate(s.rate));
         }
-        cells.push(new.to_string());
+        cells.push(h.map_or("-".into(), |h| h.why(cut)));
         if wide {
             cells.extend([
+                new.to_string(),
                 t(h.and_then(|h| h.last_old_ms)),
                 t(h.and_then(|h| h.first_old_ms)),
                 h.and_then(|h| h.unit.clone()).unwrap_or_default(),
@@ -345,9 +351,10 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     if rate_col {
         widths.push(Constraint::Length(6));
     }
-    widths.push(Constraint::Length(3));
+    widths.push(Constraint::Length(if wide { 22 } else { 14 }));
     if wide {
         widths.extend([
+            Constraint::Length(3),
             Constraint::Length(8),
             Constraint::Length(9),
             Constraint::Fill(1),

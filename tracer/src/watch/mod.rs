@@ -160,7 +160,10 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         eprintln!("tracer: {w}");
     }
     let started_at = SystemTime::now();
-    let sampler = Sampler::new(&mut tracer, sets).env()?;
+    let mut sampler = Sampler::new(&mut tracer, sets).env()?;
+    let (census_owners, census_held) =
+        crate::kernel::owners::census_holders(&tracer.census, &cfg.sets);
+    sampler.set_census_owners(&census_owners, &census_held);
     let census_out = tracer.census.iter().filter(|c| !c.inbound).count() as u64;
     let info = RunInfo {
         started_at,
@@ -178,8 +181,9 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         analysis: Params {
             threshold: args.threshold,
             quiet_for_ms: args.quiet_for.as_millis() as u64,
+            ttl_ms: args.ttl.map(|t| t.as_millis() as u64),
         },
-        census_owners: crate::kernel::owners::census_owners(&tracer.census, &cfg.sets),
+        census_owners,
         cutover_at: args.cutover_at,
         watch_dns: args.watch_dns.clone(),
         reconcile_every: args.reconcile_every,

@@ -32,6 +32,9 @@ pub enum Estimate {
     At(u64),
     /// Quiet already since this time, not yet for `quiet_for`: drained then, if it stays so.
     QuietSince(u64),
+    /// What is open is held by pinned connections of processes that make no fresh connects:
+    /// it will not drain by itself (`DrainState::pinned_by` names them).
+    Pinned,
     NotPossible(String),
 }
 

@@ -3,6 +3,7 @@
 //! state for display. The live run and `tracer report` feed it the same data (what the NDJSON
 //! snapshot lines hold), so both give the same numbers.
 
+pub mod causes;
 pub mod cutover;
 pub mod dns;
 pub mod drain;
@@ -13,7 +14,7 @@ use super::{cohort::Cohort, counters::Out, process, snapshot::Snapshot};
 use cutover::{Cutover, CutoverSource};
 use drain::{Drain, Estimate};
 use gap::{Crossing, Metric, Tracker};
-use stragglers::{CensusOwner, ProcSample, Straggler, Stragglers};
+use stragglers::{CensusOwner, OldAnswer, ProcSample, Straggler, Stragglers};
 
 /// Settings of the analysis (recorded in the meta line so a report uses the same).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub struct Params {
     pub threshold: u32,
     /// Quiet time after which the old side is drained (`--quiet-for`).
     pub quiet_for_ms: u64,
+    /// The grace after the cutover before old connects count against a process (`--ttl`;
+    /// else the watched name's TTL at its change; else 0).
+    pub ttl_ms: Option<u64>,
 }
 
 impl Default for Params {
@@ -29,6 +33,7 @@ impl Default for Params {
         Params {
             threshold: 95,
             quiet_for_ms: 60_000,
+            ttl_ms: None,
         }
     }
 }
@@ -62,9 +67,8 @@ impl Sample {
     /// records (so a replay of the recording sees the same).
     pub fn of(cur: &Snapshot, prev: &Snapshot, top: usize) -> Sample {
         let (old, new) = (cur.cohort_out(Cohort::Old), cur.cohort_out(Cohort::New));
-        let processes = process::aggregate(&cur.processes)
+        let processes = process::listed(cur, Some(prev), top)
             .into_iter()
-            .take(top)
             .map(|p| ProcSample {
                 unit: cur.units.get(&p.pid).cloned(),
                 pid: p.pid,
@@ -72,6 +76,7 @@ impl Sample {
                 cgroup: p.cgroup,
                 old: *p.cohort(Cohort::Old),
                 new: *p.cohort(Cohort::New),
+                held: p.held,
             })
             .collect();
         let old_destinations = cur
@@ -128,6 +133,15 @@ pub struct GapState {
     pub running_ms: Option<u64>,
 }
 
+/// A process whose pinned connections are all that keeps the old side open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedBy {
+    pub pid: u32,
+    pub comm: String,
+    pub old_open: u64,
+    pub oldest_open_age_ms: Option<u64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DrainState {
     /// Quiet since this time (ms since start), if drained.
@@ -137,6 +151,37 @@ pub struct DrainState {
     pub quiet_for_ms: u64,
     pub last_busy_ms: u64,
     pub estimate: Estimate,
+    /// Pinned processes holding old connections and making no fresh connects there.
+    pub pinned_by: Vec<PinnedBy>,
+}
+
+impl DrainState {
+    /// `held by nginx (pid 12, 4 open, oldest 5m02s), bash (pid 9, 1 open, from before start)`.
+    pub fn pinned_text(&self, now_ms: u64) -> String {
+        let who: Vec<String> = self
+            .pinned_by
+            .iter()
+            .map(|p| {
+                let age = match p.oldest_open_age_ms {
+                    Some(a) if a >= now_ms => "from before start".to_string(),
+                    Some(a) => format!("oldest {}", age(a)),
+                    None => "age unknown".into(),
+                };
+                format!("{} (pid {}, {} open, {age})", p.comm, p.pid, p.old_open)
+            })
+            .collect();
+        format!("held by {}", who.join(", "))
+    }
+}
+
+/// `42s`, `5m02s`, `3h04m`.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// The analysis as plain data, for the live view and reports.
@@ -149,8 +194,38 @@ pub struct State {
     pub share_open: Option<u32>,
     pub gaps: Vec<GapState>,
     pub drain: DrainState,
+    /// The `TOP` heaviest stragglers, and how many there are in all.
     pub stragglers: Vec<Straggler>,
+    pub stragglers_total: usize,
+    /// Stragglers per cause, in the order of `Cause::ALL`.
+    pub per_cause: [usize; 3],
+    /// Processes on the new side and not straggling.
+    pub moved: u64,
+    /// The grace after the cutover in use, and where it came from.
+    pub ttl_ms: u64,
+    pub ttl_source: TtlSource,
     pub old_destinations: Vec<(String, Out)>,
+}
+
+/// Where the TTL of the analysis came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtlSource {
+    /// `--ttl`.
+    Flag,
+    /// The watched name's TTL at its change.
+    Dns,
+    /// Neither: 0 (each process gets one interval of grace).
+    Unknown,
+}
+
+impl TtlSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TtlSource::Flag => "flag",
+            TtlSource::Dns => "dns",
+            TtlSource::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +235,7 @@ pub struct Analysis {
     drain: Drain,
     stragglers: Stragglers,
     last: Sample,
+    ttl: (u64, TtlSource),
 }
 
 /// Rows of stragglers and destinations kept in the state.
@@ -173,13 +249,34 @@ impl Analysis {
                 trackers.push(Tracker::new(metric, level));
             }
         }
+        let mut stragglers = Stragglers::default();
+        let ttl = match params.ttl_ms {
+            Some(t) => (t, TtlSource::Flag),
+            None => (0, TtlSource::Unknown),
+        };
+        stragglers.set_ttl(ttl.0);
         Analysis {
             cutover: None,
             trackers,
             drain: Drain::new(params.quiet_for_ms),
-            stragglers: Stragglers::default(),
+            stragglers,
             last: Sample::default(),
+            ttl,
         }
+    }
+
+    /// The watched name's TTL, seen at its change: the grace, unless `--ttl` set one.
+    pub fn dns_ttl(&mut self, ttl_s: u32) {
+        if self.ttl.1 == TtlSource::Unknown {
+            self.ttl = (u64::from(ttl_s) * 1000, TtlSource::Dns);
+            self.stragglers.set_ttl(self.ttl.0);
+        }
+    }
+
+    /// A DNS answer naming the old side that a process received; fed before the snapshot of
+    /// the interval it arrived in.
+    pub fn old_answer(&mut self, a: OldAnswer) {
+        self.stragglers.old_answer(a);
     }
 
     pub fn census(&mut self, owners: &[CensusOwner]) {
@@ -198,7 +295,7 @@ impl Analysis {
             return vec![];
         }
         self.cutover = Some(Cutover { at_ms, source });
-        self.stragglers.cutover();
+        self.stragglers.cutover(at_ms);
         self.trackers
             .iter()
             .filter_map(|t| {
@@ -254,8 +351,43 @@ impl Analysis {
         self.drain.drained_since.is_some()
     }
 
+    /// The drain verdict; when all that is open on old is held by pinned processes that make
+    /// no fresh connects there, it will not drain by itself: no decay estimate, the holders named.
+    fn drain_state(&self, stragglers: &[Straggler]) -> DrainState {
+        let pinned_by: Vec<PinnedBy> = stragglers
+            .iter()
+            .filter(|s| s.only_pinned() && s.old_open > 0)
+            .map(|s| PinnedBy {
+                pid: s.pid,
+                comm: s.comm.clone(),
+                old_open: s.old_open,
+                oldest_open_age_ms: s.oldest_open_age_ms,
+            })
+            .collect();
+        let open = self.drain.open();
+        let held: u64 = pinned_by.iter().map(|p| p.old_open).sum();
+        let mut estimate = self.drain.estimate();
+        if self.drain.drained_since.is_none()
+            && open > 0
+            && held >= open
+            && self.last.old_attempts == 0
+        {
+            estimate = Estimate::Pinned;
+        }
+        DrainState {
+            drained_since: self.drain.drained_since,
+            old_open: open,
+            attempts_last_minute: self.drain.attempts_last_minute(),
+            quiet_for_ms: self.drain.quiet_for_ms,
+            last_busy_ms: self.drain.last_busy_ms,
+            estimate,
+            pinned_by,
+        }
+    }
+
     pub fn state(&self) -> State {
         let now = self.last.elapsed_ms;
+        let (stragglers, moved) = self.stragglers.all(now);
         let gaps = self
             .trackers
             .iter()
@@ -284,15 +416,14 @@ impl Analysis {
             share_attempts: gap::share_permille(self.last.old_attempts, self.last.new_attempts),
             share_open: gap::share_permille(self.last.old.open, self.last.new.open),
             gaps,
-            drain: DrainState {
-                drained_since: self.drain.drained_since,
-                old_open: self.drain.open(),
-                attempts_last_minute: self.drain.attempts_last_minute(),
-                quiet_for_ms: self.drain.quiet_for_ms,
-                last_busy_ms: self.drain.last_busy_ms,
-                estimate: self.drain.estimate(),
-            },
-            stragglers: self.stragglers.top(TOP),
+            drain: self.drain_state(&stragglers),
+            stragglers_total: stragglers.len(),
+            per_cause: causes::Cause::ALL
+                .map(|c| stragglers.iter().filter(|s| s.causes.contains(&c)).count()),
+            stragglers: stragglers.into_iter().take(TOP).collect(),
+            moved,
+            ttl_ms: self.ttl.0,
+            ttl_source: self.ttl.1,
             old_destinations: self
                 .last
                 .old_destinations

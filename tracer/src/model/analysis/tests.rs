@@ -41,6 +41,7 @@ fn params(quiet_s: u64) -> Params {
     Params {
         threshold: 95,
         quiet_for_ms: quiet_s * 1000,
+        ttl_ms: None,
     }
 }
 
@@ -238,6 +239,7 @@ fn stragglers_and_destinations_reach_the_state() {
             ..Default::default()
         },
         new: Out::default(),
+        held: Default::default(),
     }];
     smp.old_destinations = vec![("127.10.0.1".into(), smp.old)];
     a.feed(smp);
