@@ -384,8 +384,10 @@ fn dns_answer(q: &[u8], addr: [u8; 4], ttl: u32) -> Vec<u8> {
 fn dns_capture_names_the_socket_owner() {
     use std::net::UdpSocket;
     let server = UdpSocket::bind("127.53.9.1:53").expect("bind 127.53.9.1:53");
+    // Generous: tracer starts before the client queries, and under emulation (the VM matrix)
+    // loading and attaching takes many seconds.
     server
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     let responder = thread::spawn(move || {
         let mut buf = [0u8; 512];
@@ -402,12 +404,12 @@ fn dns_capture_names_the_socket_owner() {
         .spawn(|| {
             let mut buf = [0u8; 512];
             let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             c.connect("127.53.9.1:53").unwrap();
             c.send(&dns_query(1, "conn.tracer.test")).unwrap();
             assert!(c.recv(&mut buf).expect("answer on the connected socket") > 12);
             let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-            u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             u.send_to(&dns_query(2, "sendto.tracer.test"), "127.53.9.1:53")
                 .unwrap();
             assert!(
