@@ -345,7 +345,27 @@ fn verdict(log: &str) -> Result<Vec<String>> {
         }
     }
     if !failed.is_empty() {
-        bail!("modes failed in the guest: {failed:?}");
+        // The console log stays on the machine: CI shows only this, so say why here.
+        let why: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("panicked at") || l.starts_with("test ") && l.ends_with("FAILED")
+            })
+            .take(12)
+            .collect();
+        let mut detail = String::new();
+        for l in log
+            .lines()
+            .skip_while(|l| !l.contains("panicked at"))
+            .take(6)
+        {
+            detail.push_str("\n    ");
+            detail.push_str(l);
+        }
+        bail!(
+            "modes failed in the guest: {failed:?}\n  {}{detail}",
+            why.join("\n  ")
+        );
     }
     lines.push(format!("auto picked {best} and {state}"));
     Ok(lines)
