@@ -115,6 +115,16 @@ impl Drain {
         None
     }
 
+    /// Attempts on the old side in the intervals that ended within `ms` of the last one.
+    pub fn attempts_within(&self, ms: u64) -> u64 {
+        let last = self.window.back().map_or(0, |p| p.at_ms);
+        self.window
+            .iter()
+            .filter(|p| p.at_ms + ms >= last)
+            .map(|p| p.attempts)
+            .sum()
+    }
+
     /// Attempts on the old side over the last minute.
     pub fn attempts_last_minute(&self) -> u64 {
         self.window.iter().map(|p| p.attempts).sum()

@@ -238,6 +238,9 @@ pub struct Analysis {
     ttl: (u64, TtlSource),
 }
 
+/// No old attempts for this long, and only pinned connections open: it will not drain.
+pub const PINNED_QUIET_MS: u64 = 5_000;
+
 /// Rows of stragglers and destinations kept in the state.
 pub const TOP: usize = 10;
 
@@ -370,7 +373,7 @@ impl Analysis {
         if self.drain.drained_since.is_none()
             && open > 0
             && held >= open
-            && self.last.old_attempts == 0
+            && self.drain.attempts_within(PINNED_QUIET_MS) == 0
         {
             estimate = Estimate::Pinned;
         }

@@ -248,3 +248,69 @@ fn stragglers_and_destinations_reach_the_state() {
     assert_eq!(st.stragglers[0].old_attempts_since_cutover, 5);
     assert_eq!(st.old_destinations[0].0, "127.10.0.1");
 }
+
+#[test]
+fn a_side_held_only_by_pinned_connections_will_not_drain_and_says_who() {
+    let mut a = Analysis::new(params(60));
+    a.census(&[CensusOwner {
+        pid: 7,
+        comm: "nginx".into(),
+        cgroup: 1,
+        unit: None,
+        old_open: 2,
+    }]);
+    let mut s = Series::new();
+    let pinned = |attempts| ProcSample {
+        pid: 7,
+        comm: "nginx".into(),
+        cgroup: 1,
+        old: Out {
+            attempts,
+            open: 2,
+            ..Default::default()
+        },
+        held: crate::model::held::Held {
+            before_start: 2,
+            opened_ms: vec![],
+        },
+        ..Default::default()
+    };
+    let cron = |attempts| ProcSample {
+        pid: 8,
+        comm: "cron".into(),
+        cgroup: 1,
+        old: Out {
+            attempts,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    a.mark_cutover(0, CutoverSource::Flag);
+    for i in 1..=3 {
+        let mut smp = s.next(1, 0, 2, 0);
+        smp.processes = vec![pinned(0), cron(i)];
+        a.feed(smp);
+    }
+    assert_ne!(
+        a.state().drain.estimate,
+        Estimate::Pinned,
+        "cron still connects"
+    );
+    for _ in 0..6 {
+        let mut smp = s.next(0, 0, 2, 0);
+        smp.processes = vec![pinned(0), cron(3)];
+        a.feed(smp);
+    }
+    let st = a.state();
+    assert_eq!(st.drain.estimate, Estimate::Pinned);
+    assert_eq!(st.drain.pinned_by.len(), 1);
+    assert_eq!(
+        (st.drain.pinned_by[0].pid, st.drain.pinned_by[0].old_open),
+        (7, 2)
+    );
+    assert_eq!(
+        st.drain.pinned_text(st.now_ms),
+        "held by nginx (pid 7, 2 open, from before start)"
+    );
+    assert_eq!(st.per_cause, [1, 1, 0], "pinned nginx, dns_cache cron");
+}
