@@ -184,6 +184,74 @@ fn live_view_shows_open_counts_and_share_and_marks_cutover() {
     assert_eq!(out.cohort("new").4, n_new);
 }
 
+/// A process holding an old connection from before the start (found by the census) is a
+/// straggler in the live pane, `pinned` once the cutover is known, and the final analysis says
+/// the old side will not drain by itself and names it.
+#[test]
+fn a_census_owner_is_a_pinned_straggler_in_the_live_pane() {
+    require_root();
+    let old = Server::start("127.10.4.6");
+    let port = old.addr.port();
+    // bash holds the connection itself (`read` is a builtin: no child inherits the socket).
+    let mut holder = Command::new(tool("bash"))
+        .args([
+            "-c",
+            &format!("exec 3<>/dev/tcp/127.10.4.6/{port}; read -t 60 <&3"),
+        ])
+        .spawn()
+        .expect("bash");
+    old.wait_accepted(1);
+    let json = tmp_path("tui-census.ndjson");
+    let exit = tmp_path("tui-census.exit");
+    let _ = std::fs::remove_file(&json);
+    let tmux = Tmux::start("census");
+    let args = format!(
+        "watch --old 127.10.4.6 --new 127.20.4.6 --port {port} --interval 200ms --cutover-at now --json {}",
+        json.display()
+    );
+    tmux.run_tracer(&args, &exit);
+    tmux.wait_live_view();
+    let pid = holder.id().to_string();
+    let row = |s: &str| {
+        s.lines()
+            .find(|l| l.split_whitespace().any(|w| w == pid) && l.contains("bash"))
+            .map(String::from)
+    };
+    let screen = tmux.wait_for("the census owner, pinned, in the stragglers pane", |s| {
+        row(s).is_some_and(|l| l.contains("pinned"))
+    });
+    assert!(screen.contains("stragglers on old (1)"), "{screen}");
+    // No old attempts for 5 s with only pinned connections open: the verdict changes.
+    thread::sleep(Duration::from_secs(6));
+    tmux.cmd(&["send-keys", "-t", "tui", "q"]);
+    assert_eq!(wait_exit(&exit), "EXIT=0");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let status = std::os::unix::process::ExitStatusExt::from_raw(0);
+    let out = read_output(&json, &tmp_path("tui-census.none"), status);
+    let a = &out.events("analysis")[0];
+    let s = &a["stragglers"][0];
+    assert_eq!(s["pid"], holder.id(), "{a}");
+    assert_eq!(s["causes"], serde_json::json!(["pinned"]), "{a}");
+    assert_eq!(
+        (s["census_open"].as_u64(), s["old_open"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(a["drain"]["will_not_drain"], true, "{a}");
+    assert_eq!(a["drain"]["pinned_by"][0]["pid"], holder.id(), "{a}");
+    // The per-process rows count it too (the README's jq recipe for holders).
+    let last = (*out.snapshots().last().expect("a snapshot")).clone();
+    let p = last["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == holder.id())
+        .cloned()
+        .unwrap_or_else(|| panic!("the holder is in the process rows: {last}"));
+    assert_eq!(p["cohorts"]["old"]["open"], 1);
+    assert_eq!(p["old_held"]["before_start"], 1);
+}
+
 /// The line the shell wrote after tracer ended (bounded wait).
 fn wait_exit(exit: &Path) -> String {
     let t0 = Instant::now();
