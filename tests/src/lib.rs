@@ -18,6 +18,8 @@ use std::{
 use serde_json::Value;
 
 pub mod dnsd;
+pub mod failover;
+pub mod procs;
 pub mod prom;
 pub mod tls;
 
@@ -148,7 +150,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// Start `tracer watch --headless --json FILE` with `args`, and wait until it is tracing
+    /// Start `tracer watch --headless --json FILE` with `args` (`--interval 200ms` unless they
+    /// give one), and wait until it is tracing
     /// (its meta line is written after the programs are attached and the census is taken).
     pub fn start(name: &str, args: &[&str]) -> Run {
         Run::start_with(name, args, Command::new(tracer_bin()))
@@ -165,8 +168,12 @@ impl Run {
         require_root();
         let stderr_path = json.with_extension("stderr");
         let _ = std::fs::remove_file(&json);
+        // 200 ms unless the test gives its own interval.
+        let interval = (!args.contains(&"--interval")).then_some(["--interval", "200ms"]);
         let child = cmd
-            .args(["watch", "--headless", "--interval", "200ms", "--json"])
+            .args(["watch", "--headless"])
+            .args(interval.into_iter().flatten())
+            .arg("--json")
             .arg(&json)
             .args(args)
             .args(forced_hook().map(|h| format!("--connect-hook={h}")))

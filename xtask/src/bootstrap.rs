@@ -37,6 +37,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nsd", "nsd"),
     ("unbound", "unbound"),
     ("bind9-dnsutils", "dig"),
+    // The real-software failover test: nginx as the backends and as a reverse proxy with an
+    // upstream keepalive pool, a JVM client run from its source file (the single-file source
+    // launcher needs the JDK's compiler module). dnsmasq, Node and curl are listed above.
+    ("nginx", "nginx"),
+    ("openjdk-17-jdk-headless", "javac"),
 ];
 
 /// What `cargo xtask dist` and its test use: Debian's cross toolchain links the aarch64 binary,

@@ -1,0 +1,879 @@
+//! A failover with real software nobody here wrote, each program logging what it really did
+//! (its own ground truth), and tracer asked at the end who is still on the old side and why.
+//!
+//! In a network namespace of its own (addresses apart from every other test):
+//! - backends: one nginx on old 127.61.0.1:8080 and new 127.62.0.1:8080, its access log naming
+//!   the side, the client and the kept-alive connection of every request;
+//! - the primary resolver: dnsmasq on 127.63.0.53 (the namespace's /etc/resolv.conf) answering
+//!   `svc.test` from a hosts file with a TTL of 2 s; switched from old to new at a known time
+//!   (file rewritten, SIGHUP);
+//! - a stale resolver: a second dnsmasq on 127.63.0.54 that keeps answering old;
+//! - clients, each with its expected causes:
+//!   1. nginx as a reverse proxy, upstream `svc.test:8080` resolved once at start, `keepalive 4`,
+//!      driven at a low steady rate so its one upstream connection, opened before tracer, is
+//!      reused throughout: its worker is `pinned`;
+//!   2. a JVM (`networkaddress.cache.ttl=-1`, keep-alive off), a request every 200 ms: it keeps
+//!      connecting to old with no new lookup: `dns_cache`;
+//!   3. Node with c-ares asking the stale resolver before every request: `stale_resolver`
+//!      (127.63.0.54:53);
+//!   4. curl, one process per request, through the primary resolver: moves within the TTL;
+//!   5. bash holding one old connection from before tracer started (found by the census):
+//!      `pinned`.
+//!
+//! Timeline (T = tracer's start): clients from T, the DNS switch at about T+6 s, clients stop at
+//! T+16 s, tracer stops at T+20 s. The pinned connections stay open to the end, so the drain
+//! verdict must name their two holders.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tracer_tests::{
+    failover::{Checks, Fields, Hit, backend_log, describe, holders, queries},
+    procs::{Daemon, Resolv, kv_log, now_ms, num, rfc3339_ms, wait_until},
+    *,
+};
+
+const OLD: &str = "127.61.0.1";
+const NEW: &str = "127.62.0.1";
+const PRIMARY: &str = "127.63.0.53";
+const STALE: &str = "127.63.0.54";
+const PROXY: &str = "127.64.0.1";
+const NAME: &str = "svc.test";
+const TTL_MS: u64 = 2000;
+const INTERVAL_MS: u64 = 500;
+/// Sampling ticks on a busy 2-CPU machine can be late by a little; one interval is the claim.
+const SLACK_MS: u64 = 250;
+/// Each client's pace: one request every 200 ms.
+const EVERY_MS: u64 = 200;
+const SWITCH_AT_MS: u64 = 6000;
+const CLIENTS_FOR_MS: u64 = 16_000;
+const TRACER_FOR_MS: u64 = 20_000;
+
+fn support(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("failover")
+        .join(file)
+}
+
+/// A support file with its @KEY@ placeholders filled in, written into `dir`.
+fn template(file: &str, dir: &Path, vars: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(support(file)).expect("support file");
+    for (k, v) in vars {
+        text = text.replace(&format!("@{k}@"), v);
+    }
+    assert!(!text.contains('@'), "{file}: a placeholder left: {text}");
+    let out = dir.join(file);
+    std::fs::write(&out, text).expect("write config");
+    out
+}
+
+fn listening(ns: &Netns, addr: &str) -> bool {
+    sh(ns.cmd("ss").args(["-Hltn"]))
+        .split_whitespace()
+        .any(|w| w == addr)
+}
+
+fn dnsmasq(ns: &Netns, dir: &Path, name: &str, listen: &str) -> (Daemon, PathBuf, PathBuf) {
+    let hosts = dir.join(format!("{name}.hosts"));
+    std::fs::write(&hosts, format!("{OLD} {NAME}\n")).expect("hosts file");
+    let log = dir.join(format!("{name}.log"));
+    let mut c = ns.cmd(tool("dnsmasq"));
+    c.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+    ])
+    .args(["--no-hosts", "--user=root", "--group=root", "--pid-file="])
+    .args(["--bind-interfaces", "--port=53", "--local=/test/"])
+    .arg(format!("--listen-address={listen}"))
+    .arg(format!("--addn-hosts={}", hosts.display()))
+    .arg(format!("--local-ttl={}", TTL_MS / 1000))
+    .arg("--log-queries=extra")
+    .arg(format!("--log-facility={}", log.display()));
+    let d = Daemon::spawn(name, c);
+    wait_until(
+        &format!("{name} (dnsmasq on {listen}) starts"),
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("started, version")),
+        || std::fs::read_to_string(&log).unwrap_or_default() + &d.printed(),
+    );
+    (d, hosts, log)
+}
+
+fn nginx(ns: &Netns, dir: &Path, name: &str, conf: &Path, listen: &str) -> Daemon {
+    let mut c = ns.cmd(tool("nginx"));
+    c.arg("-p").arg(dir).arg("-c").arg(conf);
+    c.arg("-e").arg(dir.join(format!("{name}.error.log")));
+    let d = Daemon::spawn(name, c);
+    wait_until(
+        &format!("{name} (nginx) listens on {listen}"),
+        Duration::from_secs(10),
+        || listening(ns, listen),
+        || {
+            d.printed()
+                + &std::fs::read_to_string(dir.join(format!("{name}.error.log")))
+                    .unwrap_or_default()
+        },
+    );
+    d
+}
+
+fn lines_of(path: &Path) -> usize {
+    kv_log(path).len()
+}
+
+/// Everything the programs logged, and what the kernel's socket table showed.
+struct Truth {
+    /// tracer's start (the meta line's `started_at`), epoch ms.
+    t0: u64,
+    switch_ms: u64,
+    worker: u32,
+    java: u32,
+    node: u32,
+    holder: u32,
+    driver: Vec<Fields>,
+    jvm: Vec<Fields>,
+    nodejs: Vec<Fields>,
+    curl: Vec<Fields>,
+    census: String,
+    backend: Vec<Hit>,
+    primary_queries: usize,
+    stale_queries: usize,
+    held_at_start: Vec<(u32, String)>,
+    held_at_end: Vec<(u32, String)>,
+}
+
+impl Truth {
+    fn summary(&self) -> String {
+        let rel = |ms: u64| (ms as f64 - self.t0 as f64) / 1000.0;
+        let mut s = vec![
+            format!(
+                "  tracer started at {} ms (T); DNS switched at T{:+.2} s; TTL {TTL_MS} ms, interval {INTERVAL_MS} ms",
+                self.t0,
+                rel(self.switch_ms)
+            ),
+            describe(
+                "proxy driver",
+                0,
+                &self.driver,
+                "served",
+                self.t0,
+                self.switch_ms,
+            ),
+            describe(
+                "java",
+                self.java,
+                &self.jvm,
+                "served",
+                self.t0,
+                self.switch_ms,
+            ),
+            describe(
+                "node",
+                self.node,
+                &self.nodejs,
+                "served",
+                self.t0,
+                self.switch_ms,
+            ),
+            describe(
+                "curl (each)",
+                0,
+                &self.curl,
+                "served",
+                self.t0,
+                self.switch_ms,
+            ),
+        ];
+        let mut conns: BTreeMap<(String, u64), (usize, u64, u64, String)> = BTreeMap::new();
+        for h in &self.backend {
+            let e =
+                conns
+                    .entry((h.agent.clone(), h.conn))
+                    .or_insert((0, h.ms, h.ms, h.side.clone()));
+            e.0 += 1;
+            e.2 = h.ms;
+        }
+        let by_agent: BTreeMap<&str, usize> =
+            conns.keys().fold(BTreeMap::new(), |mut m, (a, _)| {
+                *m.entry(a.as_str()).or_default() += 1;
+                m
+            });
+        s.push(format!(
+            "  backend connections per user agent: {by_agent:?}"
+        ));
+        for ((agent, conn), (n, a, b, side)) in &conns {
+            if agent == "proxy-driver" || agent == "census-holder" {
+                s.push(format!(
+                    "    {agent} conn {conn} on {side}: {n} requests T{:+.2}..T{:+.2} s",
+                    rel(*a),
+                    rel(*b)
+                ));
+            }
+        }
+        s.push(format!(
+            "  nginx worker pid {}, census holder (bash) pid {}: {}",
+            self.worker,
+            self.holder,
+            self.census.lines().next().unwrap_or("no log")
+        ));
+        s.push(format!(
+            "  DNS A queries for {NAME}: primary {}, stale {}",
+            self.primary_queries, self.stale_queries
+        ));
+        s.push(format!(
+            "  old connections held at start (pid, comm): {:?}",
+            self.held_at_start
+        ));
+        s.push(format!(
+            "  old connections held at the end: {:?}",
+            self.held_at_end
+        ));
+        s.join("\n")
+    }
+
+    fn last_old(&self, lines: &[Fields]) -> Option<u64> {
+        lines
+            .iter()
+            .filter(|l| l.get("served").map(String::as_str) == Some(OLD))
+            .map(|l| num(l, "ms"))
+            .max()
+    }
+}
+
+fn served(l: &Fields) -> &str {
+    l.get("served").map(String::as_str).unwrap_or("-")
+}
+
+fn after(lines: &[Fields], ms: u64) -> Vec<&Fields> {
+    lines.iter().filter(|l| num(l, "ms") >= ms).collect()
+}
+
+fn before(lines: &[Fields], ms: u64) -> Vec<&Fields> {
+    lines.iter().filter(|l| num(l, "ms") < ms).collect()
+}
+
+/// The programs did what the scenario says, by their own logs and the kernel's socket table.
+fn check_ground_truth(t: &Truth) {
+    let mut c = Checks::default();
+    let settled = t.switch_ms + TTL_MS + INTERVAL_MS;
+    // 1. nginx: every proxied request on old over one upstream connection, opened before T.
+    c.check(
+        t.driver.len() >= 40 && t.driver.iter().all(|l| served(l) == OLD),
+        || "proxy driver: expected >= 40 requests, all answered by old".into(),
+    );
+    let proxied: Vec<&Hit> = t
+        .backend
+        .iter()
+        .filter(|h| h.agent == "proxy-driver")
+        .collect();
+    let conns: BTreeSet<u64> = proxied.iter().map(|h| h.conn).collect();
+    c.check(
+        conns.len() == 1
+            && proxied.iter().all(|h| h.side == OLD)
+            && proxied.first().is_some_and(|h| h.ms < t.t0),
+        || format!("backend: proxied requests must all reuse one old connection opened before T, got connections {conns:?}"),
+    );
+    c.check(proxied.len() == t.driver.len() + 1, || {
+        format!(
+            "backend: {} proxied requests for {} driver requests + 1 warm-up",
+            proxied.len(),
+            t.driver.len()
+        )
+    });
+    // 2. java: its cache keeps old forever; keeps connecting to old after the switch.
+    c.check(
+        t.jvm.iter().all(|l| l["dns"] == OLD && served(l) == OLD)
+            && before(&t.jvm, t.switch_ms).len() >= 3
+            && after(&t.jvm, settled).len() >= 10,
+        || "java: expected every request to old (cached answer old), >= 3 before the switch and >= 10 after switch + TTL".into(),
+    );
+    // 3. node: old answers from the stale resolver, every time, also after switch + TTL.
+    c.check(
+        t.nodejs.iter().all(|l| {
+            l["dns"] == OLD && l.get("connected").map(String::as_str) == Some(OLD) && served(l) == OLD
+        }) && before(&t.nodejs, t.switch_ms).len() >= 3
+            && after(&t.nodejs, settled).len() >= 10,
+        || "node: expected every answer and connection old, >= 3 before the switch and >= 10 after switch + TTL".into(),
+    );
+    c.check(t.stale_queries >= t.nodejs.len(), || {
+        format!(
+            "stale resolver: {} queries for {} node requests (one lookup each)",
+            t.stale_queries,
+            t.nodejs.len()
+        )
+    });
+    // 4. curl: old before the switch, new from the switch on (no cache: within the TTL).
+    // A curl logged just before the switch may have looked the name up just after it.
+    let curl_before = before(&t.curl, t.switch_ms - 300);
+    let curl_after = after(&t.curl, t.switch_ms + TTL_MS);
+    c.check(
+        curl_before.len() >= 3
+            && curl_before.iter().all(|l| served(l) == OLD)
+            && curl_after.len() >= 10
+            && curl_after.iter().all(|l| served(l) == NEW)
+            && t.curl.iter().all(|l| l.get("connected") == l.get("served")),
+        || "curl: expected >= 3 requests all to old until 300 ms before the switch and >= 10 all to new after switch + TTL".into(),
+    );
+    // 5. the census holder, and nginx's pool: the only old connections, at start and at the end.
+    let want = {
+        let mut v = vec![
+            (t.worker, "nginx".to_string()),
+            (t.holder, "bash".to_string()),
+        ];
+        v.sort();
+        v
+    };
+    c.check(t.held_at_start == want && t.held_at_end == want, || {
+        format!("old connections held at start and end: want {want:?}")
+    });
+    c.check(t.census.contains(&format!("got={OLD}")), || {
+        "census holder: no answer on its connection".into()
+    });
+    c.done("ground truth (the harness, not tracer)", &t.summary());
+}
+
+fn process_rows(snap: &Value, pid: u32) -> Option<&Value> {
+    snap["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"] == pid)
+}
+
+fn old_attempts(snap: &Value, pid: u32) -> u64 {
+    process_rows(snap, pid).map_or(0, |p| n(&p["cohorts"]["old"]["attempts"]))
+}
+
+/// What tracer records today (before issue 14's analysis): the cutover from the watched name,
+/// and the old connects of java and node after the switch in their process rows.
+fn check_recording(t: &Truth, out: &Output) {
+    let mut c = Checks::default();
+    let cut = out
+        .events("cutover")
+        .first()
+        .map(|e| n(&e["elapsed_ms"]))
+        .unwrap_or(u64::MAX);
+    let sw = t.switch_ms - t.t0;
+    c.check(
+        cut + SLACK_MS >= sw && cut <= sw + INTERVAL_MS + SLACK_MS,
+        || format!("cutover at {cut} ms, the switch at {sw} ms: not within one interval"),
+    );
+    let snaps = out.snapshots();
+    let settled = t.switch_ms + TTL_MS + INTERVAL_MS;
+    let at = snaps
+        .iter()
+        .find(|s| t.t0 + n(&s["elapsed_ms"]) >= settled)
+        .copied();
+    let last = out.summary();
+    for (who, pid, lines) in [("java", t.java, &t.jvm), ("node", t.node, &t.nodejs)] {
+        let total = old_attempts(last, pid);
+        c.check(total == lines.len() as u64, || {
+            format!("{who}: {total} old attempts recorded, its log has {} requests (one connection each)", lines.len())
+        });
+        if let Some(s) = at {
+            let since = total - old_attempts(s, pid).min(total);
+            let logged = after(lines, t.t0 + n(&s["elapsed_ms"])).len() as u64;
+            c.check(since >= logged && since > 0, || {
+                format!("{who}: {since} old attempts recorded after the switch + TTL, its log has {logged}")
+            });
+        }
+    }
+    c.check(at.is_some(), || "no snapshot after switch + TTL".into());
+    // The DNS answers each process received (the kernel's capture): the evidence the causes
+    // rest on. Java asked once, before the switch; node got old from the stale resolver after
+    // switch + TTL; curl got new from the primary after the switch.
+    let answers = |pid: u32, from_ms: u64| -> Vec<&Value> {
+        out.events("dns_answer")
+            .into_iter()
+            .filter(|e| {
+                e["pid"] == pid && e["name"] == NAME && t.t0 + n(&e["elapsed_ms"]) >= from_ms
+            })
+            .collect()
+    };
+    let names = |e: &Value, a: &str| {
+        e["addrs"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x == a))
+    };
+    let java_all = answers(t.java, 0);
+    let java_after = answers(t.java, t.switch_ms);
+    c.check(!java_all.is_empty() && java_after.is_empty(), || {
+        format!(
+            "java: {} DNS answers, {} after the switch: want some before, none after",
+            java_all.len(),
+            java_after.len()
+        )
+    });
+    let stale = format!("{STALE}:53");
+    let node_after = answers(t.node, t.switch_ms + TTL_MS);
+    c.check(
+        node_after.len() >= 10
+            && node_after
+                .iter()
+                .all(|e| e["resolver"] == stale && names(e, OLD)),
+        || {
+            format!(
+                "node: {} DNS answers after switch + TTL, want >= 10, all naming old from {stale}",
+                node_after.len()
+            )
+        },
+    );
+    let curl_after: Vec<&Value> = t
+        .curl
+        .iter()
+        .filter(|l| num(l, "ms") >= t.switch_ms + TTL_MS)
+        .flat_map(|l| answers(num(l, "pid") as u32, 0))
+        .filter(|e| e["qtype"] == "A")
+        .collect();
+    c.check(
+        curl_after.len() >= 10
+            && curl_after
+                .iter()
+                .all(|e| e["resolver"] == format!("{PRIMARY}:53") && names(e, NEW)),
+        || {
+            format!(
+                "curl: {} DNS answers of curl processes after switch + TTL, want >= 10 naming new",
+                curl_after.len()
+            )
+        },
+    );
+    c.done("tracer's recording", &t.summary());
+}
+
+/// Issue 14's contract: `tracer report --json` -> `.analysis`, and the final `analysis` event.
+fn check_contract(t: &Truth, out: &Output, report: &Value) -> Checks {
+    let mut c = Checks::default();
+    let a = &report["analysis"];
+    let live = out.events("analysis").last().map(|e| (*e).clone());
+    for k in ["stragglers", "moved", "drain"] {
+        c.check(live.as_ref().is_some_and(|l| l.get(k) == a.get(k)), || {
+            format!("the final NDJSON analysis event's `{k}` differs from the report's")
+        });
+    }
+    let end_ms = a["end_ms"].as_u64().unwrap_or(0);
+    let rel = |ms: u64| ms.saturating_sub(t.t0);
+    let empty = vec![];
+    let stragglers = a["stragglers"].as_array().unwrap_or(&empty);
+    let by_pid: BTreeMap<u64, &Value> = stragglers
+        .iter()
+        .filter_map(|s| Some((s["pid"].as_u64()?, s)))
+        .collect();
+    // Exactly these processes are still on old; nothing else touched old after the switch.
+    let want: BTreeSet<u64> = [t.worker, t.java, t.node, t.holder].map(u64::from).into();
+    let got: BTreeSet<u64> = by_pid.keys().copied().collect();
+    c.check(got == want, || {
+        format!(
+            "stragglers {got:?}, want exactly {want:?} (nginx worker, java, node, census holder)"
+        )
+    });
+    let curl_pids: BTreeSet<u64> = t.curl.iter().map(|l| num(l, "pid")).collect();
+    let curl_stragglers: Vec<&u64> = got.intersection(&curl_pids).collect();
+    c.check(curl_stragglers.is_empty(), || {
+        format!("curl processes among the stragglers: {curl_stragglers:?}")
+    });
+    let last_snapshot = rel(t.t0 + end_ms);
+    struct Want<'a> {
+        who: &'a str,
+        pid: u32,
+        comm: &'a str,
+        causes: &'a [&'a str],
+        resolver: Option<String>,
+        /// The last old contact by its log, ms since T (pinned: the connection is open to the end).
+        last_old: u64,
+        /// Old connects after switch + TTL by its log: (surely after tracer's cutover + TTL,
+        /// possibly).
+        fresh: (usize, usize),
+    }
+    let fresh = |lines: &[Fields]| {
+        (
+            after(lines, t.switch_ms + TTL_MS + INTERVAL_MS + SLACK_MS).len(),
+            after(lines, t.switch_ms + TTL_MS).len(),
+        )
+    };
+    let wants = [
+        Want {
+            who: "nginx worker",
+            pid: t.worker,
+            comm: "nginx",
+            causes: &["pinned"],
+            resolver: None,
+            last_old: last_snapshot,
+            fresh: (0, 0),
+        },
+        Want {
+            who: "census holder",
+            pid: t.holder,
+            comm: "bash",
+            causes: &["pinned"],
+            resolver: None,
+            last_old: last_snapshot,
+            fresh: (0, 0),
+        },
+        Want {
+            who: "java",
+            pid: t.java,
+            comm: "java",
+            causes: &["dns_cache"],
+            resolver: None,
+            last_old: rel(t.last_old(&t.jvm).unwrap_or(0)),
+            fresh: fresh(&t.jvm),
+        },
+        Want {
+            who: "node",
+            pid: t.node,
+            comm: "node",
+            causes: &["stale_resolver"],
+            resolver: Some(format!("{STALE}:53")),
+            last_old: rel(t.last_old(&t.nodejs).unwrap_or(0)),
+            fresh: fresh(&t.nodejs),
+        },
+    ];
+    for w in &wants {
+        let Some(s) = by_pid.get(&u64::from(w.pid)) else {
+            continue;
+        };
+        let causes: Vec<&str> = s["causes"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        c.check(
+            causes.iter().copied().collect::<BTreeSet<_>>()
+                == w.causes.iter().copied().collect::<BTreeSet<_>>()
+                && causes.len() == w.causes.len(),
+            || format!("{}: causes {causes:?}, want {:?}: {s}", w.who, w.causes),
+        );
+        c.check(s["comm"] == w.comm, || format!("{}: comm: {s}", w.who));
+        let resolver = s["stale_resolver"].as_str().map(String::from);
+        c.check(
+            s.get("stale_resolver").is_some() && resolver == w.resolver,
+            || format!("{}: stale_resolver, want {:?}: {s}", w.who, w.resolver),
+        );
+        let last = s["last_old_ms"].as_u64().unwrap_or(u64::MAX);
+        c.check(last.abs_diff(w.last_old) <= INTERVAL_MS + SLACK_MS, || {
+            format!(
+                "{}: last_old_ms {}, want {} within one interval ({}): {s}",
+                w.who,
+                s["last_old_ms"],
+                w.last_old,
+                if w.causes.contains(&"pinned") {
+                    "its connection is open to the end of the recording"
+                } else {
+                    "its log's last old request"
+                }
+            )
+        });
+        let f = s["fresh_old_after_ttl"].as_u64().unwrap_or(u64::MAX) as usize;
+        c.check(f >= w.fresh.0 && f <= w.fresh.1, || {
+            format!(
+                "{}: fresh_old_after_ttl {}, its log says {}..={}: {s}",
+                w.who, s["fresh_old_after_ttl"], w.fresh.0, w.fresh.1
+            )
+        });
+        let pinned = w.causes.contains(&"pinned");
+        let (open, before_cut, census) = (
+            s["old_open"].as_u64(),
+            s["old_open_before_cutover"].as_u64(),
+            s["census_open"].as_u64(),
+        );
+        let want_open = if pinned { Some(1) } else { Some(0) };
+        c.check(open == want_open && before_cut == want_open && census == want_open, || {
+            format!(
+                "{}: old_open / old_open_before_cutover / census_open, want {want_open:?} each (ss at the end: {:?}): {s}",
+                w.who, t.held_at_end
+            )
+        });
+        if pinned {
+            // Opened before tracer started: at least as old as the run.
+            let age = s["oldest_open_age_ms"].as_u64().unwrap_or(0);
+            c.check(age + INTERVAL_MS >= end_ms, || {
+                format!(
+                    "{}: oldest_open_age_ms {}, want >= {end_ms} (opened before the start): {s}",
+                    w.who, s["oldest_open_age_ms"]
+                )
+            });
+            let first = s["first_old_ms"].as_u64().unwrap_or(u64::MAX);
+            c.check(first <= INTERVAL_MS, || {
+                format!(
+                    "{}: first_old_ms {}, open from before the start: {s}",
+                    w.who, s["first_old_ms"]
+                )
+            });
+        } else {
+            let lines = if w.pid == t.java { &t.jvm } else { &t.nodejs };
+            let first_log = rel(lines.first().map_or(0, |l| num(l, "ms")));
+            let first = s["first_old_ms"].as_u64().unwrap_or(u64::MAX);
+            c.check(first.abs_diff(first_log) <= INTERVAL_MS + SLACK_MS, || {
+                format!(
+                    "{}: first_old_ms {}, its log says {first_log}: {s}",
+                    w.who, s["first_old_ms"]
+                )
+            });
+        }
+    }
+    // curl: `moved` counts the processes that used old and stopped using it within TTL + one
+    // interval of the cutover (no cause). Each curl makes one connection and exits: those that
+    // connected to old (all before the switch, by their logs) stopped using old before the
+    // cutover, so each of them moved; those that connected only to new never used old, so they
+    // did not move from it. Nothing else used old and stopped (java and node are stragglers; the
+    // proxy's and the census holder's connections stay open; the warm-up ran before tracer).
+    let curl_old = t.curl.iter().filter(|l| served(l) == OLD).count() as u64;
+    let moved = a["moved"].as_u64();
+    c.check(moved == Some(curl_old), || {
+        format!("moved {moved:?}, want {curl_old}: the curl processes that connected to old")
+    });
+    // The drain verdict: what remains is pinned only (java and node stopped at T+16 s).
+    let pinned_by: BTreeSet<(u64, String)> = a["drain"]["pinned_by"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|p| Some((p["pid"].as_u64()?, p["comm"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let want: BTreeSet<(u64, String)> = [
+        (u64::from(t.worker), "nginx".to_string()),
+        (u64::from(t.holder), "bash".to_string()),
+    ]
+    .into();
+    c.check(pinned_by == want, || {
+        format!(
+            "drain.pinned_by {pinned_by:?}, want {want:?}: {}",
+            a["drain"]
+        )
+    });
+    c.check(
+        a["drain"]["pinned_by"].as_array().is_some_and(|v| {
+            v.iter()
+                .all(|p| p["oldest_open_age_ms"].as_u64().unwrap_or(0) + INTERVAL_MS >= end_ms)
+        }),
+        || {
+            format!(
+                "drain.pinned_by: each oldest_open_age_ms at least the run: {}",
+                a["drain"]
+            )
+        },
+    );
+    c
+}
+
+#[test]
+fn every_process_still_on_old_is_named_with_the_layer_that_holds_it() {
+    require_root();
+    for t in [
+        "nginx", "dnsmasq", "java", "javac", "node", "curl", "bash", "ss",
+    ] {
+        tool(t);
+    }
+    let dir = tmp_path("failover-real");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let classes = dir.join("classes");
+    sh(Command::new(tool("javac"))
+        .arg("-d")
+        .arg(&classes)
+        .arg(support("Client.java")));
+    let ns = Netns::new("fo");
+    let in_ns = |p: &str| ns.cmd(p);
+    let _resolv = Resolv::new(&ns, PRIMARY);
+    let (primary, primary_hosts, primary_log) = dnsmasq(&ns, &dir, "primary", PRIMARY);
+    let (_stale, _, stale_log) = dnsmasq(&ns, &dir, "stale", STALE);
+    let d = dir.to_str().unwrap();
+    let backend_conf = template(
+        "backend.conf",
+        &dir,
+        &[("DIR", d), ("OLD", OLD), ("NEW", NEW)],
+    );
+    let _backend = nginx(&ns, &dir, "backend", &backend_conf, &format!("{OLD}:8080"));
+    assert!(listening(&ns, &format!("{NEW}:8080")));
+    let proxy_conf = template(
+        "proxy.conf",
+        &dir,
+        &[("DIR", d), ("NAME", NAME), ("PROXY", PROXY)],
+    );
+    let proxy = nginx(&ns, &dir, "proxy", &proxy_conf, &format!("{PROXY}:8081"));
+    let worker = {
+        let w = proxy.children();
+        assert_eq!(w.len(), 1, "one nginx worker: {w:?}");
+        w[0]
+    };
+    let script = |s: &str| support(s).to_str().unwrap().to_string();
+    let driver_log = dir.join("driver.log");
+    let driver = |deadline: u64, max: u64, log: &Path| {
+        let mut c = ns.cmd(tool("bash"));
+        c.arg(script("proxy-driver.sh")).args([PROXY, "8081"]);
+        c.arg(deadline.to_string())
+            .arg(max.to_string())
+            .arg("0.2")
+            .arg(log);
+        c
+    };
+    // Warm the proxy's pool: one request opens its upstream connection to old.
+    let warm = dir.join("warm.log");
+    sh(&mut driver(now_ms() + 5000, 1, &warm));
+    assert!(
+        std::fs::read_to_string(&warm)
+            .unwrap()
+            .contains(&format!("served={OLD}"))
+    );
+    let census_log = dir.join("census.log");
+    let holder = {
+        let mut c = ns.cmd(tool("bash"));
+        c.arg(script("census-holder.sh"))
+            .args([OLD, "8080", "60"])
+            .arg(&census_log);
+        Daemon::spawn("census-holder", c)
+    };
+    wait_until(
+        "the census holder's connection is answered",
+        Duration::from_secs(5),
+        || std::fs::read_to_string(&census_log).is_ok_and(|t| t.contains("got=")),
+        || holder.printed(),
+    );
+    let held_at_start = holders(in_ns, &format!("{OLD}:8080"));
+
+    // tracer, in the namespace (its --watch-dns asks the primary resolver).
+    let help = sh(Command::new(tracer_bin()).args(["watch", "--help"]));
+    let mut args = vec![
+        "--old",
+        OLD,
+        "--new",
+        NEW,
+        "--interval",
+        "500ms",
+        "--watch-dns",
+        NAME,
+    ];
+    // issue 14's option; the watched name's TTL (2 s) is the same.
+    if help.lines().any(|l| l.trim_start().starts_with("--ttl ")) {
+        args.extend(["--ttl", "2s"]);
+    }
+    let json = tmp_path("failover-real.ndjson");
+    let run = Run::start_cmd(ns.cmd(tracer_bin()), json.clone(), &args);
+    let start = now_ms();
+    let deadline = start + CLIENTS_FOR_MS;
+    let max = (CLIENTS_FOR_MS / EVERY_MS + 10).to_string();
+    let dl = deadline.to_string();
+    let every = EVERY_MS.to_string();
+    let (java_log, node_log, curl_log) = (
+        dir.join("java.log"),
+        dir.join("node.log"),
+        dir.join("curl.log"),
+    );
+    let mut java = {
+        let mut c = ns.cmd(tool("java"));
+        c.arg(format!(
+            "-Djava.security.properties={}",
+            support("java.security").display()
+        ))
+        .arg("-Dhttp.keepAlive=false")
+        .arg("-cp")
+        .arg(&classes)
+        .arg("Client")
+        .arg(format!("http://{NAME}:8080/"))
+        .args([&dl, &max, &every])
+        .arg(&java_log);
+        Daemon::spawn("java", c)
+    };
+    let mut node = {
+        let mut c = ns.cmd(tool("node"));
+        c.arg(support("client.js"))
+            .args([NAME, "8080", STALE, &dl, &max, &every])
+            .arg(&node_log);
+        Daemon::spawn("node", c)
+    };
+    let mut curl = {
+        let mut c = ns.cmd(tool("bash"));
+        c.arg(script("curl-loop.sh"))
+            .arg(format!("http://{NAME}:8080/"))
+            .args([&dl, &max, "0.2"])
+            .arg(&curl_log);
+        Daemon::spawn("curl-loop", c)
+    };
+    let mut proxy_driver = Daemon::spawn(
+        "proxy-driver",
+        driver(deadline, CLIENTS_FOR_MS / EVERY_MS + 10, &driver_log),
+    );
+    // The switch: at T+6 s, once every client has made a few requests before it.
+    let logs = [&java_log, &node_log, &curl_log, &driver_log];
+    wait_until(
+        "every client has made 3 requests before the switch",
+        Duration::from_secs(20),
+        || logs.iter().all(|l| lines_of(l) >= 3) && now_ms() >= start + SWITCH_AT_MS,
+        || format!("{}{}", java.printed(), node.printed()),
+    );
+    std::fs::write(&primary_hosts, format!("{NEW} {NAME}\n")).unwrap();
+    primary.signal(libc::SIGHUP);
+    let switch_ms = now_ms();
+    wait_until(
+        "the primary resolver re-read its hosts file",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&primary_log).is_ok_and(|t| {
+                t.matches(&format!("read {}", primary_hosts.display()))
+                    .count()
+                    >= 2
+            })
+        },
+        || std::fs::read_to_string(&primary_log).unwrap_or_default(),
+    );
+    for c in [&mut java, &mut node, &mut curl, &mut proxy_driver] {
+        c.wait_exit(Duration::from_millis(
+            deadline + 5000 - now_ms().min(deadline),
+        ));
+    }
+    // The pinned connections stay; nothing else touches old until tracer stops.
+    let rest = (start + TRACER_FOR_MS).saturating_sub(now_ms());
+    thread::sleep(Duration::from_millis(rest));
+    let held_at_end = holders(in_ns, &format!("{OLD}:8080"));
+    let out = run.stop();
+    assert!(out.status.success(), "tracer: {}", out.stderr);
+    let t0 = rfc3339_ms(out.meta()["started_at"].as_str().expect("started_at"));
+
+    let truth = Truth {
+        t0,
+        switch_ms,
+        worker,
+        java: java.pid(),
+        node: node.pid(),
+        holder: holder.pid(),
+        driver: kv_log(&driver_log),
+        jvm: kv_log(&java_log),
+        nodejs: kv_log(&node_log),
+        curl: kv_log(&curl_log),
+        census: std::fs::read_to_string(&census_log).unwrap_or_default(),
+        backend: backend_log(&dir.join("backend.access.log")),
+        primary_queries: queries(&primary_log, NAME),
+        stale_queries: queries(&stale_log, NAME),
+        held_at_start,
+        held_at_end,
+    };
+    eprintln!("ground truth:\n{}", truth.summary());
+    check_ground_truth(&truth);
+    check_recording(&truth, &out);
+
+    let rep = Command::new(tracer_bin())
+        .args(["report", "--json"])
+        .arg(&json)
+        .output()
+        .expect("tracer report");
+    assert!(
+        rep.status.success(),
+        "tracer report: {}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let report: Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
+    let mut c = check_contract(&truth, &out, &report);
+    c.done(
+        &format!(
+            "issue 14's contract (report: {})",
+            serde_json::to_string(&report["analysis"]).unwrap_or_default()
+        ),
+        &truth.summary(),
+    );
+}
