@@ -84,49 +84,62 @@ pub const OLD_SIDE_CAP: usize = 500;
 
 /// The processes a snapshot lists: first every process on the old side in the interval (open
 /// old connections, census ones included, or old attempts since `prev`), busiest there first,
-/// up to `OLD_SIDE_CAP`; then the most active others up to `top` in all. So a straggler is
-/// never pushed out by processes that moved.
+/// up to `OLD_SIDE_CAP`; then those that made attempts elsewhere in the interval (so each
+/// short-lived process that moved is seen at least once), up to `OLD_SIDE_CAP` more; then the
+/// most active others up to `top` in all. So a straggler is never pushed out by processes that
+/// moved, and those are counted.
 pub fn listed(cur: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Process> {
     let old = Cohort::Old as usize;
-    let before: BTreeMap<(u32, Arc<str>, u64), u64> = prev
+    let before: BTreeMap<(u32, Arc<str>, u64), [u64; 3]> = prev
         .map(|p| {
             aggregate(&p.processes)
                 .into_iter()
-                .map(|p| ((p.pid, p.comm.clone(), p.cgroup), p.out[old].attempts))
+                .map(|p| {
+                    let a = [0, 1, 2].map(|c| p.out[c].attempts);
+                    ((p.pid, p.comm.clone(), p.cgroup), a)
+                })
                 .collect()
         })
         .unwrap_or_default();
+    // A smaller count is a reset (eviction): all of it is new.
+    let fresh = |now: u64, was: u64| if now >= was { now - was } else { now };
     let held: BTreeMap<(u32, &str, u64), &Held> = cur
         .held
         .iter()
         .map(|h| ((h.pid, &*h.comm, h.cgroup), &h.held))
         .collect();
-    let (mut on_old, mut rest): (Vec<(u64, Process)>, Vec<(u64, Process)>) =
-        aggregate(&cur.processes)
-            .into_iter()
-            .map(|mut p| {
-                if let Some(h) = held.get(&(p.pid, &*p.comm, p.cgroup)) {
-                    p.held = (*h).clone();
-                }
-                let o = p.out[old];
-                let was = before
-                    .get(&(p.pid, p.comm.clone(), p.cgroup))
-                    .copied()
-                    .unwrap_or(0);
-                // A smaller count is a reset (eviction): all of it is new.
-                let fresh = if o.attempts >= was {
-                    o.attempts - was
-                } else {
-                    o.attempts
-                };
-                (o.open + fresh, p)
-            })
-            .partition(|(w, _)| *w > 0);
-    on_old.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.pid.cmp(&b.1.pid)));
+    type Ranked = ((u64, u64), Process);
+    let (mut on_old, rest): (Vec<Ranked>, Vec<Ranked>) = aggregate(&cur.processes)
+        .into_iter()
+        .map(|mut p| {
+            if let Some(h) = held.get(&(p.pid, &*p.comm, p.cgroup)) {
+                p.held = (*h).clone();
+            }
+            let was = before
+                .get(&(p.pid, p.comm.clone(), p.cgroup))
+                .copied()
+                .unwrap_or_default();
+            let elsewhere: u64 = [0, 2]
+                .iter()
+                .map(|&c| fresh(p.out[c].attempts, was[c]))
+                .sum();
+            let o = p.out[old];
+            ((o.open + fresh(o.attempts, was[old]), elsewhere), p)
+        })
+        .partition(|((w, _), _)| *w > 0);
+    on_old.sort_by(|a, b| b.0.0.cmp(&a.0.0).then(a.1.pid.cmp(&b.1.pid)));
     on_old.truncate(OLD_SIDE_CAP);
-    let room = top.saturating_sub(on_old.len());
+    let (mut active, mut rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|((_, e), _)| *e > 0);
+    active.sort_by(|a, b| b.0.1.cmp(&a.0.1).then(a.1.pid.cmp(&b.1.pid)));
+    active.truncate(OLD_SIDE_CAP);
+    let room = top.saturating_sub(on_old.len() + active.len());
     rest.truncate(room);
-    on_old.into_iter().chain(rest).map(|(_, p)| p).collect()
+    on_old
+        .into_iter()
+        .chain(active)
+        .chain(rest)
+        .map(|(_, p)| p)
+        .collect()
 }
 
 #[cfg(test)]
@@ -210,12 +223,24 @@ mod tests {
         let l = listed(&cur, Some(&prev), 5);
         let pids: Vec<u32> = l.iter().map(|p| p.pid).collect();
         assert_eq!(
-            pids,
-            [3, 2, 100, 101, 102],
+            &pids[..3],
+            [3, 2, 100],
             "pid 1 made no attempt this interval"
         );
+        assert_eq!(
+            pids.len(),
+            52,
+            "every process that made an attempt is listed"
+        );
+        assert!(!pids.contains(&1));
         assert_eq!(l[0].held.before_start, 2);
-        assert_eq!(listed(&cur, Some(&prev), 1).len(), 2, "both on old");
+        let again = listed(&cur, Some(&cur), 5);
+        assert_eq!(
+            again.len(),
+            5,
+            "quiet since the last one: old holders, then by weight"
+        );
+        assert_eq!(again[0].pid, 3);
     }
 
     #[test]
