@@ -43,10 +43,6 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn is_empty(&self) -> bool {
-        self.netns.is_none() && self.cgroup.is_none()
-    }
-
     /// One line for headers and reports (`netns 4026532401 (/run/netns/a), cgroup /x`).
     pub fn describe(&self) -> Option<String> {
         describe(

@@ -205,6 +205,7 @@ pub fn to_json(rec: &Recorded) -> Value {
                 "end_ms": rec.state.now_ms,
                 "ended": rec.summary.as_ref().map(|s| s["reason"].clone())},
         "sets": {"old": rec.meta["old"], "new": rec.new_side, "resolved": rec.meta["resolved"]},
+        "filter": rec.meta["filter"],
         "params": writer::params_json(&rec.params),
         "analysis": writer::state_json(&rec.state),
         "totals": totals.map(|t| json!({"cohorts": t["cohorts"], "inbound": t["inbound"]})),

@@ -49,6 +49,16 @@ fn list(v: &Value) -> String {
     }
 }
 
+/// `--netns`/`--cgroup` of the run, from the meta line's `filter` (None: everything counted).
+pub fn filter_line(f: &Value) -> Option<String> {
+    let netns = f["netns"].as_u64().map(|ino| {
+        let path = f["netns_path"].as_str().unwrap_or("?").to_string();
+        (ino, path)
+    });
+    let cgroup = f["cgroup"].as_str().map(str::to_string);
+    crate::kernel::filter::describe(netns, cgroup)
+}
+
 pub fn render(rec: &Recorded) -> String {
     let mut o = String::new();
     let st = &rec.state;
@@ -79,6 +89,9 @@ pub fn render(rec: &Recorded) -> String {
             false => rec.new_side.join(", "),
         }
     );
+    if let Some(f) = filter_line(&m["filter"]) {
+        let _ = writeln!(o, "filter     {f}");
+    }
     match &st.cutover {
         Some(c) => {
             let _ = writeln!(o, "cutover    {} (marked by {})", when(c.at_ms), c.source);

@@ -456,6 +456,24 @@ mod tests {
     }
 
     #[test]
+    fn the_header_says_what_the_filters_keep() {
+        let mut st = fixtures::mid_failover();
+        let file = std::fs::File::open("/proc/self/ns/net").unwrap();
+        st.info.filters.netns = Some(crate::kernel::filter::Netns {
+            arg: "a".into(),
+            path: "/run/netns/a".into(),
+            inode: 4026532401,
+            file: std::sync::Arc::new(file),
+        });
+        let s = screen(&st, 160, 24);
+        let top = s.lines().next().unwrap();
+        assert!(
+            top.contains("only netns 4026532401 (/run/netns/a)"),
+            "{top}"
+        );
+    }
+
+    #[test]
     fn small_terminals_keep_the_drain_and_share_over_the_log() {
         let s = screen(&fixtures::mid_failover(), 80, 18);
         assert!(s.contains("old not drained"), "{s}");
