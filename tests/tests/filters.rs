@@ -71,14 +71,19 @@ fn netns_counts_exactly_one_namespace_of_two_with_the_same_addresses() {
     let mut args = SETS.to_vec();
     args.extend(["--netns", &path]);
     let run = Run::start("netns-a", &args);
+    // A process that lives on after its connects: its row shows its namespace.
+    let live_a = Held::start(a.cmd(tconn()).args(["hold", "127.66.0.2", "2"]), 2);
+    std::thread::sleep(Duration::from_millis(600));
     sh(a.cmd(tconn()).args(["pair", "127.66.0.1", "30"]));
     sh(a.cmd(tconn()).args(["pair", "127.67.0.1", "10"]));
     sh(b.cmd(tconn()).args(["pair", "127.66.0.1", "50"]));
     sh(b.cmd(tconn()).args(["pair", "127.67.0.1", "20"]));
     let r = sh(b.cmd(tconn()).args(["connect", "127.66.0.1:9", "7"]));
     assert_eq!(r.trim(), "ok=0 failed=7");
+    let live_pid = live_a.0.id();
     held_b.release();
     held_a.release();
+    live_a.release();
     let out = run.stop();
     assert!(out.status.success(), "{}", out.stderr);
     let meta = out.meta();
@@ -86,7 +91,7 @@ fn netns_counts_exactly_one_namespace_of_two_with_the_same_addresses() {
         use std::os::unix::fs::MetadataExt;
         m.ino()
     });
-    assert_eq!(meta["filter"]["netns"], ino.unwrap(), "{meta}");
+    assert_eq!(meta["filter"]["netns"], *ino.as_ref().unwrap(), "{meta}");
     assert_eq!(meta["filter"]["netns_path"], path.as_str());
     assert_eq!(
         (
@@ -96,12 +101,29 @@ fn netns_counts_exactly_one_namespace_of_two_with_the_same_addresses() {
         (3, 3),
         "{meta}"
     );
-    // A: 30 + 10 pairs, and the 3 held closed at the end; nothing of B's 70, 7 refused, 4 held.
-    assert_eq!(out.cohort("old"), (30, 30, 0, 33, 0));
+    // A: 30 + 10 pairs, 2 held while tracing, and the 3 held from before closed at the end;
+    // nothing of B's 70 pairs, 7 refused and 4 held.
+    assert_eq!(out.cohort("old"), (32, 32, 0, 35, 0));
     assert_eq!(out.cohort("new"), (10, 10, 0, 10, 0));
-    assert_eq!(out.inbound("old"), (30, 33, 0));
+    assert_eq!(out.inbound("old"), (32, 35, 0));
     assert_eq!(out.inbound("new"), (10, 10, 0));
     assert_eq!(out.destination("127.66.0.1"), Some((30, 30, 0, 30, 0)));
+    // Every process row is of A; the one alive at a sample shows A's namespace (the others
+    // exited before tracer could look theirs up).
+    let procs = out.summary()["processes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let attempts: u64 = procs
+        .iter()
+        .map(|p| n(&p["cohorts"]["old"]["attempts"]) + n(&p["cohorts"]["new"]["attempts"]))
+        .sum();
+    assert_eq!(attempts, 42, "{procs:?}");
+    let live = procs
+        .iter()
+        .find(|p| p["pid"] == live_pid)
+        .unwrap_or_else(|| panic!("no row of pid {live_pid}: {procs:?}"));
+    assert_eq!(live["netns"], *ino.as_ref().unwrap(), "{live}");
 }
 
 /// A cgroup v2 directory made for one test, removed on drop.
@@ -269,11 +291,27 @@ fn bad_filters_are_one_line_and_exit_2() {
 fn probe_shows_the_filters() {
     let ns = Netns::new("fprobe");
     let path = format!("/run/netns/{}", ns.name);
-    let (code, stdout, stderr) = tracer(&["probe", "--netns", &path]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("filter        netns"))
-        .unwrap_or_else(|| panic!("no filter line: {stdout}"));
-    assert!(line.contains(&path), "{line}");
+    // By path, and by the PID of a process in it (bounded: sleep 30, killed at the end).
+    let mut sleeper = ns
+        .cmd("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep in the namespace");
+    let pid = sleeper.id().to_string();
+    std::thread::sleep(Duration::from_millis(200));
+    for (arg, shown) in [
+        (path.as_str(), path.clone()),
+        (&pid, format!("/proc/{pid}/ns/net")),
+    ] {
+        let (code, stdout, stderr) = tracer(&["probe", "--netns", arg, "--cgroup", "/"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("filter        netns"))
+            .unwrap_or_else(|| panic!("no filter line: {stdout}"));
+        assert!(line.contains(&shown), "{line}");
+        assert!(stdout.contains("filter        cgroup / "), "{stdout}");
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
 }

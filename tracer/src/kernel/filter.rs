@@ -152,10 +152,12 @@ pub fn netns(arg: &str) -> Result<Netns, String> {
     })
 }
 
-/// The directory `--cgroup ARG` names, given the cgroup v2 mount: absolute paths as they are
-/// or, when that is not a directory, as a path in the hierarchy (`/system.slice/x.service`,
-/// what /proc/PID/cgroup shows); relative ones below the mount.
+/// The directory `--cgroup ARG` names, given the cgroup v2 mount (`is_cgroup`: a cgroup v2
+/// directory): absolute paths as they are or, when that is not a cgroup, as a path in the
+/// hierarchy (`/system.slice/x.service`, what /proc/PID/cgroup shows); relative ones below
+/// the mount.
 pub fn cgroup_dir(arg: &str, mount: &Path, exists: impl Fn(&Path) -> bool) -> PathBuf {
+    // `exists` means "is a cgroup v2 directory".
     let p = Path::new(arg.trim());
     if p.is_absolute() {
         if exists(p) || p.starts_with(mount) {
@@ -187,7 +189,9 @@ pub fn cgroup(arg: &str) -> Result<Cgroup, String> {
     let mount = super::unsent::mounted_root().ok_or_else(|| {
         format!("--cgroup {arg}: no cgroup v2 hierarchy is mounted (cgroup v1 only): mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or run without --cgroup")
     })?;
-    let dir = cgroup_dir(arg, &mount, |p| p.is_dir());
+    let dir = cgroup_dir(arg, &mount, |p| {
+        p.is_dir() && fs_type(p).ok() == Some(libc::CGROUP2_SUPER_MAGIC as i64)
+    });
     let md = std::fs::metadata(&dir)
         .map_err(|e| format!("--cgroup {arg}: {}: {e}: {hint}", dir.display()))?;
     if !md.is_dir() {
@@ -281,6 +285,9 @@ mod tests {
             Path::new("/sys/fs/cgroup/system.slice/x.service")
         );
         assert_eq!(cgroup_dir("/elsewhere", m, none), Path::new("/elsewhere"));
+        // `/` is the hierarchy's root, not the file system's.
+        let root = |p: &Path| p == Path::new("/sys/fs/cgroup/");
+        assert_eq!(cgroup_dir("/", m, root), Path::new("/sys/fs/cgroup/"));
         assert_eq!(
             hierarchy_path(Path::new("/sys/fs/cgroup/a/b"), m).as_deref(),
             Some("/a/b")

@@ -28,6 +28,13 @@ pub fn cgroup_of_pid(pid: u32) -> Option<String> {
     cgroup_path(&text).map(str::to_string)
 }
 
+/// The network namespace inode of a process (what `--netns` compares).
+pub fn netns_of_pid(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// The container or service unit of a process, from its cgroup path.
 pub fn unit_of_pid(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;

@@ -170,6 +170,9 @@ fn processes_json(s: &Snapshot, top: usize) -> Vec<Value> {
             if let Some(u) = s.units.get(&p.pid) {
                 v["unit"] = json!(u);
             }
+            if let Some(n) = s.netns.get(&p.pid) {
+                v["netns"] = json!(n);
+            }
             if let Some(a) = s.dns.get(&p.pid) {
                 v["dns"] = crate::dns_answer::row(a);
             }

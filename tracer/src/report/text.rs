@@ -195,7 +195,12 @@ pub fn render(rec: &Recorded) -> String {
     } else {
         let _ = writeln!(
             o,
-            "stragglers pid      comm             cgroup / unit        old attempts  old open  at start  first old  last old   reached new"
+            "stragglers pid      comm             cgroup / unit        old attempts  old open  at start  first old  last old   reached new{}",
+            if rec.netns.is_empty() {
+                ""
+            } else {
+                "      netns"
+            }
         );
         for s in &st.stragglers {
             let t = |v: Option<u64>| v.map_or("-".into(), secs);
@@ -210,10 +215,16 @@ pub fn render(rec: &Recorded) -> String {
                 s.census_open,
                 t(s.first_old_ms),
                 t(s.last_old_ms),
-                if s.reached_new {
-                    "yes"
-                } else {
-                    "NO (cached DNS?)"
+                {
+                    let reached = if s.reached_new {
+                        "yes"
+                    } else {
+                        "NO (cached DNS?)"
+                    };
+                    match rec.netns.get(&s.pid) {
+                        Some(n) => format!("{reached:<16} {n}"),
+                        None => reached.to_string(),
+                    }
                 }
             );
         }

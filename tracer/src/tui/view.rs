@@ -304,6 +304,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     // A process name keeps 12 columns; on a narrow pane conn/s gives way to it.
     let wide = area.width >= 60;
     let rate_col = area.width >= 38;
+    // The network namespace, where known (container hosts: which tenant it is).
+    let netns = &st.data().cur.netns;
+    let ns_col = wide && rows.iter().any(|s| netns.contains_key(&s.pid));
     let mut head = vec!["pid", "comm", "open"];
     if rate_col {
         head.push("conn/s");
@@ -311,6 +314,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     head.push("new");
     if wide {
         head.extend(["last old", "first old", "unit"]);
+    }
+    if ns_col {
+        head.push("netns");
     }
     let header = Row::new(head).style(bold());
     let skip = visible_skip(st.scroll[Pane::Stragglers as usize], rows.len(), area);
@@ -335,6 +341,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
                 h.and_then(|h| h.unit.clone()).unwrap_or_default(),
             ]);
         }
+        if ns_col {
+            cells.push(netns.get(&s.pid).map(u64::to_string).unwrap_or_default());
+        }
         Row::new(cells)
     });
     let mut widths = vec![
@@ -352,6 +361,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
             Constraint::Length(9),
             Constraint::Fill(1),
         ]);
+    }
+    if ns_col {
+        widths.push(Constraint::Length(10));
     }
     f.render_widget(Table::new(body, widths).header(header).block(block), area);
 }

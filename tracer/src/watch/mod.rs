@@ -180,7 +180,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         eprintln!("tracer: {w}");
     }
     let started_at = SystemTime::now();
-    let sampler = Sampler::new(&mut tracer, sets).env()?;
+    let mut sampler = Sampler::new(&mut tracer, sets).env()?;
     let census_out = tracer.census.iter().filter(|c| !c.inbound).count() as u64;
     let info = RunInfo {
         started_at,
@@ -206,6 +206,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         reconcile_every: args.reconcile_every,
         metrics_addr,
     };
+    sampler.set_owner_pids(info.census_owners.iter().map(|o| o.pid).collect());
     // Attached, census and its owners taken: keep only what reconciliation needs.
     crate::caps::drop_after_attach()?;
     let mut sinks: Vec<Box<dyn Sink>> = vec![];
