@@ -98,7 +98,7 @@ pub fn netns_path(arg: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(arg))
 }
 
-fn fs_type(path: &Path) -> std::io::Result<i64> {
+fn fs_type(path: &Path) -> std::io::Result<u64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: statfs on a NUL-terminated path into a zeroed struct.
@@ -106,7 +106,7 @@ fn fs_type(path: &Path) -> std::io::Result<i64> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(st.f_type as i64)
+    Ok(st.f_type as u64)
 }
 
 const NS_GET_NSTYPE: libc::c_ulong = 0xb7 << 8 | 0x3;
@@ -125,7 +125,7 @@ pub fn netns(arg: &str) -> Result<Netns, String> {
         }
     })?;
     if fs_type(&path).map_err(|e| format!("--netns {arg}: {}: {e}", path.display()))?
-        != libc::NSFS_MAGIC as i64
+        != libc::NSFS_MAGIC as u64
     {
         return Err(format!(
             "--netns {arg}: {} is not a namespace file (not on nsfs; an `ip netns` name that was never mounted?): {hint}",
@@ -190,7 +190,7 @@ pub fn cgroup(arg: &str) -> Result<Cgroup, String> {
         format!("--cgroup {arg}: no cgroup v2 hierarchy is mounted (cgroup v1 only): mount one (mount -t cgroup2 none /sys/fs/cgroup/unified) or run without --cgroup")
     })?;
     let dir = cgroup_dir(arg, &mount, |p| {
-        p.is_dir() && fs_type(p).ok() == Some(libc::CGROUP2_SUPER_MAGIC as i64)
+        p.is_dir() && fs_type(p).ok() == Some(libc::CGROUP2_SUPER_MAGIC as u64)
     });
     let md = std::fs::metadata(&dir)
         .map_err(|e| format!("--cgroup {arg}: {}: {e}: {hint}", dir.display()))?;
@@ -201,8 +201,8 @@ pub fn cgroup(arg: &str) -> Result<Cgroup, String> {
         ));
     }
     let ty = fs_type(&dir).map_err(|e| format!("--cgroup {arg}: {}: {e}", dir.display()))?;
-    if ty != libc::CGROUP2_SUPER_MAGIC as i64 {
-        let what = if ty == libc::CGROUP_SUPER_MAGIC as i64 {
+    if ty != libc::CGROUP2_SUPER_MAGIC as u64 {
+        let what = if ty == libc::CGROUP_SUPER_MAGIC as u64 {
             "a cgroup v1 directory"
         } else {
             "not a cgroup directory"
