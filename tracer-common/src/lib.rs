@@ -165,6 +165,26 @@ pub struct SockOffsets {
     pub sport: u32,
 }
 
+/// The filters of `--netns` and `--cgroup` and the kernel offsets they read, set at load (the
+/// `FILTER` global). All zero: no filter, and the programs read nothing for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Inode of the network namespace to count (`--netns`); 0 = every namespace.
+    pub netns: u32,
+    /// Non-zero: count only outbound connects of tasks in the cgroup at index 0 of the
+    /// `CGROUP_FILTER` array, or below it (`--cgroup`); inbound accepts are not counted.
+    pub cgroup: u32,
+    /// `struct sock` -> `__sk_common.skc_net.net` (a `struct net *`).
+    pub sk_net: u32,
+    /// `struct net` -> `ns.inum`.
+    pub net_inum: u32,
+    /// `struct task_struct` -> `nsproxy`, and `struct nsproxy` -> `net_ns`: the namespace of
+    /// the current task, where no socket is at hand (connects failing before a SYN, DNS).
+    pub task_nsproxy: u32,
+    pub nsproxy_net: u32,
+}
+
 /// Why a connect ended before ESTABLISHED: index into `FailReasons::n`.
 pub const REASON_REFUSED: u32 = 0;
 pub const REASON_TIMEOUT: u32 = 1;
@@ -275,6 +295,7 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
     pub const SOCKS: &str = "SOCKS";
+    pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const MAPS: &[&str] = &[
         COHORT_PREFIXES,
         COHORT_HOSTS,
@@ -292,12 +313,14 @@ pub mod names {
         CONFIG,
         STATS,
         SOCKS,
+        CGROUP_FILTER,
     ];
     /// Globals set at load time.
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
     pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
     pub const PORT_FILTER: &str = "PORT_FILTER";
     pub const SYSCALL_RET: &str = "SYSCALL_RET";
+    pub const FILTER: &str = "FILTER";
 }
 
 /// A log2 histogram of connect latencies in nanoseconds.
@@ -360,6 +383,7 @@ mod user {
     unsafe impl aya::Pod for FailReasons {}
     unsafe impl aya::Pod for LatHist {}
     unsafe impl aya::Pod for Pending {}
+    unsafe impl aya::Pod for Filter {}
 }
 
 /// Map an IPv4 address (network order bytes) into the shared 16-byte form.
@@ -395,6 +419,7 @@ mod tests {
         assert_eq!(size_of::<FailReasons>(), 8 * REASONS);
         assert_eq!(size_of::<LatHist>(), 8 * LAT_BUCKETS);
         assert_eq!(size_of::<Pending>(), 8 + 16 + 2 + 6 + 8);
+        assert_eq!(size_of::<Filter>(), 6 * 4);
     }
 
     #[test]

@@ -253,7 +253,7 @@ fn outbound(daddr: &Addr) -> SockInfo {
 #[inline(always)]
 pub fn on_connect(sk: Sk, daddr: &Addr, dport: u16) {
     crate::unsent::reached();
-    if !port_allowed(dport) {
+    if !port_allowed(dport) || !crate::filter::connect_ok(sk.0) {
         return;
     }
     let info = SockInfo {
@@ -346,6 +346,10 @@ pub fn on_failed(sk: Sk, reason: u32) {
 /// attempt and a failure with its reason, no latency (no SYN was sent).
 #[inline(always)]
 pub fn on_unsent(daddr: &Addr, reason: u32) {
+    // `--cgroup`: only tasks there were noted (the connect hooks are attached at that cgroup).
+    if !crate::filter::task_netns_ok() {
+        return;
+    }
     let info = outbound(daddr);
     count_out(&info, Out::Attempts);
     count_out(&info, Out::Failed);
@@ -355,7 +359,7 @@ pub fn on_unsent(daddr: &Addr, reason: u32) {
 /// A passive open completed on the child socket: count it by local address.
 #[inline(always)]
 pub fn on_accept(sk: Sk, saddr: &Addr, sport: u16) {
-    if !port_allowed(sport) {
+    if !port_allowed(sport) || !crate::filter::accept_ok(sk.0) {
         return;
     }
     let cohort = cohort_of(saddr);
@@ -385,6 +389,11 @@ pub fn on_leave_established(sk: Sk, tuple: impl FnOnce() -> Result<TupleKey, u32
         } else if info.dir == DIR_IN {
             count_in(&info.addr, info.cohort as u32, In::Closed);
         }
+        return;
+    }
+    // A socket of another namespace never matches a census entry (the census is of `--netns`
+    // only), however alike its 4-tuple.
+    if !crate::filter::sock_netns_ok(sk.0) {
         return;
     }
     let Ok(key) = tuple() else { return };

@@ -66,6 +66,10 @@ fn note(ctx: &SockAddrContext) -> i32 {
     if c.type_ != SOCK_DGRAM || u16::from_be(c.user_port as u16) != DNS_PORT {
         return 1;
     }
+    // `--netns`: a socket of another namespace gets no owner, so its answers are not passed on.
+    if !crate::filter::task_netns_ok() {
+        return 1;
+    }
     let owner = DnsOwner {
         // SAFETY: helper without arguments.
         cgroup: unsafe { bpf_get_current_cgroup_id() },
@@ -178,6 +182,8 @@ fn ingress(ctx: &SkBuffContext) -> Result<(), ()> {
                 hdr.owner = *o;
                 hdr.owned = 1;
             }
+            // With `--netns` an answer without a noted owner cannot be placed: dropped.
+            None if crate::filter::netns_filtered() => return Ok(()),
             None => {
                 hdr.owner = DnsOwner::default();
                 hdr.owned = 0;

@@ -6,6 +6,7 @@
 
 mod counting;
 mod dns;
+mod filter;
 mod record;
 mod state_btf;
 mod unsent;

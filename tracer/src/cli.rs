@@ -25,8 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Trace connections and sort them into the old and new address sets.
     Watch(Box<WatchArgs>),
-    /// Show what this kernel offers and which hooks `watch` would use.
-    Probe,
+    /// Show what this kernel offers and which hooks `watch` would use (with --netns/--cgroup:
+    /// what it would filter).
+    Probe(ProbeArgs),
     /// Tell the story of a recorded run: cutover, declaration gap, drain, stragglers. Several
     /// files (one per host): the fleet's story on one wall clock.
     Report(ReportArgs),
@@ -59,6 +60,26 @@ pub struct ReportArgs {
     pub step: Option<Duration>,
 }
 
+/// `--netns` and `--cgroup`, for `watch` and `probe`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Count only sockets of this network namespace, filtered in the kernel: a netns file
+    /// (/run/netns/NAME, /proc/PID/ns/net), an `ip netns` NAME, or the PID of a process in it.
+    #[arg(long, value_name = "PATH|PID")]
+    pub netns: Option<String>,
+    /// Count only outbound connects by tasks in this cgroup v2 directory or below it
+    /// (/sys/fs/cgroup/system.slice/nginx.service, or relative to the cgroup v2 mount),
+    /// filtered in the kernel; inbound accepts are not counted with it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
     /// Old side: IP, CIDR, hostname (resolved once) or @file; repeatable, comma-separated.
@@ -70,6 +91,8 @@ pub struct WatchArgs {
     /// Count only this destination port (inbound: local port); repeatable.
     #[arg(long, value_name = "N")]
     pub port: Vec<u16>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Sampling interval, e.g. 1s, 500ms.
     #[arg(long, default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub interval: Duration,
@@ -271,6 +294,37 @@ mod tests {
         assert_eq!(w.state_hook, StateMode::TpBtf);
         assert_eq!(w.interval, Duration::from_millis(250));
         assert_eq!(w.metrics, None);
+    }
+
+    #[test]
+    fn filter_flags_parse_for_watch_and_probe() {
+        let c = Cli::try_parse_from([
+            "tracer",
+            "watch",
+            "--old",
+            "10.0.0.1",
+            "--netns",
+            "/run/netns/a",
+            "--cgroup",
+            "system.slice/nginx.service",
+        ])
+        .unwrap();
+        let Command::Watch(w) = c.command else {
+            panic!()
+        };
+        assert_eq!(w.filter.netns.as_deref(), Some("/run/netns/a"));
+        assert_eq!(
+            w.filter.cgroup.as_deref(),
+            Some("system.slice/nginx.service")
+        );
+        let c = Cli::try_parse_from(["tracer", "probe", "--netns", "1234"]).unwrap();
+        let Command::Probe(p) = c.command else {
+            panic!()
+        };
+        assert_eq!(p.filter.netns.as_deref(), Some("1234"));
+        assert_eq!(p.filter.cgroup, None);
+        let e = Cli::try_parse_from(["tracer", "watch", "--netns"]).unwrap_err();
+        assert!(one_line_error(&e).contains("--netns"));
     }
 
     #[test]

@@ -55,12 +55,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if matches!(cli.command, cli::Command::Watch(_) | cli::Command::Probe) {
+    if matches!(cli.command, cli::Command::Watch(_) | cli::Command::Probe(_)) {
         caps::reexec_privileged();
     }
     let result = std::panic::catch_unwind(|| match cli.command {
         cli::Command::Watch(args) => watch::run(*args),
-        cli::Command::Probe => probe::run(),
+        cli::Command::Probe(args) => probe::run(args),
         cli::Command::Report(args) => report::run(args),
         cli::Command::Generate { dir } => generate::run(&dir),
         cli::Command::Preflight(args) => preflight::run(args),

@@ -12,7 +12,24 @@ use crate::{
     model::cohort::Sets,
 };
 
-pub fn run() -> Result<i32> {
+pub fn run(args: crate::cli::ProbeArgs) -> Result<i32> {
+    let cgroup = args
+        .filter
+        .cgroup
+        .as_deref()
+        .map(kernel::filter::cgroup)
+        .transpose()
+        .usage()?;
+    let filters = kernel::filter::Filters {
+        netns: args
+            .filter
+            .netns
+            .as_deref()
+            .map(kernel::filter::netns)
+            .transpose()
+            .usage()?,
+        cgroup,
+    };
     println!("kernel        {}", crate::kernel_release());
     let (lines, caps_ok) = crate::caps::probe_lines();
     for l in lines {
@@ -24,6 +41,22 @@ pub fn run() -> Result<i32> {
         crate::caps::acquire()?;
     }
     let env = Env::discover();
+    if let Some(n) = &filters.netns {
+        match &env.filter {
+            Ok(_) => println!(
+                "filter        netns {} ({}): sockets of that namespace only, checked in the kernel",
+                n.inode,
+                n.path.display()
+            ),
+            Err(e) => println!("filter        netns {}: not possible ({e})", n.inode),
+        }
+    }
+    if let Some(c) = &filters.cgroup {
+        println!(
+            "filter        cgroup {} (id {}): outbound connects of its tasks and below, checked in the kernel; inbound accepts not counted",
+            c.path, c.id
+        );
+    }
     match &env.sock {
         Ok(_) => println!("btf           yes ({})", env.btf_path),
         Err(e) => println!("btf           no: {e}"),
@@ -72,11 +105,19 @@ pub fn run() -> Result<i32> {
         state: StateMode::Auto,
         max_destinations: 1024,
         max_processes: 1024,
+        filters: filters.clone(),
     };
     let mut state = None;
     for hook in [StateHook::TpBtf, StateHook::Tracepoint] {
-        let mut ebpf =
-            kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1).env()?;
+        let mut ebpf = kernel::load(
+            &cfg,
+            &tp,
+            &sock.clone().unwrap_or_default(),
+            ret_off,
+            1,
+            &env.filter,
+        )
+        .env()?;
         let ready = match (&sock, hook) {
             (Err(e), StateHook::TpBtf) => Err(e.clone()),
             (Ok(o), StateHook::TpBtf) => kernel::tp_btf_ready(o),
@@ -103,8 +144,15 @@ pub fn run() -> Result<i32> {
     let mut chosen = None;
     for hook in ConnectHook::ALL {
         // A fresh object per hook, so that each is tried on its own.
-        let mut ebpf =
-            kernel::load(&cfg, &tp, &sock.clone().unwrap_or_default(), ret_off, 1).env()?;
+        let mut ebpf = kernel::load(
+            &cfg,
+            &tp,
+            &sock.clone().unwrap_or_default(),
+            ret_off,
+            1,
+            &env.filter,
+        )
+        .env()?;
         match hooks::attach_connect(&mut ebpf, hook, aya_btf, sock.is_ok()) {
             Ok(()) => {
                 let how = if hook == ConnectHook::Derived {
@@ -118,15 +166,25 @@ pub fn run() -> Result<i32> {
             Err(why) => println!("connect hook  {}: not available ({why})", hook.name()),
         }
     }
-    let mut ebpf = kernel::load(&cfg, &tp, &sock.unwrap_or_default(), ret_off, 1).env()?;
-    let unsent = env.syscall_ret.and_then(|_| unsent::attach(&mut ebpf));
+    let mut ebpf = kernel::load(
+        &cfg,
+        &tp,
+        &sock.unwrap_or_default(),
+        ret_off,
+        1,
+        &env.filter,
+    )
+    .env()?;
+    let unsent = env
+        .syscall_ret
+        .and_then(|_| unsent::attach(&mut ebpf, filters.cgroup.as_ref()));
     match &unsent {
         Ok(()) => println!("unsent hook   {}: available", unsent::NAME),
         Err(why) => println!(
             "unsent hook   not available ({why}): connects failing before a SYN are not counted"
         ),
     }
-    let dns = dnscap::attach(&mut ebpf);
+    let dns = dnscap::attach(&mut ebpf, filters.cgroup.as_ref());
     match &dns {
         Ok(()) => println!("dns hook      {}: available", dnscap::NAME),
         Err(why) => println!(

@@ -159,6 +159,8 @@ fn test() -> Result<()> {
                 "failures",
                 "--test",
                 "netns",
+                "--test",
+                "filters",
             ])
             .args(["--test", "attribution", "--", "--test-threads=1"])
             .env("TRACER_BIN", &bin)

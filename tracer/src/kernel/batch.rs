@@ -147,12 +147,21 @@ mod tests {
             state: StateMode::Auto,
             max_destinations: 10_000,
             max_processes: 1024,
+            filters: Default::default(),
         };
         let tp = TpOffsets {
             record_len: 72,
             ..Default::default()
         };
-        let mut ebpf = load(&cfg, &tp, &Default::default(), 16, 1).expect("load (root needed)");
+        let mut ebpf = load(
+            &cfg,
+            &tp,
+            &Default::default(),
+            16,
+            1,
+            &Ok(Default::default()),
+        )
+        .expect("load (root needed)");
         let mut dest: PerCpuHashMap<MapData, [u8; 16], OutCounters> =
             PerCpuHashMap::try_from(ebpf.take_map("DEST").unwrap()).unwrap();
         let ncpus = aya::util::nr_cpus().unwrap();

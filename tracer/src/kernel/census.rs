@@ -137,6 +137,26 @@ pub fn take() -> Result<Vec<Conn>, String> {
     Ok(classify(&all))
 }
 
+/// Established connections of one network namespace (`--netns`), dumped from a helper thread
+/// that joins it.
+pub fn take_in(ns: &std::fs::File) -> Result<Vec<Conn>, String> {
+    use std::os::fd::AsRawFd;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on an open namespace file; affects this helper thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!(
+                    "cannot join the --netns namespace: {} (needs CAP_SYS_ADMIN)",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            take()
+        })
+        .join()
+    })
+    .map_err(|_| "census of the --netns namespace failed".to_string())?
+}
+
 /// Established connections of every network namespace: the tracepoint sees the sockets of all
 /// of them (containers too), so the census it is matched with must as well. Namespaces are
 /// found through processes (/proc/PID/ns/net) and `ip netns` names (/run/netns); each is

@@ -147,12 +147,21 @@ fn snapshot_cost_at_60k_destinations() {
         state: StateMode::Auto,
         max_destinations: 65536,
         max_processes: 65536,
+        filters: Default::default(),
     };
     let tp = TpOffsets {
         record_len: 72,
         ..Default::default()
     };
-    let ebpf = load(&cfg, &tp, &Default::default(), 16, 1).expect("load (root needed)");
+    let ebpf = load(
+        &cfg,
+        &tp,
+        &Default::default(),
+        16,
+        1,
+        &Ok(Default::default()),
+    )
+    .expect("load (root needed)");
     let hooks = Hooks {
         connect: ConnectHook::Derived,
         state: "tracepoint",
@@ -182,6 +191,7 @@ fn snapshot_cost_at_60k_destinations() {
         hooks: hooks.clone(),
         census,
         warnings: vec![],
+        filters: Default::default(),
     };
     let ncpus = aya::util::nr_cpus().unwrap();
     fill(&mut t, ncpus);
@@ -229,6 +239,7 @@ fn snapshot_cost_at_60k_destinations() {
         old: vec![],
         new: vec![],
         ports: vec![],
+        filters: Default::default(),
         interval_ms: 1000,
         max_destinations: 65536,
         census_outbound: 0,

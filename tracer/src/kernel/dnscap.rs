@@ -35,10 +35,11 @@ const ADDR_PROGS: [&str; 4] = [
 ];
 const INGRESS: &str = "dns_ingress";
 
-/// Load and attach the capture's programs on the cgroup v2 root, or say why not (then none
+/// Load and attach the capture's programs on the cgroup v2 root (or the `--cgroup` directory:
+/// then only its tasks' answers are seen), or say why not (then none
 /// stays attached).
-pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
-    let root = super::unsent::open_root()?;
+pub fn attach(ebpf: &mut Ebpf, cgroup: Option<&super::filter::Cgroup>) -> Result<(), String> {
+    let root = super::unsent::open_at(cgroup)?;
     let r = attach_all(ebpf, &root);
     if r.is_err() {
         for name in ADDR_PROGS {

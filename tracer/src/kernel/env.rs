@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use tracer_common::{SockOffsets, TpOffsets};
+use tracer_common::{Filter, SockOffsets, TpOffsets};
 
-use super::{btf_path, sock_offsets, tracefs, unsent};
+use super::{btf_path, filter_offsets, sock_offsets, tracefs, unsent};
 
 pub struct Env {
     /// tracefs (mounted if it was not) and the state tracepoint's field offsets.
@@ -14,6 +14,8 @@ pub struct Env {
     pub btf_path: String,
     /// `struct sock` offsets from BTF (fentry/kprobe, failure reasons).
     pub sock: Result<SockOffsets, String>,
+    /// What `--netns` reads (socket and task to namespace inode), from BTF.
+    pub filter: Result<Filter, String>,
     /// The parsed BTF for attaching fentry programs.
     pub btf: Option<aya::Btf>,
     /// Offset of `ret` in `syscalls:sys_exit_connect`.
@@ -26,6 +28,10 @@ impl Env {
         let raw = std::fs::read(&path);
         let sock = match &raw {
             Ok(raw) => sock_offsets(raw),
+            Err(e) => Err(format!("no kernel BTF at {path} ({e})")),
+        };
+        let filter = match &raw {
+            Ok(raw) => filter_offsets(raw),
             Err(e) => Err(format!("no kernel BTF at {path} ({e})")),
         };
         let btf = match &raw {
@@ -47,6 +53,7 @@ impl Env {
             tracefs,
             btf_path: path,
             sock,
+            filter,
             btf,
             syscall_ret,
         }

@@ -8,6 +8,7 @@ pub mod census;
 mod cost_tests;
 pub mod dnscap;
 pub mod env;
+pub mod filter;
 pub mod holders;
 pub mod hooks;
 pub mod owners;
@@ -25,7 +26,7 @@ use aya::{
 };
 use tracer_common::{
     CONFIG_COHORT_EXACT, CONFIG_COHORT_LPM, CONFIG_CONNECT_SOURCE, CensusInfo, DIR_IN, DIR_OUT,
-    SockOffsets, TpOffsets, TupleKey, names,
+    Filter, SockOffsets, TpOffsets, TupleKey, names,
 };
 
 use crate::model::{
@@ -52,6 +53,8 @@ pub struct Config {
     pub state: StateMode,
     pub max_destinations: u32,
     pub max_processes: u32,
+    /// `--netns`, `--cgroup`: only these sockets are counted.
+    pub filters: filter::Filters,
 }
 
 /// Hooks in use and how they were chosen.
@@ -74,6 +77,8 @@ pub struct Tracer {
     pub hooks: Hooks,
     pub census: Vec<census::Conn>,
     pub warnings: Vec<String>,
+    /// `--netns`, `--cgroup` (the census for reconciliation keeps to them too).
+    pub filters: filter::Filters,
 }
 
 /// Offsets in `struct sock` from the kernel's BTF, or why they are unknown.
@@ -99,6 +104,22 @@ pub fn sock_offsets(raw: &[u8]) -> Result<SockOffsets, String> {
         rcv_saddr: f("skc_rcv_saddr").unwrap_or(0),
         v6_rcv_saddr: f("skc_v6_rcv_saddr").unwrap_or(0),
         sport: b.member_offset("inet_sock", &["inet_sport"]).unwrap_or(0),
+    })
+}
+
+/// The offsets `--netns` reads (no filter set yet), or why they are unknown.
+pub fn filter_offsets(raw: &[u8]) -> Result<Filter, String> {
+    let b = btf::Btf::parse(raw)?;
+    let at = |s: &str, path: &[&str]| {
+        b.member_offset(s, path)
+            .ok_or_else(|| format!("struct {s} has no {} in BTF", path.join(".")))
+    };
+    Ok(Filter {
+        sk_net: at("sock", &["__sk_common", "skc_net", "net"])?,
+        net_inum: at("net", &["ns", "inum"])?,
+        task_nsproxy: at("task_struct", &["nsproxy"])?,
+        nsproxy_net: at("nsproxy", &["net_ns"])?,
+        ..Filter::default()
     })
 }
 
@@ -157,10 +178,13 @@ pub fn load(
     sock: &SockOffsets,
     syscall_ret: u32,
     census_slots: u32,
+    filter_offsets: &Result<Filter, String>,
 ) -> Result<Ebpf, String> {
     let port_filter: u8 = (!cfg.ports.is_empty()).into();
+    let filter = kernel_filter(&cfg.filters, filter_offsets)?;
     let mut loader = EbpfLoader::new();
     loader
+        .override_global(names::FILTER, &filter, true)
         .override_global(names::TP_OFFSETS, tp, true)
         .override_global(names::SOCK_OFFSETS, sock, true)
         .override_global(names::PORT_FILTER, &port_filter, true)
@@ -178,6 +202,15 @@ pub fn load(
     // No state program may count before the connect source is chosen.
     set_config(&mut ebpf, CONFIG_CONNECT_SOURCE, CONNECT_NONE)?;
     insert_prefixes(&mut ebpf, cfg.sets.entries())?;
+    if let Some(c) = &cfg.filters.cgroup {
+        let mut arr = aya::maps::CgroupArray::try_from(
+            ebpf.map_mut(names::CGROUP_FILTER)
+                .ok_or("no CGROUP_FILTER map")?,
+        )
+        .map_err(|e| one_line(&e))?;
+        arr.set(0, c.file.clone(), 0)
+            .map_err(|e| format!("cannot load --cgroup {}: {}", c.arg, one_line(&e)))?;
+    }
     let mut ports: HashMap<_, u16, u8> =
         HashMap::try_from(ebpf.map_mut(names::PORTS).ok_or("no PORTS map")?)
             .map_err(|e| one_line(&e))?;
@@ -187,6 +220,26 @@ pub fn load(
             .map_err(|e| format!("cannot load port {p}: {}", one_line(&e)))?;
     }
     Ok(ebpf)
+}
+
+/// The `FILTER` global for the filters asked for, with the offsets they need.
+fn kernel_filter(f: &filter::Filters, offsets: &Result<Filter, String>) -> Result<Filter, String> {
+    let mut k = Filter::default();
+    if let Some(n) = &f.netns {
+        k = *offsets.as_ref().map_err(|e| {
+            format!("--netns needs the kernel's BTF to find a socket's namespace ({e}): run without --netns (needs CONFIG_DEBUG_INFO_BTF=y)")
+        })?;
+        k.netns = u32::try_from(n.inode).map_err(|_| {
+            format!(
+                "--netns {}: inode {} is not a namespace inode",
+                n.arg, n.inode
+            )
+        })?;
+    }
+    if f.cgroup.is_some() {
+        k.cgroup = 1;
+    }
+    Ok(k)
 }
 
 /// A connect source no program has: nothing counts attempts until one is set.
@@ -274,9 +327,13 @@ fn fill_census(ebpf: &mut Ebpf, sets: &Sets, conns: &[census::Conn]) -> Result<(
 
 /// The census, or a warning: without it tracing still works, only connections opened before
 /// the start are missing from `open` and their closes are not counted.
-fn census_filtered(ports: &[u16], warnings: &mut Vec<String>) -> Vec<census::Conn> {
-    match census::take_all() {
-        Ok(conns) => filter_ports(conns, ports),
+fn census_filtered(
+    ports: &[u16],
+    filters: &filter::Filters,
+    warnings: &mut Vec<String>,
+) -> Vec<census::Conn> {
+    match census_of(ports, filters) {
+        Ok(conns) => conns,
         Err(e) => {
             let w = format!(
                 "warning: no census of existing connections ({e}); connections opened before the start are not counted"
@@ -287,6 +344,34 @@ fn census_filtered(ports: &[u16], warnings: &mut Vec<String>) -> Vec<census::Con
             Vec::new()
         }
     }
+}
+
+/// The census the filters keep: `--netns` dumps that namespace only; `--cgroup` keeps the
+/// outbound connections whose owning process is in that cgroup or below it.
+fn census_of(ports: &[u16], filters: &filter::Filters) -> Result<Vec<census::Conn>, String> {
+    let conns = match &filters.netns {
+        Some(n) => census::take_in(&n.file)?,
+        None => census::take_all()?,
+    };
+    let conns = filter_ports(conns, ports);
+    if filters.cgroup.is_none() {
+        return Ok(conns);
+    }
+    let out: Vec<census::Conn> = conns.into_iter().filter(|c| !c.inbound).collect();
+    let wanted = out.iter().map(|c| (c.inode, ())).collect();
+    let owners = owners::inode_owners(&wanted);
+    let mut cgroups: std::collections::HashMap<u32, Option<String>> = Default::default();
+    Ok(out
+        .into_iter()
+        .filter(|c| {
+            owners.get(&c.inode).is_some_and(|pid| {
+                let cg = cgroups
+                    .entry(*pid)
+                    .or_insert_with(|| owners::cgroup_of_pid(*pid));
+                filters.cgroup_has(cg.as_deref())
+            })
+        })
+        .collect())
 }
 
 fn filter_ports(conns: Vec<census::Conn>, ports: &[u16]) -> Vec<census::Conn> {
@@ -327,7 +412,7 @@ impl Tracer {
         let aya_btf = env.btf;
 
         // Size the census map from a first count; the real census is taken after attaching.
-        let pre = census_filtered(&cfg.ports, &mut warnings).len() as u32;
+        let pre = census_filtered(&cfg.ports, &cfg.filters, &mut warnings).len() as u32;
         let ret_off = env.syscall_ret.clone();
         let sock_or_default = sock.clone().unwrap_or_default();
         let mut state_fallbacks = Vec::new();
@@ -345,6 +430,7 @@ impl Tracer {
                 &sock_or_default,
                 *ret_off.as_ref().unwrap_or(&16),
                 pre * 2 + 1024,
+                &env.filter,
             )?;
             match ready.and_then(|()| hooks::attach_state(&mut ebpf, hook, aya_btf.as_ref())) {
                 Ok(()) => {
@@ -389,21 +475,22 @@ impl Tracer {
         };
         set_connect_source(&mut ebpf, connect)?;
 
-        let unsent = ret_off.and_then(|_| unsent::attach(&mut ebpf));
+        let cgroup = cfg.filters.cgroup.as_ref();
+        let unsent = ret_off.and_then(|_| unsent::attach(&mut ebpf, cgroup));
         if let Err(e) = &unsent {
             warnings.push(format!(
                 "note: connects that fail before a SYN (no route, no local port) are not counted: {e}"
             ));
         }
 
-        let dns = dnscap::attach(&mut ebpf);
+        let dns = dnscap::attach(&mut ebpf, cgroup);
         if let Err(e) = &dns {
             warnings.push(format!(
                 "note: DNS answers per process are not captured: {e}"
             ));
         }
 
-        let conns = census_filtered(&cfg.ports, &mut warnings);
+        let conns = census_filtered(&cfg.ports, &cfg.filters, &mut warnings);
         fill_census(&mut ebpf, &cfg.sets, &conns)?;
         Ok(Tracer {
             ebpf,
@@ -417,6 +504,7 @@ impl Tracer {
             },
             census: conns,
             warnings,
+            filters: cfg.filters.clone(),
         })
     }
 }
@@ -432,8 +520,8 @@ pub fn census_baseline(conns: &[census::Conn]) -> Table {
 
 /// The established connections now, as the start census counts them (same `--port` filter):
 /// what `open` is reconciled with.
-pub fn census_now(ports: &[u16]) -> Result<Table, String> {
-    Ok(census_baseline(&filter_ports(census::take_all()?, ports)))
+pub fn census_now(ports: &[u16], filters: &filter::Filters) -> Result<Table, String> {
+    Ok(census_baseline(&census_of(ports, filters)?))
 }
 
 #[cfg(test)]

@@ -22,6 +22,19 @@ pub fn cgroup_path(text: &str) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
+/// The cgroup v2 path of a process (`/system.slice/x.service`).
+pub fn cgroup_of_pid(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroup_path(&text).map(str::to_string)
+}
+
+/// The network namespace inode of a process (what `--netns` compares).
+pub fn netns_of_pid(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// The container or service unit of a process, from its cgroup path.
 pub fn unit_of_pid(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
@@ -40,7 +53,7 @@ fn cgroup_id(pid: u32) -> u64 {
 }
 
 /// Map every socket inode of every process to its pid (the first owner found).
-fn inode_owners(wanted: &HashMap<u32, ()>) -> HashMap<u32, u32> {
+pub fn inode_owners(wanted: &HashMap<u32, ()>) -> HashMap<u32, u32> {
     let mut owners = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return owners;

@@ -54,6 +54,10 @@ pub struct Sampler {
     capacity: [u64; 3],
     /// Unit per pid, looked up once per pid (/proc/PID/cgroup), kept while the pid is listed.
     units: std::cell::RefCell<StdHashMap<u32, Option<String>>>,
+    /// Network namespace per pid, looked up once per pid like `units`.
+    netns: std::cell::RefCell<StdHashMap<u32, Option<u64>>>,
+    /// Pids looked up beside the listed ones: owners of the connections found at start.
+    owner_pids: Vec<u32>,
     /// Rows of DEST, LOCAL_IN, PROCS last time: the capacity to reserve for the next.
     hint: std::cell::Cell<[usize; 3]>,
     /// The DNS answer capture and the answers seen so far, when it is attached.
@@ -209,6 +213,8 @@ impl Sampler {
             started: Instant::now(),
             ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
             units: Default::default(),
+            netns: Default::default(),
+            owner_pids: vec![],
             hint: Default::default(),
             dns: match t.hooks.dns {
                 Ok(()) => Some(std::cell::RefCell::new((
@@ -250,6 +256,11 @@ impl Sampler {
         held: &[(super::census::Conn, usize)],
     ) {
         self.holders.set_census_owners(owners, held);
+    }
+
+    /// Owners of the census connections: their rows show a namespace too.
+    pub fn set_owner_pids(&mut self, pids: Vec<u32>) {
+        self.owner_pids = pids;
     }
 
     pub fn sets(&self) -> &Sets {
@@ -339,6 +350,7 @@ impl Sampler {
             }
         }
         drop(units);
+        self.sample_netns(&snap.processes, &mut snap.netns);
 
         snap.evicted = Evicted {
             destinations: evicted(self.stat(STAT_DEST_INSERTS), live_dest),
@@ -460,6 +472,24 @@ impl Sampler {
     }
 
     /// Failure reasons (per cohort, destination, process) and latency histograms (per cohort).
+    /// The namespace of each listed pid and each census owner, cached while it is listed.
+    fn sample_netns(&self, rows: &[ProcRow], out: &mut std::collections::BTreeMap<u32, u64>) {
+        let mut pids: Vec<u32> = rows.iter().map(|p| p.pid).collect();
+        pids.extend(&self.owner_pids);
+        pids.sort_unstable();
+        pids.dedup();
+        let mut cache = self.netns.borrow_mut();
+        cache.retain(|pid, _| pids.binary_search(pid).is_ok());
+        for pid in pids {
+            if let Some(n) = cache
+                .entry(pid)
+                .or_insert_with(|| super::owners::netns_of_pid(pid))
+            {
+                out.insert(pid, *n);
+            }
+        }
+    }
+
     fn sample_failures(&self, snap: &mut Snapshot) -> Result<(), String> {
         let err = |e: aya::maps::MapError| format!("reading BPF maps failed: {}", one_line(&e));
         for i in 0..COHORTS {

@@ -35,7 +35,7 @@ pub fn parse_ret_offset(text: &str) -> Result<u32, String> {
 }
 
 /// The cgroup v2 root as the kernel's mount table lists it.
-fn mounted_root() -> Option<PathBuf> {
+pub(super) fn mounted_root() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     mounts.lines().find_map(|l| {
         let mut f = l.split_whitespace();
@@ -64,9 +64,21 @@ pub(super) fn open_root() -> Result<File, String> {
     root
 }
 
+/// Where the cgroup programs attach: the `--cgroup` directory (they then see only its tasks),
+/// else the root.
+pub(super) fn open_at(cgroup: Option<&super::filter::Cgroup>) -> Result<File, String> {
+    match cgroup {
+        Some(c) => c
+            .file
+            .try_clone()
+            .map_err(|e| format!("cannot open {}: {e}", c.dir.display())),
+        None => open_root(),
+    }
+}
+
 /// Load and attach the three programs, or say why not (then none stays attached).
-pub fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
-    let root = open_root()?;
+pub fn attach(ebpf: &mut Ebpf, cgroup: Option<&super::filter::Cgroup>) -> Result<(), String> {
+    let root = open_at(cgroup)?;
     let r = attach_all(ebpf, &root);
     if r.is_err() {
         // Unloading detaches too: a half-attached set would count attempts it cannot finish.

@@ -113,6 +113,8 @@ pub struct Snapshot {
     pub sample_duration: Duration,
     /// Container or service unit of the processes' pids, where their cgroup path names one.
     pub units: std::collections::BTreeMap<u32, String>,
+    /// Network namespace inode of the processes' pids (/proc/PID/ns/net), where readable.
+    pub netns: std::collections::BTreeMap<u32, u64>,
     /// DNS answers received since the last sample (kernel capture), oldest first.
     pub dns_answers: Vec<super::dns_seen::DnsAnswerSeen>,
     /// The last DNS answer of each listed pid that received one.
@@ -144,6 +146,7 @@ impl Snapshot {
             maps: MapsUse::default(),
             sample_duration: Duration::ZERO,
             units: Default::default(),
+            netns: Default::default(),
             dns_answers: vec![],
             dns: Default::default(),
             dns_capture: None,

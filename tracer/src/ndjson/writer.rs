@@ -112,6 +112,18 @@ pub fn meta(m: &RunInfo) -> Value {
         "census_owners": owners_json(&m.census_owners),
         "watch_dns": m.watch_dns,
         "reconcile_every_ms": m.reconcile_every.map(|d| d.as_millis() as u64),
+        "filter": filter_json(&m.filters),
+    })
+}
+
+/// `--netns`, `--cgroup` as the meta line records them (nulls when not set).
+pub fn filter_json(f: &crate::kernel::filter::Filters) -> Value {
+    json!({
+        "netns": f.netns.as_ref().map(|n| n.inode),
+        "netns_path": f.netns.as_ref().map(|n| n.path.display().to_string()),
+        "cgroup": f.cgroup.as_ref().map(|c| c.path.clone()),
+        "cgroup_id": f.cgroup.as_ref().map(|c| c.id),
+        "inbound_counted": f.cgroup.is_none(),
     })
 }
 
@@ -164,6 +176,9 @@ fn processes_json(s: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Valu
                                "destinations": p.destinations, "cohorts": cohorts});
             if let Some(u) = s.units.get(&p.pid) {
                 v["unit"] = json!(u);
+            }
+            if let Some(n) = s.netns.get(&p.pid) {
+                v["netns"] = json!(n);
             }
             if let Some(a) = s.dns.get(&p.pid) {
                 v["dns"] = crate::dns_answer::row(a);

@@ -57,6 +57,8 @@ pub struct Recorded {
     pub new_side: Vec<String>,
     /// Set when the recording ends in a partial line (a killed run): what was left out.
     pub warning: Option<String>,
+    /// Network namespace inode per pid, from the snapshots' process rows.
+    pub netns: std::collections::BTreeMap<u32, u64>,
 }
 
 /// Replay NDJSON text. Errors name the line and what is wrong with it; a truncated last
@@ -105,6 +107,7 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
         snapshots: 0,
         new_side,
         warning: read.warning,
+        netns: Default::default(),
     };
     let mut prev_ms = 0u64;
     for (no, v) in lines {
@@ -134,6 +137,11 @@ pub fn replay(text: &str) -> Result<Recorded, String> {
                 rec.findings
                     .extend(analysis.feed(s).into_iter().map(|f| (at, f)));
                 rec.snapshots += 1;
+                for p in v["processes"].as_array().into_iter().flatten() {
+                    if let (Some(pid), Some(ns)) = (p["pid"].as_u64(), p["netns"].as_u64()) {
+                        rec.netns.insert(pid as u32, ns);
+                    }
+                }
                 rec.last = Some(v);
             }
             Some("event") => {
@@ -213,6 +221,7 @@ pub fn to_json(rec: &Recorded) -> Value {
                 "end_ms": rec.state.now_ms,
                 "ended": rec.summary.as_ref().map(|s| s["reason"].clone())},
         "sets": {"old": rec.meta["old"], "new": rec.new_side, "resolved": rec.meta["resolved"]},
+        "filter": rec.meta["filter"],
         "params": writer::params_json(&rec.params),
         "analysis": writer::state_json(&rec.state),
         "totals": totals.map(|t| json!({"cohorts": t["cohorts"], "inbound": t["inbound"]})),

@@ -275,3 +275,24 @@ fn failures_by_reason_and_latency_per_side_over_the_run() {
         .collect();
     assert_eq!(to_json(&replay(&cut).unwrap())["failures"], j["failures"]);
 }
+
+#[test]
+fn the_filters_of_the_run_are_in_the_report() {
+    let (text, _) = recording();
+    let rec = replay(&text).unwrap();
+    assert!(!text::render(&rec).contains("filter "));
+    let f = json!({"netns": 4026532401u64, "netns_path": "/run/netns/a", "cgroup": "/x.slice",
+                   "cgroup_id": 9, "inbound_counted": false});
+    let text = text.replacen(
+        "\"type\":\"meta\"",
+        &format!("\"filter\":{f},\"type\":\"meta\""),
+        1,
+    );
+    let rec = replay(&text).unwrap();
+    let t = text::render(&rec);
+    assert!(
+        t.contains("filter     netns 4026532401 (/run/netns/a), cgroup /x.slice (outbound only)"),
+        "{t}"
+    );
+    assert_eq!(to_json(&rec)["filter"], f);
+}

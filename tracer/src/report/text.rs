@@ -13,7 +13,7 @@ use crate::model::{
 
 /// Milliseconds as seconds with one decimal.
 /// Who is still on old and why, with the fix per cause; the processes that moved, counted.
-fn stragglers_text(o: &mut String, st: &State) {
+fn stragglers_text(o: &mut String, st: &State, netns: &std::collections::BTreeMap<u32, u64>) {
     let cut = st.cutover.is_some();
     let ttl = match st.ttl_source {
         TtlSource::Unknown => "TTL unknown (0 s: one interval of grace; give --ttl)".to_string(),
@@ -29,7 +29,9 @@ fn stragglers_text(o: &mut String, st: &State) {
     }
     let _ = writeln!(
         o,
-        "           pid      comm             cgroup / unit        old conn  old open  pre-cut  oldest    first old  last old   why"
+        "           pid      comm             cgroup / unit        old conn  old open  pre-cut  oldest    first old  last old   {:<24}{}",
+        "why",
+        if netns.is_empty() { "" } else { " netns" }
     );
     for s in &st.stragglers {
         let t = |v: Option<u64>| v.map_or("-".into(), secs);
@@ -40,7 +42,7 @@ fn stragglers_text(o: &mut String, st: &State) {
         };
         let _ = writeln!(
             o,
-            "           {:<8} {:<16} {:<20} {:>8} {:>9} {:>8}  {:<9} {:>9} {:>9}   {}",
+            "           {:<8} {:<16} {:<20} {:>8} {:>9} {:>8}  {:<9} {:>9} {:>9}   {:<24} {}",
             s.pid,
             s.comm,
             s.unit.clone().unwrap_or_else(|| s.cgroup.to_string()),
@@ -51,7 +53,8 @@ fn stragglers_text(o: &mut String, st: &State) {
             oldest,
             t(s.first_old_ms),
             t(s.last_old_ms),
-            s.why(cut)
+            s.why(cut),
+            netns.get(&s.pid).map_or(String::new(), |n| n.to_string())
         );
     }
     if st.stragglers_total > st.stragglers.len() {
@@ -105,6 +108,16 @@ fn list(v: &Value) -> String {
     }
 }
 
+/// `--netns`/`--cgroup` of the run, from the meta line's `filter` (None: everything counted).
+pub fn filter_line(f: &Value) -> Option<String> {
+    let netns = f["netns"].as_u64().map(|ino| {
+        let path = f["netns_path"].as_str().unwrap_or("?").to_string();
+        (ino, path)
+    });
+    let cgroup = f["cgroup"].as_str().map(str::to_string);
+    crate::kernel::filter::describe(netns, cgroup)
+}
+
 pub fn render(rec: &Recorded) -> String {
     let mut o = String::new();
     let st = &rec.state;
@@ -135,6 +148,9 @@ pub fn render(rec: &Recorded) -> String {
             false => rec.new_side.join(", "),
         }
     );
+    if let Some(f) = filter_line(&m["filter"]) {
+        let _ = writeln!(o, "filter     {f}");
+    }
     match &st.cutover {
         Some(c) => {
             let _ = writeln!(o, "cutover    {} (marked by {})", when(c.at_ms), c.source);
@@ -237,7 +253,7 @@ pub fn render(rec: &Recorded) -> String {
             .collect();
         let _ = writeln!(o, "old dests  {}", top.join(", "));
     }
-    stragglers_text(&mut o, st);
+    stragglers_text(&mut o, st, &rec.netns);
     for c in &rec.dns_changes {
         let _ = writeln!(
             o,

@@ -21,6 +21,8 @@ pub struct RunInfo {
     pub old: Vec<Spec>,
     pub new: Vec<Spec>,
     pub ports: Vec<u16>,
+    /// `--netns`, `--cgroup`.
+    pub filters: crate::kernel::filter::Filters,
     pub interval_ms: u64,
     pub max_destinations: u32,
     pub census_outbound: u64,

@@ -50,6 +50,7 @@ pub fn info() -> RunInfo {
         old: vec![spec("127.10.0.0/16", &["127.10.0.0/16"], false)],
         new: vec![spec("api.example", &["127.20.0.7"], true)],
         ports: vec![],
+        filters: Default::default(),
         interval_ms: 1000,
         max_destinations: 65536,
         census_outbound: 0,

@@ -197,6 +197,9 @@ pub fn render(f: &mut Frame, st: &ViewState, area: Rect) {
             crate::ndjson::clock(i.started_at)
         ))],
     ];
+    if let Some(f) = i.filters.describe() {
+        top.push(vec![Span::styled(format!(" · only {f}"), bold())]);
+    }
     if d.cur.lost_events > 0 {
         top.push(vec![Span::raw(format!(" · lost {}", d.cur.lost_events))]);
     }

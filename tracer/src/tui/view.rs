@@ -304,6 +304,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     // A process name keeps 12 columns; on a narrow pane conn/s gives way to it.
     let wide = area.width >= 60;
     let rate_col = area.width >= 38;
+    // The network namespace, where known (container hosts: which tenant it is).
+    let netns = &st.data().cur.netns;
+    let ns_col = wide && rows.iter().any(|s| netns.contains_key(&s.pid));
     let mut head = vec!["pid", "comm", "open"];
     if rate_col {
         head.push("conn/s");
@@ -317,6 +320,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
         .analysis
         .as_ref()
         .is_some_and(|a| a.cutover.is_some());
+    if ns_col {
+        head.push("netns");
+    }
     let header = Row::new(head).style(bold());
     let skip = visible_skip(st.scroll[Pane::Stragglers as usize], rows.len(), area);
     let started = st.info.started_at;
@@ -341,6 +347,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
                 h.and_then(|h| h.unit.clone()).unwrap_or_default(),
             ]);
         }
+        if ns_col {
+            cells.push(netns.get(&s.pid).map(u64::to_string).unwrap_or_default());
+        }
         Row::new(cells)
     });
     let mut widths = vec![
@@ -359,6 +368,9 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
             Constraint::Length(9),
             Constraint::Fill(1),
         ]);
+    }
+    if ns_col {
+        widths.push(Constraint::Length(10));
     }
     f.render_widget(Table::new(body, widths).header(header).block(block), area);
 }
@@ -460,6 +472,24 @@ mod tests {
         );
         let wide = screen(&st, 200, 30);
         assert!(wide.lines().next().unwrap().contains(&st.info.kernel));
+    }
+
+    #[test]
+    fn the_header_says_what_the_filters_keep() {
+        let mut st = fixtures::mid_failover();
+        let file = std::fs::File::open("/proc/self/ns/net").unwrap();
+        st.info.filters.netns = Some(crate::kernel::filter::Netns {
+            arg: "a".into(),
+            path: "/run/netns/a".into(),
+            inode: 4026532401,
+            file: std::sync::Arc::new(file),
+        });
+        let s = screen(&st, 160, 24);
+        let top = s.lines().next().unwrap();
+        assert!(
+            top.contains("only netns 4026532401 (/run/netns/a)"),
+            "{top}"
+        );
     }
 
     #[test]

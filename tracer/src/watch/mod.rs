@@ -124,7 +124,26 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         (None, false) => Some(Box::new(std::io::stdout()) as Box<dyn Write + Send>),
         (None, true) => None,
     };
+    // The cgroup directory is read as the user; a namespace of another user's process needs
+    // CAP_SYS_PTRACE to open, so --netns is resolved once the capabilities are raised.
+    let cgroup = args
+        .filter
+        .cgroup
+        .as_deref()
+        .map(crate::kernel::filter::cgroup)
+        .transpose()
+        .usage()?;
     crate::caps::acquire()?;
+    let filters = crate::kernel::filter::Filters {
+        netns: args
+            .filter
+            .netns
+            .as_deref()
+            .map(crate::kernel::filter::netns)
+            .transpose()
+            .usage()?,
+        cgroup,
+    };
     // Bind before tracing starts: a port in use or a bad address fails here, nothing loaded yet.
     let mut metrics_addr = None;
     let metrics = match &args.metrics {
@@ -154,6 +173,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         state: args.state_hook,
         max_destinations: args.max_destinations,
         max_processes: args.max_destinations.clamp(1024, 65536),
+        filters: filters.clone(),
     };
     let mut tracer = Tracer::start(&cfg).env()?;
     for w in &tracer.warnings {
@@ -173,6 +193,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         old,
         new,
         ports: args.port.clone(),
+        filters,
         interval_ms: args.interval.as_millis() as u64,
         max_destinations: args.max_destinations,
         census_outbound: census_out,
@@ -189,6 +210,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         reconcile_every: args.reconcile_every,
         metrics_addr,
     };
+    sampler.set_owner_pids(info.census_owners.iter().map(|o| o.pid).collect());
     // Attached, census and its owners taken: keep only what reconciliation needs.
     crate::caps::drop_after_attach()?;
     let mut sinks: Vec<Box<dyn Sink>> = vec![];

@@ -29,7 +29,7 @@ impl Source for KernelSource {
     }
 
     fn reconcile(&mut self, cur: &mut Snapshot) -> Result<Correction, String> {
-        let real = kernel::census_now(&self.ports)?;
+        let real = kernel::census_now(&self.ports, &self.tracer.filters)?;
         self.sampler.reconcile(cur, &real)
     }
 
