@@ -228,7 +228,7 @@ pub fn to_json(rec: &Recorded) -> Value {
         "failures": totals.map(outcomes::failures),
         "latency_us": totals.map(outcomes::latency),
         "dns_changes": rec.dns_changes,
-        "resolvers": resolvers::gaps(&rec.dns_servers, &rec.dns_changes),
+        "resolvers": resolvers::gaps(&rec.dns_servers, &rec.dns_changes, &rec.state.stragglers),
         "warning": rec.warning,
     })
 }

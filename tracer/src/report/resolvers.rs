@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::model::resolvers::resolver_gap;
+use crate::model::{analysis::stragglers::Straggler, resolvers::resolver_gap};
 
 /// The names seen in the DNS events, each with its servers in the order first seen.
 fn servers_by_name(events: &[Value], changes: &[Value]) -> Vec<(String, Vec<String>)> {
@@ -41,7 +41,9 @@ fn servers_by_name(events: &[Value], changes: &[Value]) -> Vec<(String, Vec<Stri
 /// Per name: servers with switched_ms, lag_ms, stale_at_ms and the last answer seen; the gap
 /// is the largest lag. Only runs with `--dns-server` have `dns_servers` events; without them
 /// the system resolver alone has no gap to tell, so names without server rows are left out.
-pub fn gaps(events: &[Value], changes: &[Value]) -> Vec<Value> {
+/// Each server row names the stragglers whose last answer naming old came from it (the kernel
+/// capture): which resolver holds which process on old.
+pub fn gaps(events: &[Value], changes: &[Value], stragglers: &[Straggler]) -> Vec<Value> {
     servers_by_name(events, changes)
         .into_iter()
         .filter(|(_, servers)| servers.len() > 1)
@@ -82,8 +84,18 @@ pub fn gaps(events: &[Value], changes: &[Value]) -> Vec<Value> {
                             .find(|s| s["server"] == r.server.as_str())
                             .cloned()
                     });
+                    let held: Vec<Value> = stragglers
+                        .iter()
+                        .filter(|s| {
+                            s.last_old_answer
+                                .as_ref()
+                                .is_some_and(|a| a.resolver == r.server && a.name == name)
+                        })
+                        .map(|s| json!({"pid": s.pid, "comm": s.comm,
+                                        "causes": s.causes.iter().map(|c| c.as_str()).collect::<Vec<_>>()}))
+                        .collect();
                     json!({"server": r.server, "switched_ms": r.switched_ms, "lag_ms": r.lag_ms,
-                           "stale_at_ms": stale_at,
+                           "stale_at_ms": stale_at, "stragglers": held,
                            "last_answer": seen.as_ref().map(|s| s["answer"].clone()),
                            "last_kind": seen.as_ref().map(|s| s["kind"].clone())})
                 })
@@ -129,16 +141,81 @@ pub fn text(o: &mut String, gaps: &[Value]) {
                 .flatten()
                 .filter_map(|a| a.as_str().map(String::from))
                 .collect();
+            let held: Vec<String> = r["stragglers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("{} (pid {})", s["comm"].as_str().unwrap_or("?"), s["pid"]))
+                .collect();
             let _ = writeln!(
                 o,
-                "           {:<24} {state}; last answer {}",
+                "           {:<24} {state}; last answer {}{}",
                 r["server"].as_str().unwrap_or("?"),
                 if answer.is_empty() {
                     r["last_kind"].as_str().unwrap_or("none").to_uppercase()
                 } else {
                     answer.join(", ")
+                },
+                if held.is_empty() {
+                    String::new()
+                } else {
+                    format!("; old answers to stragglers {}", held.join(", "))
                 }
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::analysis::{causes::Cause, stragglers::OldAnswer};
+
+    #[test]
+    fn a_stragglers_resolver_is_matched_to_its_server_row() {
+        let servers = json!({"kind": "dns_servers", "name": "svc.test", "elapsed_ms": 100,
+            "servers": [{"server": "127.63.0.53:53", "answer": ["127.62.0.1"], "kind": "answer"},
+                        {"server": "127.63.0.54:53", "answer": ["127.61.0.1"], "kind": "answer"}]});
+        let changes = [
+            json!({"kind": "dns_change", "name": "svc.test", "server": "127.63.0.53:53",
+                              "elapsed_ms": 6000}),
+        ];
+        let node = Straggler {
+            pid: 42,
+            comm: "node".into(),
+            cgroup: 1,
+            unit: None,
+            old_attempts_since_cutover: 30,
+            old_open: 0,
+            census_open: 0,
+            first_old_ms: Some(500),
+            last_old_ms: Some(16_000),
+            reached_new: false,
+            causes: vec![Cause::StaleResolver],
+            old_open_before_cutover: Some(0),
+            oldest_open_age_ms: None,
+            fresh_old_after_ttl: 30,
+            last_old_answer: Some(OldAnswer {
+                at_ms: 15_800,
+                pid: 42,
+                name: "svc.test".into(),
+                ttl_s: 2,
+                resolver: "127.63.0.54:53".into(),
+            }),
+            stale_resolver: Some("127.63.0.54:53".into()),
+        };
+        let g = gaps(&[servers], &changes, &[node]);
+        let rows = g[0]["servers"].as_array().unwrap();
+        assert_eq!(rows[0]["stragglers"], json!([]));
+        assert_eq!(
+            rows[1]["stragglers"],
+            json!([{"pid": 42, "comm": "node", "causes": ["stale_resolver"]}])
+        );
+        let mut o = String::new();
+        text(&mut o, &g);
+        assert!(
+            o.contains("127.63.0.54:53") && o.contains("old answers to stragglers node (pid 42)"),
+            "{o}"
+        );
     }
 }

@@ -276,7 +276,7 @@ pub fn render(rec: &Recorded) -> String {
     }
     super::resolvers::text(
         &mut o,
-        &super::resolvers::gaps(&rec.dns_servers, &rec.dns_changes),
+        &super::resolvers::gaps(&rec.dns_servers, &rec.dns_changes, &rec.state.stragglers),
     );
     o
 }
