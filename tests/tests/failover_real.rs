@@ -737,9 +737,10 @@ fn every_process_still_on_old_is_named_with_the_layer_that_holds_it() {
     );
     let held_at_start = holders(in_ns, &format!("{OLD}:8080"));
 
-    // tracer, in the namespace (its --watch-dns asks the primary resolver).
-    let help = sh(Command::new(tracer_bin()).args(["watch", "--help"]));
-    let mut args = vec![
+    // tracer, in the namespace (its --watch-dns asks the primary resolver, and each resolver
+    // directly: the report matches each straggler's resolver to its row).
+    let (primary_at, stale_at) = (format!("{PRIMARY}:53"), format!("{STALE}:53"));
+    let args = vec![
         "--old",
         OLD,
         "--new",
@@ -748,11 +749,13 @@ fn every_process_still_on_old_is_named_with_the_layer_that_holds_it() {
         "500ms",
         "--watch-dns",
         NAME,
+        "--dns-server",
+        &primary_at,
+        "--dns-server",
+        &stale_at,
+        "--ttl",
+        "2s",
     ];
-    // issue 14's option; the watched name's TTL (2 s) is the same.
-    if help.lines().any(|l| l.trim_start().starts_with("--ttl ")) {
-        args.extend(["--ttl", "2s"]);
-    }
     let json = tmp_path("failover-real.ndjson");
     let run = Run::start_cmd(ns.cmd(tracer_bin()), json.clone(), &args);
     let start = now_ms();
@@ -869,6 +872,32 @@ fn every_process_still_on_old_is_named_with_the_layer_that_holds_it() {
     );
     let report: Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
     let mut c = check_contract(&truth, &out, &report);
+    // The stale resolver's row names node, the one straggler it kept on old; the primary's row
+    // names java, which got its (then right) old answer there before the switch and cached it.
+    let rows = report["resolvers"][0]["servers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let held_by = |server: &str| {
+        rows.iter()
+            .find(|r| r["server"] == server)
+            .map(|r| r["stragglers"].clone())
+    };
+    let want =
+        serde_json::json!([{"pid": truth.node, "comm": "node", "causes": ["stale_resolver"]}]);
+    c.check(held_by(&stale_at) == Some(want.clone()), || {
+        format!(
+            "resolver row {stale_at}: stragglers {:?}, want {want}",
+            held_by(&stale_at)
+        )
+    });
+    let want = serde_json::json!([{"pid": truth.java, "comm": "java", "causes": ["dns_cache"]}]);
+    c.check(held_by(&primary_at) == Some(want.clone()), || {
+        format!(
+            "resolver row {primary_at}: stragglers {:?}, want {want}",
+            held_by(&primary_at)
+        )
+    });
     c.done(
         &format!(
             "issue 14's contract (report: {})",
