@@ -469,11 +469,33 @@ pub fn summary(
 pub struct Writer {
     out: Box<dyn Write + Send>,
     top: usize,
+    /// The causes of the stragglers, from the analysis handed over before each snapshot: each
+    /// process row of one names them (`causes`), so a live reader of the stream sees them.
+    causes: BTreeMap<(u32, String, u64), Vec<&'static str>>,
 }
 
 impl Writer {
     pub fn new(out: Box<dyn Write + Send>, top: usize) -> Self {
-        Writer { out, top }
+        Writer {
+            out,
+            top,
+            causes: BTreeMap::new(),
+        }
+    }
+
+    /// Name the causes in the process rows of a snapshot line.
+    fn with_causes(&self, mut v: Value) -> Value {
+        for p in v["processes"].as_array_mut().into_iter().flatten() {
+            let key = (
+                p["pid"].as_u64().unwrap_or(0) as u32,
+                p["comm"].as_str().unwrap_or("").to_string(),
+                p["cgroup_id"].as_u64().unwrap_or(0),
+            );
+            if let Some(c) = self.causes.get(&key) {
+                p["causes"] = json!(c);
+            }
+        }
+        v
     }
 
     fn put(&mut self, v: &Value) -> Result<()> {
@@ -494,8 +516,18 @@ impl Sink for Writer {
         self.put(&meta(info))
     }
     fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()> {
-        let v = snapshot(cur, prev, self.top);
+        let v = self.with_causes(snapshot(cur, prev, self.top));
         self.put(&v)
+    }
+    fn analysis(&mut self, state: &State, _dns: &[crate::model::analysis::dns::Answer]) -> Result<()> {
+        self.causes = state
+            .causes
+            .iter()
+            .map(|(pid, comm, cgroup, c)| {
+                ((*pid, comm.clone(), *cgroup), c.iter().map(|c| c.as_str()).collect())
+            })
+            .collect();
+        Ok(())
     }
     fn event(&mut self, ev: &Event) -> Result<()> {
         self.put(&event(ev))

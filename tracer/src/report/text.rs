@@ -254,6 +254,12 @@ pub fn render(rec: &Recorded) -> String {
         let _ = writeln!(o, "old dests  {}", top.join(", "));
     }
     stragglers_text(&mut o, st, &rec.netns);
+    if st.cutover.is_some() && rec.meta["hooks"]["dns"]["captured"] == false {
+        let _ = writeln!(
+            o,
+            "           (DNS answers were not captured on this kernel: a stale resolver shows as dns_cache)"
+        );
+    }
     for c in &rec.dns_changes {
         let _ = writeln!(
             o,

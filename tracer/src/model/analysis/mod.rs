@@ -199,6 +199,8 @@ pub struct State {
     pub stragglers_total: usize,
     /// Stragglers per cause, in the order of `Cause::ALL`.
     pub per_cause: [usize; 3],
+    /// (pid, comm, cgroup, causes) of every straggler with a cause.
+    pub causes: Vec<(u32, String, u64, Vec<causes::Cause>)>,
     /// Processes on the new side and not straggling.
     pub moved: u64,
     /// The grace after the cutover in use, and where it came from.
@@ -421,6 +423,11 @@ impl Analysis {
             gaps,
             drain: self.drain_state(&stragglers),
             stragglers_total: stragglers.len(),
+            causes: stragglers
+                .iter()
+                .filter(|s| !s.causes.is_empty())
+                .map(|s| (s.pid, s.comm.clone(), s.cgroup, s.causes.clone()))
+                .collect(),
             per_cause: causes::Cause::ALL
                 .map(|c| stragglers.iter().filter(|s| s.causes.contains(&c)).count()),
             stragglers: stragglers.into_iter().take(TOP).collect(),
