@@ -519,12 +519,19 @@ impl Sink for Writer {
         let v = self.with_causes(snapshot(cur, prev, self.top));
         self.put(&v)
     }
-    fn analysis(&mut self, state: &State, _dns: &[crate::model::analysis::dns::Answer]) -> Result<()> {
+    fn analysis(
+        &mut self,
+        state: &State,
+        _dns: &[crate::model::analysis::dns::Answer],
+    ) -> Result<()> {
         self.causes = state
             .causes
             .iter()
             .map(|(pid, comm, cgroup, c)| {
-                ((*pid, comm.clone(), *cgroup), c.iter().map(|c| c.as_str()).collect())
+                (
+                    (*pid, comm.clone(), *cgroup),
+                    c.iter().map(|c| c.as_str()).collect(),
+                )
             })
             .collect();
         Ok(())
@@ -690,6 +697,37 @@ mod tests {
         let st = state_json(&a.state());
         assert_eq!(st["cutover"]["source"], "flag");
         assert_eq!(st["gaps"][0]["gap_ms"], 0);
+    }
+
+    #[test]
+    fn process_rows_name_the_causes_the_analysis_found() {
+        use crate::model::analysis::stragglers::ProcSample;
+        use crate::model::analysis::{Analysis, Sample, cutover::CutoverSource};
+        let mut a = Analysis::new(Params::default());
+        a.mark_cutover(0, CutoverSource::Flag);
+        for (ms, attempts) in [(1000, 1), (2000, 2)] {
+            a.feed(Sample {
+                elapsed_ms: ms,
+                processes: vec![ProcSample {
+                    pid: 1,
+                    comm: "java".into(),
+                    cgroup: 3,
+                    old: Out {
+                        attempts,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        let mut w = Writer::new(Box::new(std::io::sink()), 10);
+        w.analysis(&a.state(), &[]).unwrap();
+        let v = w.with_causes(json!({"processes": [
+            {"pid": 1, "comm": "java", "cgroup_id": 3},
+            {"pid": 2, "comm": "curl", "cgroup_id": 3}]}));
+        assert_eq!(v["processes"][0]["causes"], json!(["dns_cache"]));
+        assert!(v["processes"][1].get("causes").is_none());
     }
 
     #[test]
