@@ -66,7 +66,8 @@ fn stragglers_text(o: &mut String, st: &State, netns: &std::collections::BTreeMa
     }
     for (c, n) in Cause::ALL.iter().zip(st.per_cause) {
         if n > 0 {
-            let _ = writeln!(o, "fix        {}: {} ({n} processes)", c.as_str(), c.fix());
+            let who = if n == 1 { "process" } else { "processes" };
+            let _ = writeln!(o, "fix        {}: {} ({n} {who})", c.as_str(), c.fix());
         }
     }
 }
