@@ -296,3 +296,91 @@ fn the_filters_of_the_run_are_in_the_report() {
     );
     assert_eq!(to_json(&rec)["filter"], f);
 }
+
+/// A pool held from before the start and a process that keeps connecting from a cached answer:
+/// the replay names both with their causes, the live analysis agrees, and once only the pool
+/// is left the old side will not drain by itself.
+#[test]
+fn stragglers_are_named_with_their_causes_and_the_pinned_pool_blocks_the_drain() {
+    use crate::model::{
+        held::{Held, Holder},
+        snapshot::ProcRow,
+    };
+    let mut lines = vec![meta()];
+    let mut live = Analysis::new(reader::params_from_json(&meta()["analysis"]));
+    let mut prev = Snapshot::empty(SystemTime::UNIX_EPOCH);
+    let row = |pid: u32, comm: &str, attempts, open| ProcRow {
+        pid,
+        comm: comm.into(),
+        cgroup: 1,
+        addr: "127.10.0.1".parse().unwrap(),
+        cohort: Cohort::Old,
+        out: Out {
+            attempts,
+            established: attempts,
+            closed: attempts,
+            open,
+            ..Default::default()
+        },
+    };
+    for i in 1..=20u64 {
+        let mut cur = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(i));
+        cur.elapsed = Duration::from_secs(i);
+        let cached = i.min(12);
+        cur.out[Cohort::Old as usize] = Out {
+            attempts: cached,
+            established: cached,
+            closed: cached,
+            open: 2,
+            ..Default::default()
+        };
+        cur.processes = vec![row(7, "nginx", 0, 2), row(8, "java", cached, 0)];
+        cur.held = vec![Holder {
+            pid: 7,
+            comm: "nginx".into(),
+            cgroup: 1,
+            held: Held {
+                before_start: 2,
+                opened_ms: vec![],
+            },
+        }];
+        lines.push(writer::snapshot(&cur, &prev, 20));
+        live.feed(Sample::of(&cur, &prev, 20));
+        if i == 3 {
+            lines.push(
+                json!({"type": "event", "elapsed_ms": 3000, "kind": "cutover", "source": "flag"}),
+            );
+            live.mark_cutover(3000, crate::model::analysis::cutover::CutoverSource::Flag);
+        }
+        prev = cur;
+    }
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let rec = replay(&text).unwrap();
+    assert_eq!(rec.state, live.state(), "the replay is the live analysis");
+    let by = |pid| rec.state.stragglers.iter().find(|s| s.pid == pid).unwrap();
+    assert_eq!(by(7).why(true), "pinned");
+    assert_eq!(by(8).why(true), "dns_cache");
+    assert_eq!(
+        by(8).fresh_old_after_ttl,
+        8,
+        "attempts in the intervals from 4 s to 12 s"
+    );
+    assert_eq!(
+        rec.state.drain.estimate,
+        crate::model::analysis::drain::Estimate::Pinned
+    );
+    let out = text::render(&rec);
+    assert!(out.contains("stragglers 2 on old, 0 moved to new"), "{out}");
+    assert!(
+        out.contains("WILL NOT DRAIN BY ITSELF: held by nginx (pid 7, 2 open, from before start)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fix        pinned: recycle its pool / reload it (1 process)"),
+        "{out}"
+    );
+    assert!(out.contains("TTL unknown"), "{out}");
+    let j = to_json(&rec);
+    assert_eq!(j["analysis"]["stragglers_by_cause"]["dns_cache"], 1, "{j}");
+    assert_eq!(j["analysis"]["drain"]["will_not_drain"], true);
+}
