@@ -338,7 +338,12 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
         if rate_col {
             cells.push(rate(s.rate));
         }
-        cells.push(h.map_or("-".into(), |h| h.why(cut)));
+        cells.push(h.map_or(
+            "-".into(),
+            |h| {
+                if wide { h.why(cut) } else { h.why_short(cut) }
+            },
+        ));
         if wide {
             cells.extend([
                 new.to_string(),
@@ -360,7 +365,7 @@ fn render_stragglers(f: &mut Frame, st: &ViewState, area: Rect) {
     if rate_col {
         widths.push(Constraint::Length(6));
     }
-    widths.push(Constraint::Length(if wide { 22 } else { 14 }));
+    widths.push(Constraint::Length(if wide { 22 } else { 9 }));
     if wide {
         widths.extend([
             Constraint::Length(3),

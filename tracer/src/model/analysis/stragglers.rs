@@ -105,6 +105,31 @@ pub struct Straggler {
 }
 
 impl Straggler {
+    /// `why` for a narrow pane: `pin+cache`, `stale`, `holds`, `in ttl`, `moving`.
+    pub fn why_short(&self, cutover: bool) -> String {
+        if !cutover {
+            return "-".into();
+        }
+        if self.causes.is_empty() {
+            return match self.why(true).as_str() {
+                "holds old (opened after cutover)" => "holds",
+                "old answer still in TTL" => "in ttl",
+                _ => "moving",
+            }
+            .into();
+        }
+        let v: Vec<&str> = self
+            .causes
+            .iter()
+            .map(|c| match c {
+                Cause::Pinned => "pin",
+                Cause::DnsCache => "cache",
+                Cause::StaleResolver => "stale",
+            })
+            .collect();
+        v.join("+")
+    }
+
     /// Its causes for a person: `pinned+stale_resolver@127.0.0.54:53`; without a cause, what
     /// it is doing on old.
     pub fn why(&self, cutover: bool) -> String {
