@@ -49,6 +49,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// runc: crun refuses this host's hybrid cgroup layout) builds and runs the image.
 const DIST_PACKAGES: &[(&str, &str)] = &[
     ("gcc-aarch64-linux-gnu", "aarch64-linux-gnu-gcc"),
+    // The C headers the cross compiler needs for ring (rustls) in the aarch64 build (a file,
+    // not a binary: the package has none).
+    ("libc6-dev-arm64-cross", "/usr/aarch64-linux-gnu/include/stdint.h"),
     // The C parts of ring (rustls) for the static x86_64 build.
     ("musl-tools", "musl-gcc"),
     ("file", "file"),
@@ -204,7 +207,10 @@ fn install_missing(packages: &[(&str, &str)]) -> Result<()> {
     let mut apt = Apt { updated: false };
     let missing: Vec<&str> = packages
         .iter()
-        .filter(|(_, bin)| find_bin(bin).is_none())
+        .filter(|(_, bin)| match bin.strip_prefix('/') {
+            Some(_) => !std::path::Path::new(bin).exists(),
+            None => find_bin(bin).is_none(),
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
