@@ -51,7 +51,10 @@ const DIST_PACKAGES: &[(&str, &str)] = &[
     ("gcc-aarch64-linux-gnu", "aarch64-linux-gnu-gcc"),
     // The C headers the cross compiler needs for ring (rustls) in the aarch64 build (a file,
     // not a binary: the package has none).
-    ("libc6-dev-arm64-cross", "/usr/aarch64-linux-gnu/include/stdint.h"),
+    (
+        "libc6-dev-arm64-cross",
+        "/usr/aarch64-linux-gnu/include/stdint.h",
+    ),
     // The C parts of ring (rustls) for the static x86_64 build.
     ("musl-tools", "musl-gcc"),
     ("file", "file"),
