@@ -217,8 +217,9 @@ fn a_census_owner_is_a_pinned_straggler_in_the_live_pane() {
             .find(|l| l.split_whitespace().any(|w| w == pid) && l.contains("bash"))
             .map(String::from)
     };
+    // `pin` in a narrow pane, `pinned` in a wide one.
     let screen = tmux.wait_for("the census owner, pinned, in the stragglers pane", |s| {
-        row(s).is_some_and(|l| l.contains("pinned"))
+        row(s).is_some_and(|l| l.split_whitespace().any(|w| w == "pin" || w == "pinned"))
     });
     assert!(screen.contains("stragglers on old (1)"), "{screen}");
     // No old attempts for 5 s with only pinned connections open: the verdict changes.
