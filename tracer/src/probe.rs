@@ -107,17 +107,12 @@ pub fn run(args: crate::cli::ProbeArgs) -> Result<i32> {
         max_processes: 1024,
         filters: filters.clone(),
     };
+    // A fresh object per hook tried, so that each is tried on its own.
+    let offsets = sock.clone().unwrap_or_default();
+    let load = || kernel::load(&cfg, &tp, &offsets, ret_off, 1, &env.filter).env();
     let mut state = None;
     for hook in [StateHook::TpBtf, StateHook::Tracepoint] {
-        let mut ebpf = kernel::load(
-            &cfg,
-            &tp,
-            &sock.clone().unwrap_or_default(),
-            ret_off,
-            1,
-            &env.filter,
-        )
-        .env()?;
+        let mut ebpf = load()?;
         let ready = match (&sock, hook) {
             (Err(e), StateHook::TpBtf) => Err(e.clone()),
             (Ok(o), StateHook::TpBtf) => kernel::tp_btf_ready(o),
@@ -143,16 +138,7 @@ pub fn run(args: crate::cli::ProbeArgs) -> Result<i32> {
     };
     let mut chosen = None;
     for hook in ConnectHook::ALL {
-        // A fresh object per hook, so that each is tried on its own.
-        let mut ebpf = kernel::load(
-            &cfg,
-            &tp,
-            &sock.clone().unwrap_or_default(),
-            ret_off,
-            1,
-            &env.filter,
-        )
-        .env()?;
+        let mut ebpf = load()?;
         match hooks::attach_connect(&mut ebpf, hook, aya_btf, sock.is_ok()) {
             Ok(()) => {
                 let how = if hook == ConnectHook::Derived {

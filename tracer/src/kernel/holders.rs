@@ -10,7 +10,7 @@ use tracer_common::{COHORT_OLD, CensusInfo, DIR_OUT, SockInfo, TupleKey, names};
 
 use super::{Tracer, census::Conn, hooks::one_line};
 use crate::model::{
-    addr::{from_key, to_key},
+    addr::to_key,
     analysis::stragglers::CensusOwner,
     held::{Held, Holder},
     snapshot::ProcRow,
@@ -78,7 +78,7 @@ impl Holders {
                     sport: c.lport,
                     dport: c.rport,
                 };
-                ((key), ((o.pid, o.comm.as_str().into(), o.cgroup), c.remote))
+                (key, ((o.pid, o.comm.as_str().into(), o.cgroup), c.remote))
             })
             .collect();
     }
@@ -131,7 +131,7 @@ impl Holders {
                 pid,
                 comm,
                 cgroup,
-                addr: from_key(to_key(addr)),
+                addr: crate::model::addr::fold(addr),
                 cohort: crate::model::cohort::Cohort::Old,
                 out: crate::model::counters::Out {
                     open: n,

@@ -146,6 +146,21 @@ pub fn listed(cur: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Proces
 mod tests {
     use super::*;
 
+    fn row(pid: u32, cohort: Cohort, attempts: u64, open: u64) -> ProcRow {
+        ProcRow {
+            pid,
+            comm: format!("p{pid}").into(),
+            cgroup: 1,
+            addr: "127.10.0.1".parse().unwrap(),
+            cohort,
+            out: Out {
+                attempts,
+                open,
+                ..Default::default()
+            },
+        }
+    }
+
     #[test]
     fn matches_a_plain_aggregation() {
         let mut next = crate::testutil::xorshift(0x1234_5678_9abc_def1);
@@ -192,18 +207,6 @@ mod tests {
 
     #[test]
     fn old_side_processes_are_listed_first_and_never_pushed_out() {
-        let row = |pid: u32, cohort, attempts, open| ProcRow {
-            pid,
-            comm: format!("p{pid}").into(),
-            cgroup: 1,
-            addr: "127.10.0.1".parse().unwrap(),
-            cohort,
-            out: Out {
-                attempts,
-                open,
-                ..Default::default()
-            },
-        };
         let mut prev = Snapshot::empty(std::time::SystemTime::UNIX_EPOCH);
         prev.processes = vec![row(1, Cohort::Old, 4, 0)];
         let mut cur = prev.clone();
@@ -245,17 +248,7 @@ mod tests {
 
     #[test]
     fn per_pid_and_cohort_most_active_first() {
-        let row = |pid, cohort, attempts| ProcRow {
-            pid,
-            comm: format!("p{pid}").into(),
-            cgroup: 1,
-            addr: "127.10.0.1".parse().unwrap(),
-            cohort,
-            out: Out {
-                attempts,
-                ..Default::default()
-            },
-        };
+        let row = |pid, cohort, attempts| row(pid, cohort, attempts, 0);
         let p = aggregate(&[
             row(1, Cohort::Old, 2),
             row(1, Cohort::New, 3),

@@ -26,6 +26,15 @@ impl Cause {
         }
     }
 
+    /// The name in a narrow column.
+    pub fn short(self) -> &'static str {
+        match self {
+            Cause::Pinned => "pin",
+            Cause::DnsCache => "cache",
+            Cause::StaleResolver => "stale",
+        }
+    }
+
     /// What the operator does about it.
     pub fn fix(self) -> &'static str {
         match self {

@@ -105,29 +105,15 @@ pub struct Straggler {
 }
 
 impl Straggler {
-    /// `why` for a narrow pane: `pin+cache`, `stale`, `holds`, `in ttl`, `moving`.
-    pub fn why_short(&self, cutover: bool) -> String {
-        if !cutover {
-            return "-".into();
+    /// What a straggler without a cause is doing on old: (long, short) words.
+    fn uncaused(&self) -> (&'static str, &'static str) {
+        if self.old_open > 0 && self.fresh_old_after_ttl == 0 {
+            ("holds old (opened after cutover)", "holds")
+        } else if self.fresh_old_after_ttl > 0 {
+            ("old answer still in TTL", "in ttl")
+        } else {
+            ("moving (within TTL)", "moving")
         }
-        if self.causes.is_empty() {
-            return match self.why(true).as_str() {
-                "holds old (opened after cutover)" => "holds",
-                "old answer still in TTL" => "in ttl",
-                _ => "moving",
-            }
-            .into();
-        }
-        let v: Vec<&str> = self
-            .causes
-            .iter()
-            .map(|c| match c {
-                Cause::Pinned => "pin",
-                Cause::DnsCache => "cache",
-                Cause::StaleResolver => "stale",
-            })
-            .collect();
-        v.join("+")
     }
 
     /// Its causes for a person: `pinned+stale_resolver@127.0.0.54:53`; without a cause, what
@@ -137,13 +123,7 @@ impl Straggler {
             return "-".into();
         }
         if self.causes.is_empty() {
-            return if self.old_open > 0 && self.fresh_old_after_ttl == 0 {
-                "holds old (opened after cutover)".into()
-            } else if self.fresh_old_after_ttl > 0 {
-                "old answer still in TTL".into()
-            } else {
-                "moving (within TTL)".into()
-            };
+            return self.uncaused().0.into();
         }
         let v: Vec<String> = self
             .causes
@@ -153,6 +133,18 @@ impl Straggler {
                 _ => c.as_str().to_string(),
             })
             .collect();
+        v.join("+")
+    }
+
+    /// `why` for a narrow pane: `pin+cache`, `stale`, `holds`, `in ttl`, `moving`.
+    pub fn why_short(&self, cutover: bool) -> String {
+        if !cutover {
+            return "-".into();
+        }
+        if self.causes.is_empty() {
+            return self.uncaused().1.into();
+        }
+        let v: Vec<&str> = self.causes.iter().map(|c| c.short()).collect();
         v.join("+")
     }
 
