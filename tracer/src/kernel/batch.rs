@@ -123,14 +123,13 @@ fn for_each_raw<K: Pod + Default, V: Pod + Default>(
 #[cfg(test)]
 mod tests {
     use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
-    use tracer_common::{OutCounters, TpOffsets};
+    use tracer_common::OutCounters;
 
     use super::*;
     use crate::{
         kernel::{
             Config,
             hooks::{ConnectMode, StateMode},
-            load,
         },
         model::cohort::Sets,
     };
@@ -149,19 +148,7 @@ mod tests {
             max_processes: 1024,
             filters: Default::default(),
         };
-        let tp = TpOffsets {
-            record_len: 72,
-            ..Default::default()
-        };
-        let mut ebpf = load(
-            &cfg,
-            &tp,
-            &Default::default(),
-            16,
-            1,
-            &Ok(Default::default()),
-        )
-        .expect("load (root needed)");
+        let mut ebpf = crate::kernel::load_for_test(&cfg);
         let mut dest: PerCpuHashMap<MapData, [u8; 16], OutCounters> =
             PerCpuHashMap::try_from(ebpf.take_map("DEST").unwrap()).unwrap();
         let ncpus = aya::util::nr_cpus().unwrap();

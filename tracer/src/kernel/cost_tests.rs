@@ -15,12 +15,11 @@ use std::{
 
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use serde_json::Value;
-use tracer_common::{InCounters, OutCounters, ProcKey, TpOffsets};
+use tracer_common::{InCounters, OutCounters, ProcKey};
 
 use super::{
     Config, Hooks, Tracer, census,
     hooks::{ConnectHook, ConnectMode, StateMode},
-    load,
 };
 use crate::{
     metrics::exposition::{Fixed, Format, Frame, Milestones, render},
@@ -149,19 +148,7 @@ fn snapshot_cost_at_60k_destinations() {
         max_processes: 65536,
         filters: Default::default(),
     };
-    let tp = TpOffsets {
-        record_len: 72,
-        ..Default::default()
-    };
-    let ebpf = load(
-        &cfg,
-        &tp,
-        &Default::default(),
-        16,
-        1,
-        &Ok(Default::default()),
-    )
-    .expect("load (root needed)");
+    let ebpf = super::load_for_test(&cfg);
     let hooks = Hooks {
         connect: ConnectHook::Derived,
         state: "tracepoint",

@@ -171,6 +171,25 @@ fn raise_memlock() -> Option<String> {
     None
 }
 
+/// The object loaded for a root-only unit test: default tracepoint layout and offsets, no
+/// attach.
+#[cfg(test)]
+pub fn load_for_test(cfg: &Config) -> Ebpf {
+    let tp = TpOffsets {
+        record_len: 72,
+        ..Default::default()
+    };
+    load(
+        cfg,
+        &tp,
+        &Default::default(),
+        16,
+        1,
+        &Ok(Default::default()),
+    )
+    .expect("load (root needed)")
+}
+
 /// Load the object with this kernel's offsets and sizes; nothing attached yet.
 pub fn load(
     cfg: &Config,
