@@ -1,11 +1,13 @@
 //! DNS answers per process. The sockets that send to UDP port 53 are noted with their owner
-//! (pid, comm, cgroup) by socket cookie, in process context: the cgroup connect hooks see
-//! connected sockets (glibc, c-ares, Go), the sendmsg hooks unconnected `sendto`s. A cgroup_skb
+//! (pid, comm, cgroup) by socket cookie, in process context: the cgroup connect hooks (shared
+//! with the unsent notes, in `main.rs`) see connected sockets (glibc, c-ares, Go), the sendmsg
+//! hooks unconnected `sendto`s. A cgroup_skb
 //! ingress program on the root cgroup passes every UDP datagram from port 53 (the answer,
 //! already matched to its socket) to userspace through a ring buffer, with that owner.
 //!
-//! Cost on other traffic: one header load and a compare per received packet; sends and
-//! connects that are not UDP to port 53 return after reading two context fields.
+//! Cost on other traffic: a few loads from the packet in place and a compare per received
+//! packet (no helper call); sends and connects that are not UDP to port 53 return after reading
+//! two context fields.
 
 use aya_ebpf::{
     EbpfContext,
@@ -28,7 +30,7 @@ use tracer_common::{
     mapped_v4,
 };
 
-const SOCK_DGRAM: u32 = 2;
+pub(crate) const SOCK_DGRAM: u32 = 2;
 const IPPROTO_UDP: u8 = 17;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -58,9 +60,10 @@ fn bump(slot: u32) {
     }
 }
 
-/// Note the owner of a UDP socket that sends to port 53. Always allows the call.
+/// Note the owner of a UDP socket that sends to port 53 (also called from the shared connect
+/// hooks in `main.rs`). Always allows the call.
 #[inline(always)]
-fn note(ctx: &SockAddrContext) -> i32 {
+pub(crate) fn note(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the context is valid for the program's run; its fields are read-only loads.
     let c = unsafe { &*ctx.sock_addr };
     if c.type_ != SOCK_DGRAM || u16::from_be(c.user_port as u16) != DNS_PORT {
@@ -81,16 +84,6 @@ fn note(ctx: &SockAddrContext) -> i32 {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let _ = DNS_OWNERS.insert(cookie, owner, 0);
     1
-}
-
-#[cgroup_sock_addr(connect4)]
-pub fn dns_connect4(ctx: SockAddrContext) -> i32 {
-    note(&ctx)
-}
-
-#[cgroup_sock_addr(connect6)]
-pub fn dns_connect6(ctx: SockAddrContext) -> i32 {
-    note(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
@@ -117,9 +110,52 @@ fn load(ctx: &SkBuffContext, off: u32, to: *mut u8, len: u32) -> Result<(), ()> 
     if rc == 0 { Ok(()) } else { Err(()) }
 }
 
+/// The first `N` bytes of the packet's linear part, read in place (no helper call), or `None`
+/// when the linear part is shorter.
+#[inline(always)]
+fn head<const N: usize>(ctx: &SkBuffContext) -> Option<&[u8; N]> {
+    // SAFETY: context field loads; the bounds check below is the one the verifier wants.
+    let (start, end) = unsafe {
+        (
+            (*ctx.skb.skb).data as usize,
+            (*ctx.skb.skb).data_end as usize,
+        )
+    };
+    if start + N > end {
+        return None;
+    }
+    // SAFETY: `N` bytes from `start` lie inside the packet, checked above.
+    Some(unsafe { &*(start as *const [u8; N]) })
+}
+
+/// Is this surely not a DNS answer? Decided from the linear header in place: every TCP segment
+/// and most other datagrams end here, at a few loads' cost. `false` means "look closer".
+#[inline(always)]
+fn surely_not_dns(ctx: &SkBuffContext, proto: u16) -> bool {
+    match proto {
+        ETH_P_IP => match head::<20>(ctx) {
+            // The port is read in place only without IP options (the common case).
+            Some(h) if h[9] != IPPROTO_UDP => true,
+            Some(h) if h[0] == 0x45 => match head::<22>(ctx) {
+                Some(h) => u16::from_be_bytes([h[20], h[21]]) != DNS_PORT,
+                None => false,
+            },
+            _ => false,
+        },
+        ETH_P_IPV6 => match head::<42>(ctx) {
+            Some(h) => h[6] != IPPROTO_UDP || u16::from_be_bytes([h[40], h[41]]) != DNS_PORT,
+            None => false,
+        },
+        _ => true,
+    }
+}
+
 #[inline(always)]
 fn ingress(ctx: &SkBuffContext) -> Result<(), ()> {
     let proto = u16::from_be(ctx.skb.protocol() as u16);
+    if surely_not_dns(ctx, proto) {
+        return Ok(());
+    }
     // The network and UDP headers in one load (IPv4 without options, or IPv6).
     let mut h = [0u8; 48];
     let (saddr, udp_off): (Addr, u32) = match proto {

@@ -257,14 +257,28 @@ pub fn tcp_connect_kprobe(ctx: ProbeContext) -> u32 {
     }
 }
 
+/// Every `connect()` on the host passes the cgroup connect hooks: one program per family
+/// serves both readers (a second program would cost a second run per connect). TCP connects
+/// are noted for the connects that fail before a SYN, UDP ones to port 53 for the DNS capture.
+/// Always allows the connect.
+#[inline(always)]
+fn on_connect_hook(ctx: &SockAddrContext, v6: bool) -> i32 {
+    // SAFETY: the context is valid for the program's run; its fields are read-only loads.
+    match unsafe { (*ctx.sock_addr).type_ } {
+        unsent::SOCK_STREAM => unsent::note(ctx, v6),
+        dns::SOCK_DGRAM => dns::note(ctx),
+        _ => 1,
+    }
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    unsent::note(&ctx, false)
+    on_connect_hook(&ctx, false)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    unsent::note(&ctx, true)
+    on_connect_hook(&ctx, true)
 }
 
 #[tracepoint]

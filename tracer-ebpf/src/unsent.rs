@@ -9,16 +9,21 @@
 //! lose one note: that connect, if it failed before its SYN, is not counted.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    },
     macros::map,
     maps::Array,
     programs::{SockAddrContext, TracePointContext},
 };
 use tracer_common::{Addr, PENDING_SLOTS, Pending, mapped_v4, unsent_reason_of};
 
-const SOCK_STREAM: u32 = 1;
+pub(crate) const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
-/// A note older than this did not come from the connect now returning.
+/// A note older than this did not come from the connect now returning. The note is timed by
+/// the coarse clock (the same monotonic clock at a tick's precision, a fraction of the precise
+/// one's cost; tracing programs may not read it, so the exit reads the precise one).
 const STALE_NS: u64 = 1_000_000_000;
 /// `connect()` on a non-blocking socket that sent its SYN.
 const EINPROGRESS: i64 = 115;
@@ -45,7 +50,6 @@ fn slot() -> Option<(*mut Pending, u64)> {
 pub fn note(ctx: &SockAddrContext, v6: bool) -> i32 {
     // SAFETY: the context is valid for the program's run; its fields are read-only loads.
     let c = unsafe { &*ctx.sock_addr };
-    // Every connect on the host (UDP too) passes here: filter before reading anything else.
     if c.type_ != SOCK_STREAM || c.protocol != IPPROTO_TCP {
         return 1;
     }
@@ -67,7 +71,7 @@ pub fn note(ctx: &SockAddrContext, v6: bool) -> i32 {
                 addr,
                 dport,
                 _pad: [0; 6],
-                ns: bpf_ktime_get_ns(),
+                ns: bpf_ktime_get_coarse_ns(),
             }
         };
     }

@@ -27,12 +27,9 @@ use crate::model::dns_seen::{CaptureStats as Stats, DnsAnswerSeen, Owner};
 /// What the run reports as the hook in use.
 pub const NAME: &str = "cgroup_skb/ingress + cgroup connect4/6, sendmsg4/6 (UDP port 53)";
 
-const ADDR_PROGS: [&str; 4] = [
-    "dns_connect4",
-    "dns_connect6",
-    "dns_sendmsg4",
-    "dns_sendmsg6",
-];
+/// Its own programs; the connect hooks (`unsent::CONNECT_PROGS`) are shared and stay attached
+/// when the capture fails (they only note owners).
+const ADDR_PROGS: [&str; 2] = ["dns_sendmsg4", "dns_sendmsg6"];
 const INGRESS: &str = "dns_ingress";
 
 /// Load and attach the capture's programs on the cgroup v2 root (or the `--cgroup` directory:
@@ -59,6 +56,7 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: Option<&super::filter::Cgroup>) -> Result
 }
 
 fn attach_all(ebpf: &mut Ebpf, root: &File) -> Result<(), String> {
+    super::unsent::attach_sock_addr(ebpf, root, &super::unsent::CONNECT_PROGS)?;
     super::unsent::attach_sock_addr(ebpf, root, &ADDR_PROGS)?;
     let p: &mut CgroupSkb = ebpf
         .program_mut(INGRESS)

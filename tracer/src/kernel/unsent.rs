@@ -76,13 +76,17 @@ pub(super) fn open_at(cgroup: Option<&super::filter::Cgroup>) -> Result<File, St
     }
 }
 
+/// The cgroup connect programs: shared by this module (TCP notes) and the DNS capture (owners
+/// of UDP sockets to port 53), one program per family so a connect runs one program, not two.
+pub(super) const CONNECT_PROGS: [&str; 2] = ["connect4", "connect6"];
+
 /// Load and attach the three programs, or say why not (then none stays attached).
 pub fn attach(ebpf: &mut Ebpf, cgroup: Option<&super::filter::Cgroup>) -> Result<(), String> {
     let root = open_at(cgroup)?;
     let r = attach_all(ebpf, &root);
     if r.is_err() {
         // Unloading detaches too: a half-attached set would count attempts it cannot finish.
-        for name in ["connect4", "connect6"] {
+        for name in CONNECT_PROGS {
             if let Some(p) = ebpf.program_mut(name)
                 && let Ok(p) = <&mut CgroupSockAddr>::try_from(p)
             {
@@ -98,7 +102,8 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: Option<&super::filter::Cgroup>) -> Result
     r
 }
 
-/// Load and attach cgroup sock_addr programs on the root cgroup (also the DNS capture's).
+/// Load and attach cgroup sock_addr programs on the root cgroup (also the DNS capture's). A
+/// program already loaded was attached by the other reader of the shared connect hooks.
 pub(super) fn attach_sock_addr(ebpf: &mut Ebpf, root: &File, names: &[&str]) -> Result<(), String> {
     for name in names {
         let p: &mut CgroupSockAddr = ebpf
@@ -106,6 +111,9 @@ pub(super) fn attach_sock_addr(ebpf: &mut Ebpf, root: &File, names: &[&str]) -> 
             .ok_or_else(|| format!("program {name} missing from the object"))?
             .try_into()
             .map_err(|e| one_line(&e))?;
+        if p.fd().is_ok() {
+            continue;
+        }
         p.load().map_err(|e| format!("{name}: {}", one_line(&e)))?;
         // A BPF link (Linux 5.7+) takes no flags and always runs beside other tools' hooks on
         // the same cgroup; the link is gone when tracer exits, however it exits.
@@ -116,7 +124,7 @@ pub(super) fn attach_sock_addr(ebpf: &mut Ebpf, root: &File, names: &[&str]) -> 
 }
 
 fn attach_all(ebpf: &mut Ebpf, root: &File) -> Result<(), String> {
-    attach_sock_addr(ebpf, root, &["connect4", "connect6"])?;
+    attach_sock_addr(ebpf, root, &CONNECT_PROGS)?;
     let p: &mut TracePoint = ebpf
         .program_mut("sys_exit_connect")
         .ok_or("program sys_exit_connect missing from the object")?
