@@ -97,7 +97,8 @@ pub fn run(args: crate::cli::ProbeArgs) -> Result<i32> {
     }
     let ret_off = *env.syscall_ret.as_ref().unwrap_or(&16);
     let sock = env.sock.clone();
-    let aya_btf = env.btf.as_ref();
+    let parsed = env.btf.parse();
+    let aya_btf = parsed.as_ref();
     let cfg = Config {
         sets: Sets::default(),
         ports: vec![],

@@ -16,8 +16,8 @@ pub struct Env {
     pub sock: Result<SockOffsets, String>,
     /// What `--netns` reads (socket and task to namespace inode), from BTF.
     pub filter: Result<Filter, String>,
-    /// The parsed BTF for attaching fentry programs.
-    pub btf: Option<aya::Btf>,
+    /// Where aya parses the BTF from, when it could be read.
+    pub btf: BtfSource,
     /// Offset of `ret` in `syscalls:sys_exit_connect`.
     pub syscall_ret: Result<u32, String>,
 }
@@ -34,13 +34,8 @@ impl Env {
             Ok(raw) => filter_offsets(raw),
             Err(e) => Err(format!("no kernel BTF at {path} ({e})")),
         };
-        let btf = match &raw {
-            Ok(_) if Path::new(&path) == Path::new("/sys/kernel/btf/vmlinux") => {
-                aya::Btf::from_sys_fs().ok()
-            }
-            Ok(_) => aya::Btf::parse_file(&path, aya::Endianness::default()).ok(),
-            Err(_) => None,
-        };
+        let btf = BtfSource(raw.is_ok().then(|| path.clone()));
+        drop(raw);
         let tracefs = tracefs::ensure().and_then(|fs| {
             let tp = tracefs::offsets(&fs)?;
             Ok((fs, tp))
@@ -56,6 +51,23 @@ impl Env {
             filter,
             btf,
             syscall_ret,
+        }
+    }
+}
+
+/// The kernel's BTF file (from `TRACER_BTF_PATH` when set), parsed by aya on demand.
+pub struct BtfSource(Option<String>);
+
+impl BtfSource {
+    /// The parsed BTF for attaching `tp_btf` and fentry programs. Parsed after the object is
+    /// loaded: aya's loader parses a copy of its own, and two at once (~15 MiB each) would
+    /// double tracer's peak memory.
+    pub fn parse(&self) -> Option<aya::Btf> {
+        let path = self.0.as_deref()?;
+        if Path::new(path) == Path::new("/sys/kernel/btf/vmlinux") {
+            aya::Btf::from_sys_fs().ok()
+        } else {
+            aya::Btf::parse_file(path, aya::Endianness::default()).ok()
         }
     }
 }

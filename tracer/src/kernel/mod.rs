@@ -428,7 +428,10 @@ impl Tracer {
                 "note: {e}: failed connects are counted with reason `other` (needs CONFIG_DEBUG_INFO_BTF=y)"
             ));
         }
-        let aya_btf = env.btf;
+        // Parsed once, after the first load (see `Env::aya_btf`).
+        let btf_cell = std::cell::OnceCell::new();
+        let btf_src = env.btf;
+        let aya_btf = || btf_cell.get_or_init(|| btf_src.parse()).as_ref();
 
         // Size the census map from a first count; the real census is taken after attaching.
         let pre = census_filtered(&cfg.ports, &cfg.filters, &mut warnings).len() as u32;
@@ -451,7 +454,7 @@ impl Tracer {
                 pre * 2 + 1024,
                 &env.filter,
             )?;
-            match ready.and_then(|()| hooks::attach_state(&mut ebpf, hook, aya_btf.as_ref())) {
+            match ready.and_then(|()| hooks::attach_state(&mut ebpf, hook, aya_btf())) {
                 Ok(()) => {
                     loaded = Some((ebpf, hook));
                     break;
@@ -477,7 +480,7 @@ impl Tracer {
         let mut fallbacks = Vec::new();
         let mut chosen = None;
         for &hook in ConnectHook::candidates(cfg.connect) {
-            match hooks::attach_connect(&mut ebpf, hook, aya_btf.as_ref(), sock.is_ok()) {
+            match hooks::attach_connect(&mut ebpf, hook, aya_btf(), sock.is_ok()) {
                 Ok(()) => {
                     chosen = Some(hook);
                     break;
