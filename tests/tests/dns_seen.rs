@@ -494,3 +494,80 @@ fn answers_are_attributed_to_the_process_that_asked() {
         "{stats}"
     );
 }
+
+/// The BPF program types among the fds of process `pid` (from /proc/PID/fdinfo).
+fn prog_types(pid: u32) -> BTreeSet<u32> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("prog_type:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// `BPF_PROG_TYPE_CGROUP_SKB`: the capture's per-packet program.
+const CGROUP_SKB: u32 = 8;
+
+#[test]
+fn no_dns_capture_runs_no_packet_program_and_records_no_answer() {
+    require_root();
+    for t in ["dnsmasq", "getent"] {
+        tool(t);
+    }
+    let ns = Netns::new("dnsoff");
+    let _resolv = Resolv::new(&ns, AUTH);
+    let auth = Dnsmasq::start(
+        &ns,
+        AUTH,
+        &[&format!(
+            "--host-record=svc.tracer.test,{ANSWER_V4},{ANSWER_V6},42"
+        )],
+    );
+    // The default run holds the per-packet program: the check below is not vacuous.
+    let on = Run::start("dns-on", &["--old", ANSWER_V4]);
+    assert!(
+        prog_types(on.pid()).contains(&CGROUP_SKB),
+        "the default run holds no cgroup_skb program: {:?}",
+        prog_types(on.pid())
+    );
+    drop(on.stop());
+
+    let run = Run::start("dns-off", &["--old", ANSWER_V4, "--no-dns-capture"]);
+    let types = prog_types(run.pid());
+    let getent = run_client({
+        let mut c = ns.cmd(tool("getent"));
+        c.args(["ahosts", "svc.tracer.test"]);
+        c
+    });
+    let out = run.stop();
+    // Ground truth: the resolver answered, and getent got the addresses.
+    assert!(
+        first_column(&getent.out).contains(ANSWER_V4),
+        "getent's own log: {}",
+        getent.out
+    );
+    let log = std::fs::read_to_string(&auth.log).unwrap_or_default();
+    assert!(
+        log.contains("query[A] svc.tracer.test"),
+        "dnsmasq's log: {log}"
+    );
+    assert!(
+        !types.contains(&CGROUP_SKB),
+        "--no-dns-capture still holds a cgroup_skb program: {types:?}"
+    );
+    let dns = &out.meta()["hooks"]["dns"];
+    assert_eq!(dns["captured"], false, "{}", out.raw);
+    assert!(
+        dns.to_string().contains("--no-dns-capture"),
+        "meta.hooks.dns: {dns}"
+    );
+    let off = out.events("dns_not_captured");
+    assert_eq!(off.len(), 1, "{}", out.raw);
+    assert!(out.events("dns_answer").is_empty(), "{}", out.raw);
+    // Counting goes on as usual.
+    assert!(out.meta()["hooks"]["state"].is_string(), "{}", out.raw);
+}

@@ -37,6 +37,35 @@ fn vm_dir() -> PathBuf {
     root().join("target/vm")
 }
 
+/// Where `vm_test` records its last matrix (the bench report shows it).
+pub fn matrix_path() -> PathBuf {
+    vm_dir().join("matrix.json")
+}
+
+/// One kernel's row of the matrix, read from its console log: each mode passed or not, and the
+/// hooks `auto` picks there.
+fn matrix_entry(pkg: &str, log: &str) -> serde_json::Value {
+    let kernel = log
+        .lines()
+        .find_map(|l| l.split_once("VMTEST kernel ").map(|(_, k)| k))
+        .unwrap_or(pkg)
+        .trim();
+    let modes: Vec<serde_json::Value> = MODES
+        .iter()
+        .map(|m| {
+            let (connect, state) = m.split_once(':').unwrap_or((m, m));
+            serde_json::json!({"connect": connect, "state": state,
+                               "pass": log.contains(&format!("VMTEST mode={m} rc=0"))})
+        })
+        .collect();
+    let auto = log.lines().find_map(|l| {
+        let (_, rest) = l.split_once("watch would use: ")?;
+        let mut words = rest.split_whitespace();
+        Some(format!("{} and {}", words.next()?, words.next()?))
+    });
+    serde_json::json!({"package": pkg, "kernel": kernel, "modes": modes, "auto": auto})
+}
+
 /// The concrete kernel package behind a meta package, e.g. linux-image-6.1.0-54-amd64.
 fn resolve_kernel_package(meta: &str) -> Result<String> {
     let out = Command::new("apt-cache")
@@ -377,12 +406,16 @@ pub fn vm_test() -> Result<()> {
     bootstrap::vm_tools()?;
     let (tracer, test) = build_guest_binaries()?;
     let mut failures = 0;
+    let mut matrix = Vec::new();
     for meta in KERNEL_SERIES {
         let (pkg, vmlinuz) = kernel(meta)?;
         let initrd = initramfs(&tracer, &test, &vmlinuz, &pkg)?;
         let log = vm_dir().join(format!("{pkg}.log"));
         say(&format!("booting {pkg} (console log: {})", log.display()));
-        let result = boot(&vmlinuz, &initrd, &log).and_then(|text| verdict(&text));
+        let result = boot(&vmlinuz, &initrd, &log).and_then(|text| {
+            matrix.push(matrix_entry(&pkg, &text));
+            verdict(&text)
+        });
         match result {
             Ok(lines) => say(&format!("{pkg}: {}", lines.join(", "))),
             Err(e) => {
@@ -394,6 +427,15 @@ pub fn vm_test() -> Result<()> {
             }
         }
     }
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    fs::write(
+        matrix_path(),
+        serde_json::to_string_pretty(&serde_json::json!({"date": date, "kernels": matrix}))? + "\n",
+    )?;
     let kernels = KERNEL_SERIES.len();
     println!("vm-test: {} passed, {failures} failed", kernels - failures);
     say(&format!("done in {:.0?}", t0.elapsed()));

@@ -147,6 +147,7 @@ mod tests {
             max_destinations: 10_000,
             max_processes: 1024,
             filters: Default::default(),
+            dns_capture: true,
         };
         let mut ebpf = crate::kernel::load_for_test(&cfg);
         let mut dest: PerCpuHashMap<MapData, [u8; 16], OutCounters> =

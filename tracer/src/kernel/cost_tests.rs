@@ -147,6 +147,7 @@ fn snapshot_cost_at_60k_destinations() {
         max_destinations: 65536,
         max_processes: 65536,
         filters: Default::default(),
+        dns_capture: true,
     };
     let ebpf = super::load_for_test(&cfg);
     let hooks = Hooks {

@@ -32,6 +32,9 @@ pub const NAME: &str = "cgroup_skb/ingress + cgroup connect4/6, sendmsg4/6 (UDP 
 const ADDR_PROGS: [&str; 2] = ["dns_sendmsg4", "dns_sendmsg6"];
 const INGRESS: &str = "dns_ingress";
 
+/// Why there is no capture when `--no-dns-capture` was given (meta, `dns_not_captured`).
+pub const TURNED_OFF: &str = "turned off (--no-dns-capture)";
+
 /// Load and attach the capture's programs on the cgroup v2 root (or the `--cgroup` directory:
 /// then only its tasks' answers are seen), or say why not (then none
 /// stays attached).

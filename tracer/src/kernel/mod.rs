@@ -55,6 +55,8 @@ pub struct Config {
     pub max_processes: u32,
     /// `--netns`, `--cgroup`: only these sockets are counted.
     pub filters: filter::Filters,
+    /// Attach the DNS answer capture (`--no-dns-capture` turns it off).
+    pub dns_capture: bool,
 }
 
 /// Hooks in use and how they were chosen.
@@ -505,7 +507,11 @@ impl Tracer {
             ));
         }
 
-        let dns = dnscap::attach(&mut ebpf, cgroup);
+        let dns = if cfg.dns_capture {
+            dnscap::attach(&mut ebpf, cgroup)
+        } else {
+            Err(dnscap::TURNED_OFF.to_string())
+        };
         if let Err(e) = &dns {
             warnings.push(format!(
                 "note: DNS answers per process are not captured: {e}"

@@ -174,6 +174,7 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         max_destinations: args.max_destinations,
         max_processes: args.max_destinations.clamp(1024, 65536),
         filters: filters.clone(),
+        dns_capture: !args.no_dns_capture,
     };
     let mut tracer = Tracer::start(&cfg).env()?;
     for w in &tracer.warnings {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 mod contenders;
+mod history;
 mod phases;
 mod procstat;
 mod report;

@@ -223,6 +223,8 @@ impl Report<'_> {
             "scan_cost": self.scan_cost(),
         });
         v["targets"] = super::targets::evaluate(&v);
+        v["before_after"] = super::history::before_after(&v);
+        v["vm_matrix"] = super::history::vm_matrix();
         v
     }
 
@@ -335,6 +337,7 @@ pub fn render(v: &Value) -> String {
             ));
         }
     }
+    super::history::render_before_after(v, &mut w);
     w("\n## tracer userspace at a 1 s interval, by number of destinations\n");
     w(&format!(
         "The churn spreads over N addresses (half in 127.10.0.0/16, half in 127.20.0.0/16) inside a network \
@@ -413,6 +416,7 @@ pub fn render(v: &Value) -> String {
             ));
         }
     }
+    super::history::render_vm(v, &mut w);
     w("\n## Targets\n");
     w("| target | measured | verdict | why |");
     w("|---|---|---|---|");
