@@ -444,3 +444,26 @@ pub fn vm_test() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_entry_reads_each_mode_and_the_auto_pick_from_the_console() {
+        let log = "\x1b[2JVMTEST kernel 6.1.0-57-amd64\r\n\
+                   watch would use: connect=fentry state=tp_btf unsent=cgroup+syscall dns=cgroup_skb\n\
+                   VMTEST mode=auto:auto rc=0\nVMTEST mode=fentry:tp_btf rc=101\n";
+        let e = matrix_entry("linux-image-6.1.0-57-amd64", log);
+        assert_eq!(e["kernel"], "6.1.0-57-amd64");
+        assert_eq!(e["auto"], "connect=fentry and state=tp_btf");
+        let modes = e["modes"].as_array().unwrap();
+        assert_eq!(modes.len(), MODES.len());
+        assert_eq!(modes[0]["pass"], true);
+        assert_eq!(modes[1]["connect"], "fentry");
+        assert_eq!(modes[1]["state"], "tp_btf");
+        assert_eq!(modes[1]["pass"], false);
+        // A mode the guest never reported did not pass.
+        assert_eq!(modes[2]["pass"], false);
+    }
+}
