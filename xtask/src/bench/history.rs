@@ -104,7 +104,7 @@ pub fn render_before_after(v: &Value, w: &mut dyn FnMut(&str)) {
         .chain(&now_progs)
         .filter_map(|p| p["name"].as_str().map(str::to_string))
         .collect();
-    names.dedup();
+    // Each program once, in the order first seen (before, then the ones new since).
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
     let by = |ps: &[Value], name: &str| ps.iter().find(|p| p["name"] == name).cloned();
