@@ -36,6 +36,15 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Now, in UTC, as RFC 3339 to the second (for the records the bench and the VM matrix write).
+pub(crate) fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root())

@@ -286,7 +286,6 @@ fn initramfs(tracer: &Path, test: &Path, vmlinuz: &Path, name: &str) -> Result<P
     Ok(path)
 }
 
-/// Boot once, run every mode, return the console log. Killed after GUEST_TIMEOUT.
 /// The guest's init did not speak within `FIRST_SIGN`: qemu (TCG) hung before it, which was
 /// seen once in many boots and says nothing about tracer. Such a boot is tried once more.
 #[derive(Debug)]
@@ -306,6 +305,8 @@ impl std::error::Error for NoInit {}
 /// Init's first line normally comes within a minute under TCG.
 const FIRST_SIGN: Duration = Duration::from_secs(240);
 
+/// Boot once, run every mode, return the console log. Killed after GUEST_TIMEOUT, or after
+/// FIRST_SIGN when init has not spoken by then.
 fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<String> {
     let mut child = Command::new("qemu-system-x86_64")
         .args([
@@ -341,16 +342,18 @@ fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<String> {
             sink.lock().expect("console").extend_from_slice(&chunk[..n]);
         }
     });
-    let spoke = || {
-        let c = console.lock().expect("console");
-        c.windows(14).any(|w| w == b"VMTEST kernel ")
-    };
+    // Scanned only until init's first line is seen, once FIRST_SIGN has passed.
+    let mut spoke = false;
     let t0 = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait()? {
             break Ok(st);
         }
-        let hung = t0.elapsed() > FIRST_SIGN && !spoke();
+        if !spoke && t0.elapsed() > FIRST_SIGN {
+            let c = console.lock().expect("console");
+            spoke = c.windows(14).any(|w| w == b"VMTEST kernel ");
+        }
+        let hung = t0.elapsed() > FIRST_SIGN && !spoke;
         if hung || t0.elapsed() > GUEST_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
@@ -471,14 +474,11 @@ pub fn vm_test() -> Result<()> {
             }
         }
     }
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
     fs::write(
         matrix_path(),
-        serde_json::to_string_pretty(&serde_json::json!({"date": date, "kernels": matrix}))? + "\n",
+        serde_json::to_string_pretty(
+            &serde_json::json!({"date": crate::utc_now(), "kernels": matrix}),
+        )? + "\n",
     )?;
     let kernels = KERNEL_SERIES.len();
     println!("vm-test: {} passed, {failures} failed", kernels - failures);

@@ -430,7 +430,7 @@ impl Tracer {
                 "note: {e}: failed connects are counted with reason `other` (needs CONFIG_DEBUG_INFO_BTF=y)"
             ));
         }
-        // Parsed once, after the first load (see `Env::aya_btf`).
+        // Parsed once, after the first load (see `BtfSource::parse`).
         let btf_cell = std::cell::OnceCell::new();
         let btf_src = env.btf;
         let aya_btf = || btf_cell.get_or_init(|| btf_src.parse()).as_ref();

@@ -5,12 +5,10 @@
 
 use serde_json::{Value, json};
 
+use super::targets::med;
+
 /// The pinned "before" run.
 const BEFORE: &str = include_str!("../../../bench/before-issue-15.json");
-
-fn med(v: &Value) -> Option<f64> {
-    v["median"].as_f64()
-}
 
 /// The summary row of `contender` (or, with `prefix`, of the first whose key starts so).
 fn find<'a>(rows: &'a [Value], key: &str, prefix: bool) -> Option<&'a Value> {

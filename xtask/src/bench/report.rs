@@ -2,7 +2,7 @@
 //! with met/missed and the measured reason. Summaries are computed once, as JSON, and the
 //! Markdown is rendered from that JSON, so both always agree.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -42,11 +42,7 @@ impl Machine {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
+        let date = crate::utc_now();
         let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
         Machine(
             json!({"nproc": nproc, "cpu_model": model, "kernel": read("/proc/sys/kernel/osrelease").trim(),

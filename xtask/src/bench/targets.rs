@@ -46,7 +46,7 @@ pub const NOTES: &str = "\
   lock, the copies and two `copy_to_user`); counters in mmapped arrays would remove that read.
 ";
 
-fn med(v: &Value) -> Option<f64> {
+pub(super) fn med(v: &Value) -> Option<f64> {
     v["median"].as_f64()
 }
 
