@@ -42,12 +42,15 @@ pub fn matrix_path() -> PathBuf {
     vm_dir().join("matrix.json")
 }
 
+/// What the guest's init prints first (see `INIT`), before the kernel release.
+const INIT_SPOKE: &str = "VMTEST kernel ";
+
 /// One kernel's row of the matrix, read from its console log: each mode passed or not, and the
 /// hooks `auto` picks there.
 fn matrix_entry(pkg: &str, log: &str) -> serde_json::Value {
     let kernel = log
         .lines()
-        .find_map(|l| l.split_once("VMTEST kernel ").map(|(_, k)| k))
+        .find_map(|l| l.split_once(INIT_SPOKE).map(|(_, k)| k))
         .unwrap_or(pkg)
         .trim();
     let modes: Vec<serde_json::Value> = MODES
@@ -345,33 +348,49 @@ fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<String> {
     // Scanned only until init's first line is seen, once FIRST_SIGN has passed.
     let mut spoke = false;
     let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break Ok(st);
+    let ended = loop {
+        if child.try_wait()?.is_some() {
+            break Ended::Exited;
         }
         if !spoke && t0.elapsed() > FIRST_SIGN {
             let c = console.lock().expect("console");
-            spoke = c.windows(14).any(|w| w == b"VMTEST kernel ");
+            spoke = c
+                .windows(INIT_SPOKE.len())
+                .any(|w| w == INIT_SPOKE.as_bytes());
         }
-        let hung = t0.elapsed() > FIRST_SIGN && !spoke;
-        if hung || t0.elapsed() > GUEST_TIMEOUT {
+        let ended = if t0.elapsed() > FIRST_SIGN && !spoke {
+            Some(Ended::NoInit)
+        } else if t0.elapsed() > GUEST_TIMEOUT {
+            Some(Ended::Timeout)
+        } else {
+            None
+        };
+        if let Some(e) = ended {
             let _ = child.kill();
             let _ = child.wait();
-            break Err(hung);
+            break e;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     let _ = reader.join();
     let text = String::from_utf8_lossy(&console.lock().expect("console")).into_owned();
     fs::File::create(log)?.write_all(text.as_bytes())?;
-    match status {
-        Ok(_) => Ok(text),
-        Err(true) => Err(NoInit.into()),
-        Err(false) => bail!(
+    match ended {
+        Ended::Exited => Ok(text),
+        Ended::NoInit => Err(NoInit.into()),
+        Ended::Timeout => bail!(
             "guest did not finish within {GUEST_TIMEOUT:?}: console log in {}",
             log.display()
         ),
     }
+}
+
+/// How a boot ended: qemu exited, or it was killed because init never spoke or the guest ran
+/// past GUEST_TIMEOUT.
+enum Ended {
+    Exited,
+    NoInit,
+    Timeout,
 }
 
 /// `boot`, once more when qemu hung before the guest's init (said on stderr, never silent).
