@@ -19,16 +19,16 @@ fn process<'a>(out: &'a Output, comm: &str) -> &'a Value {
 fn two_processes_with_different_comm_are_counted_apart() {
     let run = Run::start(
         "attribution",
-        &["--old", "127.10.0.0/16", "--new", "127.20.0.0/16"],
+        &["--old", "127.132.0.0/16", "--new", "127.142.0.0/16"],
     );
     let tconn = env!("CARGO_BIN_EXE_tconn");
     let a = Command::new(tconn)
-        .args(["--comm", "alpha-client", "pair", "127.10.0.6", "12"])
+        .args(["--comm", "alpha-client", "pair", "127.132.0.6", "12"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let b = Command::new(tconn)
-        .args(["--comm", "beta-client", "pair", "127.20.0.6", "7"])
+        .args(["--comm", "beta-client", "pair", "127.142.0.6", "7"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -37,7 +37,7 @@ fn two_processes_with_different_comm_are_counted_apart() {
         assert!(c.wait().unwrap().success());
     }
     let refused = Command::new(tconn)
-        .args(["--comm", "beta-client", "connect", "127.10.0.98:9", "3"])
+        .args(["--comm", "beta-client", "connect", "127.132.0.98:9", "3"])
         .output()
         .unwrap();
     assert_eq!(

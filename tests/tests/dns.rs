@@ -63,7 +63,7 @@ fn dns_server(
 #[test]
 fn a_dns_change_is_recorded_with_ttl_and_becomes_the_cutover_and_the_new_side() {
     let dns_ip = "127.53.0.1";
-    let answer = Arc::new(Mutex::new((Ipv4Addr::new(127, 10, 53, 7), 30)));
+    let answer = Arc::new(Mutex::new((Ipv4Addr::new(127, 133, 53, 7), 30)));
     let stop = Arc::new(AtomicBool::new(false));
     let h = dns_server(dns_ip, answer.clone(), stop.clone());
     let conf = tmp_path("resolv.conf");
@@ -75,11 +75,11 @@ fn a_dns_change_is_recorded_with_ttl_and_becomes_the_cutover_and_the_new_side() 
     // SAFETY: set before any thread of this test reads the environment; Run passes it on.
     unsafe { std::env::set_var("TRACER_RESOLV_CONF", &conf) };
 
-    let old = Server::start("127.10.53.7");
-    let new = Server::start("127.20.53.7");
+    let old = Server::start("127.133.53.7");
+    let new = Server::start("127.143.53.7");
     let run = Run::start("dns", &["--watch-dns", "api.tracer.test."]);
     short_connections(old.addr, 5);
-    *answer.lock().unwrap() = (Ipv4Addr::new(127, 20, 53, 7), 600);
+    *answer.lock().unwrap() = (Ipv4Addr::new(127, 143, 53, 7), 600);
     // Wait (bounded) for tracer to see the change before connecting to the new answer.
     let json = tmp_path("dns.ndjson");
     let t0 = Instant::now();
@@ -101,13 +101,13 @@ fn a_dns_change_is_recorded_with_ttl_and_becomes_the_cutover_and_the_new_side() 
 
     assert!(out.status.success(), "{}", out.stderr);
     // Without --old/--new the answer at start is the old side.
-    assert_eq!(out.meta()["old"][0], "127.10.53.7/32");
+    assert_eq!(out.meta()["old"][0], "127.133.53.7/32");
     assert_eq!(out.meta()["watch_dns"][0], "api.tracer.test.");
     let ch = out.events("dns_change");
     assert_eq!(ch.len(), 1, "{ch:?}");
     assert_eq!(ch[0]["name"], "api.tracer.test.");
-    assert_eq!(ch[0]["old"][0], "127.10.53.7");
-    assert_eq!(ch[0]["new"][0], "127.20.53.7");
+    assert_eq!(ch[0]["old"][0], "127.133.53.7");
+    assert_eq!(ch[0]["new"][0], "127.143.53.7");
     assert_eq!(ch[0]["ttl"], 600);
     assert_eq!(ch[0]["long_ttl"], true);
     let cut = out.events("cutover");

@@ -33,7 +33,7 @@ fn start(tag: &str) -> Dns {
     let zone = tmp_path(&format!("{tag}.zone"));
     std::fs::write(
         &zone,
-        dnsd::zone(1, AUTH, TTL, NEG_TTL, "127.10.53.8", "fd00:53::8"),
+        dnsd::zone(1, AUTH, TTL, NEG_TTL, "127.134.53.8", "fd00:53::8"),
     )
     .unwrap();
     let nsd = dnsd::nsd(&ns, tag, AUTH, &zone);
@@ -142,9 +142,9 @@ fn each_resolver_switches_on_its_own_ttl_and_a_stale_one_is_flagged() {
     cmd.env("TRACER_RESOLV_CONF", &dns.resolv);
     let args = [
         "--old",
-        "127.10.53.0/24,fd00:53::8/128",
+        "127.134.53.0/24,fd00:53::8/128",
         "--new",
-        "127.20.53.0/24,fd00:53::9/128",
+        "127.144.53.0/24,fd00:53::9/128",
         "--watch-dns",
         "api.cut.test.",
         "--watch-dns",
@@ -197,14 +197,14 @@ fn each_resolver_switches_on_its_own_ttl_and_a_stale_one_is_flagged() {
     ]));
     std::fs::write(
         &dns.zone,
-        dnsd::zone(2, AUTH, TTL, NEG_TTL, "127.20.53.8", "fd00:53::9"),
+        dnsd::zone(2, AUTH, TTL, NEG_TTL, "127.144.53.8", "fd00:53::9"),
     )
     .unwrap();
     let changed = now_ms();
     dns.nsd.signal(libc::SIGHUP);
     // Ground truth from dig: when NSD and the cache really answered the new address.
-    let auth_new = dig_until(&dns.ns, AUTH, "127.20.53.8", Duration::from_secs(5));
-    let cache_new = dig_until(&dns.ns, CACHE, "127.20.53.8", Duration::from_secs(15));
+    let auth_new = dig_until(&dns.ns, AUTH, "127.144.53.8", Duration::from_secs(5));
+    let cache_new = dig_until(&dns.ns, CACHE, "127.144.53.8", Duration::from_secs(15));
     // Wait (bounded) for tracer to flag the stale cache.
     let json = tmp_path("dnsres.ndjson");
     let t0 = Instant::now();
@@ -223,7 +223,7 @@ fn each_resolver_switches_on_its_own_ttl_and_a_stale_one_is_flagged() {
     let out = run.stop();
     assert!(out.status.success(), "{}", out.stderr);
     assert!(
-        stale_still_old.contains("127.10.53.8"),
+        stale_still_old.contains("127.134.53.8"),
         "dig: {stale_still_old}"
     );
 
@@ -247,8 +247,8 @@ fn each_resolver_switches_on_its_own_ttl_and_a_stale_one_is_flagged() {
         "{api:?}"
     );
     assert_eq!(auth["lag_ms"], 0);
-    assert_eq!(strs(&auth["old"]), ["127.10.53.8", "fd00:53::8"]);
-    assert_eq!(strs(&auth["new"]), ["127.20.53.8", "fd00:53::9"]);
+    assert_eq!(strs(&auth["old"]), ["127.134.53.8", "fd00:53::8"]);
+    assert_eq!(strs(&auth["new"]), ["127.144.53.8", "fd00:53::9"]);
     assert_eq!(auth["ttl"], TTL);
     let ts = |e: &Value| unix_ms(e["ts"].as_str().unwrap());
     assert!(
@@ -288,7 +288,7 @@ fn each_resolver_switches_on_its_own_ttl_and_a_stale_one_is_flagged() {
         (st[0]["name"].as_str(), st[0]["server"].as_str()),
         (Some("api.cut.test."), Some("127.53.1.3:53"))
     );
-    assert_eq!(strs(&st[0]["answer"]), ["127.10.53.8", "fd00:53::8"]);
+    assert_eq!(strs(&st[0]["answer"]), ["127.134.53.8", "fd00:53::8"]);
     let expected = st[0]["expected_ms"].as_u64().unwrap();
     assert!(expected <= auth["elapsed_ms"].as_u64().unwrap() + u64::from(TTL) * 1000);
     assert!(st[0]["elapsed_ms"].as_u64().unwrap() > expected);
@@ -301,7 +301,7 @@ fn each_resolver_switches_on_its_own_ttl_and_a_stale_one_is_flagged() {
         .collect();
     assert_eq!(www.len(), 1);
     assert_eq!(strs(&www[0]["cnames"]), ["api.cut.test."]);
-    assert_eq!(strs(&www[0]["new"]), ["127.20.53.8", "fd00:53::9"]);
+    assert_eq!(strs(&www[0]["new"]), ["127.144.53.8", "fd00:53::9"]);
 
     // NXDOMAIN with the negative TTL from the SOA (its minimum: the SOA's own TTL is longer).
     let gone = out
@@ -336,12 +336,12 @@ fn each_resolver_switches_on_its_own_ttl_and_a_stale_one_is_flagged() {
     assert_eq!(row("127.53.1.3:53")["stale"], true);
     assert_eq!(
         strs(&row("127.53.1.3:53")["answer"]),
-        ["127.10.53.8", "fd00:53::8"]
+        ["127.134.53.8", "fd00:53::8"]
     );
     assert_eq!(row("127.53.1.2:53")["stale"], false);
     assert_eq!(
         strs(&row("127.53.1.2:53")["answer"]),
-        ["127.20.53.8", "fd00:53::9"]
+        ["127.144.53.8", "fd00:53::9"]
     );
 
     // The report's resolver gap: the cache's lag, the stale cache not switched.
@@ -418,7 +418,7 @@ fn preflight_finds_the_authoritative_ttl_and_exits_by_max_ttl() {
     let auth = &servers[2];
     assert_eq!(auth["server"], "ns1.cut.test. 127.53.1.1:53");
     assert_eq!(auth["ttl"], TTL);
-    assert_eq!(strs(&auth["answer"]), ["127.10.53.8", "fd00:53::8"]);
+    assert_eq!(strs(&auth["answer"]), ["127.134.53.8", "fd00:53::8"]);
     assert_eq!(api["largest_ttl"], TTL);
     let in_force = unix_ms(api["in_force_at"].as_str().unwrap());
     let checked = unix_ms(v["checked_at"].as_str().unwrap());

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use tracer_tests::*;
 
-/// A part of the old range (127.10.0.0/16) that no other test uses, so the totals are this
+/// Addresses (127.139.0.0/16) that no other test uses, so the totals are this
 /// test's own even when other traffic runs on the host.
-const OLD: &str = "127.10.96.0/19";
+const OLD: &str = "127.139.96.0/19";
 
 #[test]
 fn cohort_totals_stay_exact_beyond_max_destinations() {
@@ -16,14 +16,14 @@ fn cohort_totals_stay_exact_beyond_max_destinations() {
             "--old",
             OLD,
             "--new",
-            "127.20.0.0/16",
+            "127.149.0.0/16",
             "--max-destinations",
             "256",
         ],
     );
     // 1000 distinct old destinations, nothing listening: each connect is refused at once.
     for i in 0..1000u32 {
-        let to: SocketAddr = format!("127.10.{}.{}:9", 100 + i / 250, 1 + i % 250)
+        let to: SocketAddr = format!("127.139.{}.{}:9", 100 + i / 250, 1 + i % 250)
             .parse()
             .unwrap();
         refused_connections(to, 1);

@@ -1,7 +1,7 @@
 //! A simulated failover with real loopback traffic and a driver that keeps its own record:
 //! tracer's cutover, declaration gap and drain time must match that record within one interval,
 //! and `tracer report` on the NDJSON must give the same numbers as the live run. Its addresses
-//! (127.10.77.0/24 old, 127.20.77.0/24 new) are its own, apart from other tests on the host.
+//! (127.138.77.0/24 old, 127.148.77.0/24 new) are its own, apart from other tests on the host.
 //!
 //! Schedule (seconds after the driver starts; the driver records the real times):
 //!   0   main clients: ~200 connects/s to old; a sticky client (own process, comm "sticky")
@@ -109,10 +109,10 @@ fn assert_near(what: &str, tracer_ms: i64, driver_ms: i64) {
 #[test]
 fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
     let stop = Arc::new(AtomicBool::new(false));
-    let (old, h_old) = churn_server("127.10.77.1", stop.clone());
-    let (new, h_new) = churn_server("127.20.77.1", stop.clone());
-    let old_pool_srv = Server::start("127.10.77.2");
-    let new_pool_srv = Server::start("127.20.77.2");
+    let (old, h_old) = churn_server("127.138.77.1", stop.clone());
+    let (new, h_new) = churn_server("127.148.77.1", stop.clone());
+    let old_pool_srv = Server::start("127.138.77.2");
+    let new_pool_srv = Server::start("127.148.77.2");
     let old_pool = open_connections(old_pool_srv.addr, 30);
     old_pool_srv.wait_accepted(30);
 
@@ -124,9 +124,9 @@ fn cutover_gap_and_drain_match_the_drivers_record_and_the_report() {
         "failover",
         &[
             "--old",
-            "127.10.77.0/24",
+            "127.138.77.0/24",
             "--new",
-            "127.20.77.0/24",
+            "127.148.77.0/24",
             "--cutover-at",
             &cut_arg,
             "--quiet-for",
@@ -316,7 +316,7 @@ fn report_refuses_truncated_and_foreign_files_with_the_line() {
 /// `tracer report -` reads the recording from standard input.
 #[test]
 fn report_reads_standard_input() {
-    let meta = "{\"type\":\"meta\",\"schema\":1,\"interval_ms\":200,\"host\":\"stdin-host\",\"old\":[\"127.10.77.0/24\"],\"new\":[]}\n";
+    let meta = "{\"type\":\"meta\",\"schema\":1,\"interval_ms\":200,\"host\":\"stdin-host\",\"old\":[\"127.138.77.0/24\"],\"new\":[]}\n";
     let mut child = Command::new(tracer_bin())
         .args(["report", "-", "--json"])
         .stdin(Stdio::piped())
@@ -350,7 +350,7 @@ fn bad_analysis_flags_are_one_line_with_exit_code_2() {
         ["--threshold", "101"],
         ["--quiet-for", "soon"],
     ] {
-        let mut all = vec!["watch", "--headless", "--old", "127.10.77.0/24"];
+        let mut all = vec!["watch", "--headless", "--old", "127.138.77.0/24"];
         all.extend(args);
         let (code, _, stderr) = tracer(&all);
         assert_eq!(code, 2, "{args:?}: {stderr}");

@@ -106,12 +106,12 @@ fn bucket_holds(p: &Value, d: Duration) -> bool {
 
 #[test]
 fn refused_connects_have_reason_refused_per_cohort_destination_and_process() {
-    let bound = Bound::new(Ipv4Addr::new(127, 10, 0, 9));
-    let to = SocketAddr::from(([127, 10, 0, 9], bound.port));
-    let s = Server::start("127.20.0.9");
+    let bound = Bound::new(Ipv4Addr::new(127, 135, 0, 9));
+    let to = SocketAddr::from(([127, 135, 0, 9], bound.port));
+    let s = Server::start("127.145.0.9");
     let run = Run::start(
         "refused",
-        &["--old", "127.10.0.0/16", "--new", "127.20.0.0/16"],
+        &["--old", "127.135.0.0/16", "--new", "127.145.0.0/16"],
     );
     refused_connections(to, 7);
     short_connections(s.addr, 4);
@@ -125,12 +125,12 @@ fn refused_connects_have_reason_refused_per_cohort_destination_and_process() {
     assert_eq!(n(&old["failed_latency_us"]["count"]), 7);
     assert_eq!(n(&old["latency_us"]["count"]), 0);
     assert!(old["latency_us"]["p50"].is_null());
-    assert_eq!(reasons(dest(&out, "127.10.0.9")), only("refused", 7));
+    assert_eq!(reasons(dest(&out, "127.135.0.9")), only("refused", 7));
 
     let new = &out.summary()["cohorts"]["new"];
     assert_eq!(reasons(new), only("refused", 0));
     assert_eq!(n(&new["latency_us"]["count"]), 4);
-    assert_eq!(reasons(dest(&out, "127.20.0.9")), only("refused", 0));
+    assert_eq!(reasons(dest(&out, "127.145.0.9")), only("refused", 0));
 
     // The connects came from this process: its row carries the reasons too.
     let me = out.summary()["processes"]
@@ -162,48 +162,50 @@ fn mixed_failures_are_counted_exactly_per_reason() {
         "route",
         "add",
         "unreachable",
-        "127.10.200.0/24",
+        "127.135.200.0/24",
     ]));
     nft_output(
         &ns,
         &[
-            "ip daddr 127.10.1.1 tcp dport 9 drop",
-            "ip daddr 127.10.2.1 tcp dport 9 reject with icmp type host-unreachable",
-            "ip daddr 127.10.2.2 tcp dport 9 reject with icmp type net-unreachable",
-            "ip daddr 127.10.2.3 tcp dport 9 reject with icmp type admin-prohibited",
-            "ip daddr 127.10.3.1 tcp dport 9 reject with tcp reset",
-            "ip daddr 127.10.4.1 tcp dport 9 drop",
+            "ip daddr 127.135.1.1 tcp dport 9 drop",
+            "ip daddr 127.135.2.1 tcp dport 9 reject with icmp type host-unreachable",
+            "ip daddr 127.135.2.2 tcp dport 9 reject with icmp type net-unreachable",
+            "ip daddr 127.135.2.3 tcp dport 9 reject with icmp type admin-prohibited",
+            "ip daddr 127.135.3.1 tcp dport 9 reject with tcp reset",
+            "ip daddr 127.135.4.1 tcp dport 9 drop",
         ],
     );
     let run = Run::start(
         "mixed",
-        &["--old", "127.10.0.0/16", "--new", "127.20.0.0/16"],
+        &["--old", "127.135.0.0/16", "--new", "127.145.0.0/16"],
     );
     let connect = |addr: &str, n: &str| sh(ns.cmd(tconn()).args(["connect", addr, n]));
 
     // Refused: nothing listens there (the kernel answers the SYN with RST).
-    assert_eq!(connect("127.10.0.1:9", "3").trim(), "ok=0 failed=3");
+    assert_eq!(connect("127.135.0.1:9", "3").trim(), "ok=0 failed=3");
     // Reset: an RST sent by a rule; Linux reports every RST to a SYN as ECONNREFUSED.
-    assert_eq!(connect("127.10.3.1:9", "2").trim(), "ok=0 failed=2");
+    assert_eq!(connect("127.135.3.1:9", "2").trim(), "ok=0 failed=2");
     // Unreachable: ICMP errors to the SYN. The first ICMP arrives while connect() still holds
     // the socket (it is generated on this host), so the kernel keeps it as a soft error and the
     // retransmission's ICMP ends the connect: blocking connects (tconn) see it.
-    for a in ["127.10.2.1:9", "127.10.2.2:9", "127.10.2.3:9"] {
+    for a in ["127.135.2.1:9", "127.135.2.2:9", "127.135.2.3:9"] {
         assert_eq!(connect(a, "1").trim(), "ok=0 failed=1");
     }
     // Timeout: every SYN dropped.
     let t0 = Instant::now();
-    assert_eq!(connect("127.10.1.1:9", "1").trim(), "ok=0 failed=1");
+    assert_eq!(connect("127.135.1.1:9", "1").trim(), "ok=0 failed=1");
     let timeout_took = t0.elapsed();
     // Aborted: the application gives up first (its own connect timeout, then close).
     let t0 = Instant::now();
-    let r = sh(ns.cmd(tconn()).args(["giveup", "127.10.4.1:9", "2", "300"]));
+    let r = sh(ns
+        .cmd(tconn())
+        .args(["giveup", "127.135.4.1:9", "2", "300"]));
     assert_eq!(r.trim(), "ok=0 failed=2");
     let giveup_took = t0.elapsed();
     // No route at all: connect() fails before a SYN exists; an attempt with reason no_route.
-    assert_eq!(connect("127.10.200.1:9", "2").trim(), "ok=0 failed=2");
+    assert_eq!(connect("127.135.200.1:9", "2").trim(), "ok=0 failed=2");
     // And some that work, on the new side.
-    sh(ns.cmd(tconn()).args(["pair", "127.20.0.1", "5"]));
+    sh(ns.cmd(tconn()).args(["pair", "127.145.0.1", "5"]));
     let out = run.stop();
     assert!(out.status.success(), "{}", out.stderr);
 
@@ -211,15 +213,15 @@ fn mixed_failures_are_counted_exactly_per_reason() {
     assert_eq!(out.cohort("old"), (13, 0, 13, 0, 0));
     //             refused timeout unreachable reset aborted no_route no_port other
     assert_eq!(reasons(old), [5, 1, 3, 0, 2, 2, 0, 0]);
-    assert_eq!(reasons(dest(&out, "127.10.0.1")), only("refused", 3));
-    assert_eq!(reasons(dest(&out, "127.10.3.1")), only("refused", 2));
-    for a in ["127.10.2.1", "127.10.2.2", "127.10.2.3"] {
+    assert_eq!(reasons(dest(&out, "127.135.0.1")), only("refused", 3));
+    assert_eq!(reasons(dest(&out, "127.135.3.1")), only("refused", 2));
+    for a in ["127.135.2.1", "127.135.2.2", "127.135.2.3"] {
         assert_eq!(reasons(dest(&out, a)), only("unreachable", 1), "{a}");
     }
-    assert_eq!(reasons(dest(&out, "127.10.1.1")), only("timeout", 1));
-    assert_eq!(reasons(dest(&out, "127.10.4.1")), only("aborted", 2));
-    assert_eq!(reasons(dest(&out, "127.10.200.1")), only("no_route", 2));
-    assert_eq!(out.destination("127.10.200.1"), Some((2, 0, 2, 0, 0)));
+    assert_eq!(reasons(dest(&out, "127.135.1.1")), only("timeout", 1));
+    assert_eq!(reasons(dest(&out, "127.135.4.1")), only("aborted", 2));
+    assert_eq!(reasons(dest(&out, "127.135.200.1")), only("no_route", 2));
+    assert_eq!(out.destination("127.135.200.1"), Some((2, 0, 2, 0, 0)));
     assert_eq!(out.cohort("new"), (5, 5, 0, 5, 0));
     assert_eq!(
         reasons(&out.summary()["cohorts"]["new"]),
@@ -254,9 +256,9 @@ fn routes_that_fail_before_the_syn_count_as_no_route_for_v4_and_v6() {
     let ns = Netns::new("noroute");
     // Prefixes this namespace owns, each routed to a different kind of refusal.
     for (kind, prefix) in [
-        ("unreachable", "127.10.210.0/24"),
-        ("prohibit", "127.10.211.0/24"),
-        ("blackhole", "127.10.212.0/24"),
+        ("unreachable", "127.135.210.0/24"),
+        ("prohibit", "127.135.211.0/24"),
+        ("blackhole", "127.135.212.0/24"),
     ] {
         sh(ns.cmd(tool("ip")).args(["route", "add", kind, prefix]));
     }
@@ -267,36 +269,39 @@ fn routes_that_fail_before_the_syn_count_as_no_route_for_v4_and_v6() {
         "noroute",
         &[
             "--old",
-            "127.10.0.0/16",
+            "127.135.0.0/16",
             "--old",
             "fd00:10::/64",
             "--new",
-            "127.20.0.0/16",
+            "127.145.0.0/16",
         ],
     );
     // EHOSTUNREACH, EACCES, EINVAL: what each route type makes connect() return.
-    assert_eq!(connect_errno(&ns, "127.10.210.1:80", false), "113");
-    assert_eq!(connect_errno(&ns, "127.10.211.1:80", false), "13");
-    assert_eq!(connect_errno(&ns, "127.10.212.1:80", false), "22");
+    assert_eq!(connect_errno(&ns, "127.135.210.1:80", false), "113");
+    assert_eq!(connect_errno(&ns, "127.135.211.1:80", false), "13");
+    assert_eq!(connect_errno(&ns, "127.135.212.1:80", false), "22");
     assert_eq!(connect_errno(&ns, "[fd00:10::1]:80", false), "113");
     // IPv4-mapped on an IPv6 socket folds into IPv4.
-    assert_eq!(connect_errno(&ns, "[::ffff:127.10.210.2]:80", false), "113");
+    assert_eq!(
+        connect_errno(&ns, "[::ffff:127.135.210.2]:80", false),
+        "113"
+    );
     // UDP connects fail the same way but are not TCP connection attempts.
-    assert_eq!(connect_errno(&ns, "127.10.210.3:53", true), "113");
+    assert_eq!(connect_errno(&ns, "127.135.210.3:53", true), "113");
     let out = run.stop();
     assert!(out.status.success(), "{}", out.stderr);
 
     for a in [
-        "127.10.210.1",
-        "127.10.211.1",
-        "127.10.212.1",
+        "127.135.210.1",
+        "127.135.211.1",
+        "127.135.212.1",
         "fd00:10::1",
-        "127.10.210.2",
+        "127.135.210.2",
     ] {
         assert_eq!(out.destination(a), Some((1, 0, 1, 0, 0)), "{a}");
         assert_eq!(reasons(dest(&out, a)), only("no_route", 1), "{a}");
     }
-    assert_eq!(out.destination("127.10.210.3"), None, "UDP is not counted");
+    assert_eq!(out.destination("127.135.210.3"), None, "UDP is not counted");
     assert_eq!(out.cohort("old"), (5, 0, 5, 0, 0));
     assert_eq!(
         reasons(&out.summary()["cohorts"]["old"]),
@@ -312,15 +317,15 @@ fn a_dropped_first_syn_puts_the_new_sides_p90_in_the_one_second_bucket() {
     // passed, c3 dropped then passed, ...): those wait one initial RTO (1 s) for the retry.
     nft_output(
         &ns,
-        &["ip daddr 127.20.0.0/16 tcp flags & (syn | ack) == syn numgen inc mod 3 == 0 drop"],
+        &["ip daddr 127.145.0.0/16 tcp flags & (syn | ack) == syn numgen inc mod 3 == 0 drop"],
     );
     let run = Run::start(
         "latency",
-        &["--old", "127.10.0.0/16", "--new", "127.20.0.0/16"],
+        &["--old", "127.135.0.0/16", "--new", "127.145.0.0/16"],
     );
-    sh(ns.cmd(tconn()).args(["pair", "127.10.0.1", "10"]));
+    sh(ns.cmd(tconn()).args(["pair", "127.135.0.1", "10"]));
     let t0 = Instant::now();
-    sh(ns.cmd(tconn()).args(["pair", "127.20.0.1", "10"]));
+    sh(ns.cmd(tconn()).args(["pair", "127.145.0.1", "10"]));
     let took = t0.elapsed();
     let out = run.stop();
     assert!(out.status.success(), "{}", out.stderr);

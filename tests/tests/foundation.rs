@@ -5,15 +5,15 @@ use std::{net::SocketAddr, process::Command, thread, time::Duration};
 
 use tracer_tests::*;
 
-const OLD: &str = "127.10.0.0/16";
-const NEW: &str = "127.20.0.0/16";
+const OLD: &str = "127.131.0.0/16";
+const NEW: &str = "127.141.0.0/16";
 
 #[test]
 fn exact_counts_for_a_failover_with_pre_existing_connections() {
-    let old = Server::start("127.10.0.1");
-    let new = Server::start("127.20.0.1");
+    let old = Server::start("127.131.0.1");
+    let new = Server::start("127.141.0.1");
     // Nothing listens on this old address: connects are refused.
-    let refused: SocketAddr = format!("127.10.0.99:{}", old.addr.port()).parse().unwrap();
+    let refused: SocketAddr = format!("127.131.0.99:{}", old.addr.port()).parse().unwrap();
 
     // 40 connections to old, opened before tracer starts.
     let mut before = open_connections(old.addr, 40);
@@ -40,9 +40,9 @@ fn exact_counts_for_a_failover_with_pre_existing_connections() {
     assert_eq!(out.inbound("old"), (325, 315, 50), "inbound old");
     assert_eq!(out.inbound("new"), (510, 500, 10), "inbound new");
     // Per destination: the refused address, and the listener with all the rest.
-    assert_eq!(out.destination("127.10.0.99"), Some((50, 0, 50, 0, 0)));
-    assert_eq!(out.destination("127.10.0.1"), Some((325, 325, 0, 315, 50)));
-    assert_eq!(out.destination("127.20.0.1"), Some((510, 510, 0, 500, 10)));
+    assert_eq!(out.destination("127.131.0.99"), Some((50, 0, 50, 0, 0)));
+    assert_eq!(out.destination("127.131.0.1"), Some((325, 325, 0, 315, 50)));
+    assert_eq!(out.destination("127.141.0.1"), Some((510, 510, 0, 500, 10)));
 
     let meta = out.meta();
     assert_eq!(out.lines[0]["type"], "meta", "meta is the first line");
@@ -99,7 +99,7 @@ fn exact_counts_of_connects_that_never_send_a_syn() {
         None
     );
     // In a namespace of its own: 4 connects with no route, 2 held, 3 without a free port.
-    let r = sh(Command::new(tconn()).args(["--comm", "unsent", "unsent", "127.20.7.1", "4", "3"]));
+    let r = sh(Command::new(tconn()).args(["--comm", "unsent", "unsent", "127.141.7.1", "4", "3"]));
     assert_eq!(r.trim(), "no_route=4 no_port=3 ok=2");
     let out = run.stop();
     assert!(out.status.success(), "{}", out.stderr);
@@ -115,7 +115,7 @@ fn exact_counts_of_connects_that_never_send_a_syn() {
     let sum: u64 = by.as_object().unwrap().values().map(n).sum();
     assert_eq!(sum, 7, "reasons add up to failed: {by}");
     assert_eq!(n(&new["failed_latency_us"]["count"]), 0, "{new}");
-    assert_eq!(out.destination("127.20.7.1"), Some((9, 2, 7, 2, 0)));
+    assert_eq!(out.destination("127.141.7.1"), Some((9, 2, 7, 2, 0)));
     let proc_ = out.summary()["processes"]
         .as_array()
         .unwrap()
@@ -163,13 +163,13 @@ fn the_hook_in_use_is_the_one_probe_announces() {
         }
         None => probe_state,
     };
-    let s = Server::start("127.10.0.2");
+    let s = Server::start("127.131.0.2");
     let run = Run::start("probe-hook", &["--old", OLD, "--new", NEW]);
     short_connections(s.addr, 3);
     let out = run.stop();
     assert_eq!(out.meta()["hooks"]["connect"], expected.as_str());
     assert_eq!(out.meta()["hooks"]["state"], expected_state.as_str());
-    assert_eq!(out.destination("127.10.0.2"), Some((3, 3, 0, 3, 0)));
+    assert_eq!(out.destination("127.131.0.2"), Some((3, 3, 0, 3, 0)));
     // Every hook that was not used says why.
     for f in out.meta()["hooks"]["fallbacks"].as_array().unwrap() {
         assert!(!f["reason"].as_str().unwrap().is_empty());
@@ -210,7 +210,7 @@ fn sigterm_and_duration_end_with_a_summary() {
 
 #[test]
 fn a_killed_run_leaves_complete_lines() {
-    let s = Server::start("127.20.0.3");
+    let s = Server::start("127.141.0.3");
     let run = Run::start("killed", &["--old", OLD, "--new", NEW]);
     for _ in 0..10 {
         short_connections(s.addr, 20);
@@ -224,14 +224,14 @@ fn a_killed_run_leaves_complete_lines() {
 
 #[test]
 fn port_filter_counts_only_the_given_port() {
-    let a = Server::start("127.10.0.4");
-    let b = Server::start("127.10.0.4");
+    let a = Server::start("127.131.0.4");
+    let b = Server::start("127.131.0.4");
     let port = a.addr.port().to_string();
     let run = Run::start("ports", &["--old", OLD, "--new", NEW, "--port", &port]);
     short_connections(a.addr, 7);
     short_connections(b.addr, 5);
     let out = run.stop();
-    assert_eq!(out.destination("127.10.0.4"), Some((7, 7, 0, 7, 0)));
+    assert_eq!(out.destination("127.131.0.4"), Some((7, 7, 0, 7, 0)));
     assert_eq!(n(&out.meta()["ports"][0]), a.addr.port() as u64);
 }
 
@@ -312,7 +312,7 @@ fn headless_writes_ndjson_to_stdout_and_shows_resolved_hostnames() {
     let spec = tmp_path("sets.txt");
     std::fs::write(
         &spec,
-        "# old side\n127.10.0.0/16\nlocalhost # resolved once\n",
+        "# old side\n127.131.0.0/16\nlocalhost # resolved once\n",
     )
     .unwrap();
     let old = format!("@{}", spec.display());

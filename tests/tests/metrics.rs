@@ -14,8 +14,8 @@ use std::{
 use serde_json::Value;
 use tracer_tests::{prom::Prometheus, tls::secured, *};
 
-const OLD: &str = "127.10.0.0/16";
-const NEW: &str = "127.20.0.0/16";
+const OLD: &str = "127.136.0.0/16";
+const NEW: &str = "127.146.0.0/16";
 
 fn now() -> f64 {
     SystemTime::now()
@@ -47,9 +47,9 @@ fn metrics_addr(run: &Run) -> SocketAddr {
 
 #[test]
 fn prometheus_stores_what_the_ndjson_says() {
-    let old = Server::start("127.10.0.5");
-    let new = Server::start("127.20.0.5");
-    let refused: SocketAddr = format!("127.10.0.95:{}", old.addr.port()).parse().unwrap();
+    let old = Server::start("127.136.0.5");
+    let new = Server::start("127.146.0.5");
+    let refused: SocketAddr = format!("127.136.0.95:{}", old.addr.port()).parse().unwrap();
     let sec = secured("e2e");
     let before_start = now();
     let run = Run::start(
@@ -170,8 +170,11 @@ fn prometheus_stores_what_the_ndjson_says() {
         "tracer_destination_connections_closed_total",
         "tracer_destination_connections_open",
     ]
-    .map(|n| dest("127.10.0.5", n) as u64);
-    let dest_refused = dest("127.10.0.95", "tracer_destination_connections_failed_total");
+    .map(|n| dest("127.136.0.5", n) as u64);
+    let dest_refused = dest(
+        "127.136.0.95",
+        "tracer_destination_connections_failed_total",
+    );
     let hooks = prom.query(r#"tracer_hooks_info{job="tracer"}"#, Some(at));
     // Latency histogram per cohort, and the milestones of the analysis.
     let latency_count = |c: &str| {
@@ -210,9 +213,9 @@ fn prometheus_stores_what_the_ndjson_says() {
     assert_eq!(
         dest_old,
         [34, 34, 0, 30, 4],
-        "127.10.0.5 as Prometheus stored it"
+        "127.136.0.5 as Prometheus stored it"
     );
-    assert_eq!(out.destination("127.10.0.5"), Some((34, 34, 0, 30, 4)));
+    assert_eq!(out.destination("127.136.0.5"), Some((34, 34, 0, 30, 4)));
     assert_eq!(dest_refused, 5.0);
 
     // Shares as computed from the NDJSON.

@@ -32,16 +32,16 @@ fn ipv6_counts_are_exact_per_cohort() {
 
 #[test]
 fn v4_mapped_ipv6_folds_into_ipv4() {
-    let s = Server::start("127.10.0.5");
+    let s = Server::start("127.137.0.5");
     let run = Run::start(
         "mapped",
-        &["--old", "127.10.0.0/16", "--new", "127.20.0.0/16"],
+        &["--old", "127.137.0.0/16", "--new", "127.147.0.0/16"],
     );
-    let mapped = format!("[::ffff:127.10.0.5]:{}", s.addr.port());
+    let mapped = format!("[::ffff:127.137.0.5]:{}", s.addr.port());
     let r = sh(Command::new(tconn()).args(["connect", &mapped, "4"]));
     assert_eq!(r.trim(), "ok=4 failed=0");
     let out = run.stop();
-    assert_eq!(out.destination("127.10.0.5"), Some((4, 4, 0, 4, 0)));
+    assert_eq!(out.destination("127.137.0.5"), Some((4, 4, 0, 4, 0)));
     assert_eq!(out.cohort("old"), (4, 4, 0, 4, 0));
 }
 
@@ -64,10 +64,10 @@ fn a_syn_without_answer_is_an_attempt_then_a_failure() {
     ]));
     let run = Run::start(
         "syn-timeout",
-        &["--old", "127.10.0.0/16", "--new", "127.20.0.0/16"],
+        &["--old", "127.137.0.0/16", "--new", "127.147.0.0/16"],
     );
     let t0 = Instant::now();
-    let r = sh(ns.cmd(tconn()).args(["connect", "127.10.77.1:9", "1"]));
+    let r = sh(ns.cmd(tconn()).args(["connect", "127.137.77.1:9", "1"]));
     let took = t0.elapsed();
     assert_eq!(r.trim(), "ok=0 failed=1");
     // One retransmission: about 1 s + 2 s before the kernel gives up.
@@ -76,6 +76,6 @@ fn a_syn_without_answer_is_an_attempt_then_a_failure() {
         "{took:?}"
     );
     let out = run.stop();
-    assert_eq!(out.destination("127.10.77.1"), Some((1, 0, 1, 0, 0)));
+    assert_eq!(out.destination("127.137.77.1"), Some((1, 0, 1, 0, 0)));
     assert_eq!(out.cohort("old"), (1, 0, 1, 0, 0));
 }
