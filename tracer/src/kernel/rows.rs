@@ -85,6 +85,11 @@ impl<K: Pod, V: Pod> Rows<K, V> {
         })
     }
 
+    #[cfg(test)]
+    pub fn all_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == self.cap
+    }
+
     pub fn capacity(&self) -> u32 {
         self.cap
     }

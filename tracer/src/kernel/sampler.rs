@@ -293,6 +293,12 @@ impl Sampler {
         self.owner_pids = pids;
     }
 
+    /// Every row of every table is queued (tests fill rows from userspace and wait for this).
+    #[cfg(test)]
+    pub fn rows_queued(&self) -> bool {
+        self.dest_rows.all_queued() && self.local_rows.all_queued() && self.proc_rows.all_queued()
+    }
+
     pub fn sets(&self) -> &Sets {
         &self.sets
     }
