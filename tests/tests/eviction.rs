@@ -32,7 +32,8 @@ fn cohort_totals_stay_exact_beyond_max_destinations() {
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.cohort("old"), (1000, 0, 1000, 0, 0));
     let evicted = n(&out.summary()["evicted"]);
-    assert!(evicted >= 1000 - 256, "evicted {evicted}");
+    // 256 destinations get a row each, 64 more (a quarter, at least 64) fit the LRU map.
+    assert!(evicted >= 1000 - 256 - 64, "evicted {evicted}");
     assert!(evicted <= 1000, "evicted {evicted}");
     let events = out.events("evicted");
     assert_eq!(events.len(), 1, "one evicted event when it first happens");

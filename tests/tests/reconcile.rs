@@ -26,9 +26,10 @@ const KEPT: usize = 2;
 /// namespace, so the socket table they are reconciled with must cover them too.
 const ELSEWHERE: usize = 3;
 
-/// SockInfo (tracer-common) is 56 bytes: cgroup u64, addr [u8; 16] (IPv4 as ::ffff:a.b.c.d),
-/// comm [u8; 16], tgid u32, cohort u8, dir u8, established u8, pad u8, syn_ns u64.
-const SOCKINFO_SIZE: usize = 56;
+/// SockInfo (tracer-common) is 64 bytes: cgroup u64, addr [u8; 16] (IPv4 as ::ffff:a.b.c.d),
+/// comm [u8; 16], tgid u32, cohort u8, dir u8, established u8, pad u8, syn_ns u64, row u32,
+/// proc_row u32.
+const SOCKINFO_SIZE: usize = 64;
 const ADDR_AT: usize = 8;
 const DIR_AT: usize = 45;
 const DIR_OUT: u8 = 1;

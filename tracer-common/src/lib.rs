@@ -48,6 +48,11 @@ pub const STAT_SOCK_INSERT_FAILED: u32 = 3;
 pub const STAT_CENSUS_CLOSED: u32 = 4;
 pub const STATS: u32 = 8;
 
+/// A socket record's row when its key has none (all rows taken): count in the LRU map.
+pub const NO_ROW: u32 = u32::MAX;
+/// `BPF_F_MMAPABLE`: the row arrays are mapped and read by userspace in place.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 /// Outbound counters per destination, per cohort and per (process, destination).
 /// The `open` gauge is derived in userspace: census + established - closed.
 #[repr(C)]
@@ -76,7 +81,7 @@ pub struct InCounters {
 /// What the kernel remembers about one socket between its transitions, keyed by the socket
 /// pointer. Made where the context is the owning process (the connect), read in softirq later.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockInfo {
     pub cgroup: u64,
     /// Remote address for outbound sockets, local address for inbound ones.
@@ -89,6 +94,30 @@ pub struct SockInfo {
     pub _pad: u8,
     /// `bpf_ktime_get_ns()` at the connect, for the connect latency (0: unknown).
     pub syn_ns: u64,
+    /// Row of `addr` in DEST_ROWS (outbound) or LOCAL_ROWS (inbound), or `NO_ROW`: taken once,
+    /// at the connect or the accept, so later transitions add to it without a hash lookup.
+    pub row: u32,
+    /// Row of the process key in PROCS_ROWS, or `NO_ROW`.
+    pub proc_row: u32,
+}
+
+impl Default for SockInfo {
+    /// No rows: a record is never counted in row 0 by accident.
+    fn default() -> Self {
+        SockInfo {
+            cgroup: 0,
+            addr: [0; 16],
+            comm: [0; 16],
+            tgid: 0,
+            cohort: 0,
+            dir: 0,
+            established: 0,
+            _pad: 0,
+            syn_ns: 0,
+            row: NO_ROW,
+            proc_row: NO_ROW,
+        }
+    }
 }
 
 /// Per (process, destination) key. The comm is part of the key so that a pid reused by another
@@ -296,6 +325,19 @@ pub mod names {
     pub const STATS: &str = "STATS";
     pub const SOCKS: &str = "SOCKS";
     pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
+    /// Row tables: key to row (hash), key per row, counts per row and CPU, free rows (queue).
+    pub const DEST_INDEX: &str = "DEST_INDEX";
+    pub const DEST_KEYS: &str = "DEST_KEYS";
+    pub const DEST_ROWS: &str = "DEST_ROWS";
+    pub const DEST_FREE: &str = "DEST_FREE";
+    pub const LOCAL_INDEX: &str = "LOCAL_INDEX";
+    pub const LOCAL_KEYS: &str = "LOCAL_KEYS";
+    pub const LOCAL_ROWS: &str = "LOCAL_ROWS";
+    pub const LOCAL_FREE: &str = "LOCAL_FREE";
+    pub const PROCS_INDEX: &str = "PROCS_INDEX";
+    pub const PROCS_KEYS: &str = "PROCS_KEYS";
+    pub const PROCS_ROWS: &str = "PROCS_ROWS";
+    pub const PROCS_FREE: &str = "PROCS_FREE";
     pub const MAPS: &[&str] = &[
         COHORT_PREFIXES,
         COHORT_HOSTS,
@@ -314,6 +356,18 @@ pub mod names {
         STATS,
         SOCKS,
         CGROUP_FILTER,
+        DEST_INDEX,
+        DEST_KEYS,
+        DEST_ROWS,
+        DEST_FREE,
+        LOCAL_INDEX,
+        LOCAL_KEYS,
+        LOCAL_ROWS,
+        LOCAL_FREE,
+        PROCS_INDEX,
+        PROCS_KEYS,
+        PROCS_ROWS,
+        PROCS_FREE,
     ];
     /// Globals set at load time.
     pub const TP_OFFSETS: &str = "TP_OFFSETS";
@@ -321,6 +375,8 @@ pub mod names {
     pub const PORT_FILTER: &str = "PORT_FILTER";
     pub const SYSCALL_RET: &str = "SYSCALL_RET";
     pub const FILTER: &str = "FILTER";
+    /// Possible CPUs: the stride of a row's per-CPU slots.
+    pub const NCPUS: &str = "NCPUS";
 }
 
 /// A log2 histogram of connect latencies in nanoseconds.

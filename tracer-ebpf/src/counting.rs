@@ -1,21 +1,25 @@
 //! The counting core shared by every hook: maps, cohort matching and the per-socket record.
-//! Counters are per-CPU and incremented through the pointer from a lookup; a key is inserted
-//! only when missing (never "update an existing key" on an LRU map).
+//! Per destination, local address and (process, destination) the first keys each own a row
+//! for good: a slot per CPU in an array userspace maps and reads in place (a pass over memory,
+//! not a hash walk), found once per connection through a plain hash and then kept in the
+//! socket record. Keys beyond the rows count in the bounded LRU maps (DEST, LOCAL_IN, PROCS),
+//! incremented through the pointer from a lookup; a key is inserted there only when missing
+//! (never "update an existing key" on an LRU map).
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+        generated::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     },
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, Queue, lpm_trie::Key},
 };
 use tracer_common::{
-    Addr, COHORT_OTHER, COHORTS, CONFIG_COHORT_EXACT, CONFIG_COHORT_LPM, CONFIG_CONNECT_SOURCE,
-    CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo, DIR_IN, DIR_OUT, FailReasons, InCounters,
-    LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist, OutCounters, ProcKey, REASON_NO_PORT, REASONS,
-    STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS,
-    STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
+    Addr, BPF_F_MMAPABLE, COHORT_OTHER, COHORTS, CONFIG_COHORT_EXACT, CONFIG_COHORT_LPM,
+    CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo, DIR_IN, DIR_OUT, FailReasons,
+    InCounters, LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist, NO_ROW, OutCounters, ProcKey,
+    REASON_NO_PORT, REASONS, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
+    STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -38,17 +42,47 @@ static COHORT_OUT: PerCpuArray<OutCounters> = PerCpuArray::with_max_entries(COHO
 #[map]
 static COHORT_IN: PerCpuArray<InCounters> = PerCpuArray::with_max_entries(COHORTS, 0);
 
-/// Outbound counters per destination; bounded (LRU), size set by `--max-destinations`.
+/// Outbound counters per destination beyond the rows; bounded (LRU).
 #[map]
-static DEST: LruPerCpuHashMap<Addr, OutCounters> = LruPerCpuHashMap::with_max_entries(65536, 0);
+static DEST: LruPerCpuHashMap<Addr, OutCounters> = LruPerCpuHashMap::with_max_entries(16384, 0);
 
-/// Inbound counters per local address; bounded like `DEST`.
+/// Inbound counters per local address beyond the rows; bounded like `DEST`.
 #[map]
-static LOCAL_IN: LruPerCpuHashMap<Addr, InCounters> = LruPerCpuHashMap::with_max_entries(65536, 0);
+static LOCAL_IN: LruPerCpuHashMap<Addr, InCounters> = LruPerCpuHashMap::with_max_entries(16384, 0);
 
-/// Outbound counters per (process, destination).
+/// Outbound counters per (process, destination) beyond the rows.
 #[map]
-static PROCS: LruPerCpuHashMap<ProcKey, OutCounters> = LruPerCpuHashMap::with_max_entries(16384, 0);
+static PROCS: LruPerCpuHashMap<ProcKey, OutCounters> = LruPerCpuHashMap::with_max_entries(4096, 0);
+
+/// Possible CPUs, set at load: a row's slots are `row * NCPUS + cpu`.
+#[unsafe(no_mangle)]
+static NCPUS: u32 = 1;
+
+/// Row tables (sizes set at load: `--max-destinations`, `--max-processes`).
+#[map]
+static DEST_INDEX: HashMap<Addr, u32> = HashMap::with_max_entries(65536, 0);
+#[map]
+static DEST_KEYS: Array<Addr> = Array::with_max_entries(65536, BPF_F_MMAPABLE);
+#[map]
+static DEST_ROWS: Array<OutCounters> = Array::with_max_entries(65536, BPF_F_MMAPABLE);
+#[map]
+static DEST_FREE: Queue<u32> = Queue::with_max_entries(65536, 0);
+#[map]
+static LOCAL_INDEX: HashMap<Addr, u32> = HashMap::with_max_entries(65536, 0);
+#[map]
+static LOCAL_KEYS: Array<Addr> = Array::with_max_entries(65536, BPF_F_MMAPABLE);
+#[map]
+static LOCAL_ROWS: Array<InCounters> = Array::with_max_entries(65536, BPF_F_MMAPABLE);
+#[map]
+static LOCAL_FREE: Queue<u32> = Queue::with_max_entries(65536, 0);
+#[map]
+static PROCS_INDEX: HashMap<ProcKey, u32> = HashMap::with_max_entries(16384, 0);
+#[map]
+static PROCS_KEYS: Array<ProcKey> = Array::with_max_entries(16384, BPF_F_MMAPABLE);
+#[map]
+static PROCS_ROWS: Array<OutCounters> = Array::with_max_entries(16384, BPF_F_MMAPABLE);
+#[map]
+static PROCS_FREE: Queue<u32> = Queue::with_max_entries(16384, 0);
 
 /// Failed connects per reason: exact per cohort, bounded per destination and per process.
 /// Written only on failures, so the common path (connects that succeed) pays nothing for them.
@@ -203,16 +237,72 @@ fn cohort_of(addr: &Addr) -> u32 {
         .unwrap_or(COHORT_OTHER)
 }
 
-/// Count one outbound event for the destination and the process (bounded), then the cohort
-/// (exact). The cohort goes last: userspace reads the cohort totals first and skips reading
-/// DEST and PROCS while they have not moved, so every change of those maps must be followed by
-/// a change of the totals.
+/// The row of `key` in a row table, taken from the table's free queue the first time; `NO_ROW`
+/// when none is left (the key then counts in the LRU map).
+#[inline(always)]
+fn row_of<K: Copy>(index: &HashMap<K, u32>, keys: &Array<K>, free: &Queue<u32>, key: &K) -> u32 {
+    // SAFETY: read-only lookup of plain data.
+    if let Some(r) = unsafe { index.get(key) } {
+        return *r;
+    }
+    let Ok(Some(r)) = free.pop() else {
+        return NO_ROW;
+    };
+    if let Some(k) = keys.get_ptr_mut(r) {
+        // SAFETY: the row is this program's alone until its key is in the index; its counts
+        // are all zero, so userspace skips it until then.
+        unsafe { *k = *key };
+    }
+    if index.insert(key, r, BPF_NOEXIST).is_ok() {
+        return r;
+    }
+    // Another CPU gave the key a row meanwhile: this one goes back, unused.
+    let _ = free.push(r, 0);
+    // SAFETY: as above.
+    unsafe { index.get(key) }.copied().unwrap_or(NO_ROW)
+}
+
+/// This CPU's slot of a row (`None` for `NO_ROW`).
+#[inline(always)]
+fn slot<V>(rows: &Array<V>, row: u32) -> Option<*mut V> {
+    if row == NO_ROW {
+        return None;
+    }
+    // SAFETY: helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    rows.get_ptr_mut(row.wrapping_mul(crate::global(&NCPUS)).wrapping_add(cpu))
+}
+
+/// The outbound record with its destination and process rows.
+#[inline(always)]
+fn with_out_rows(mut info: SockInfo) -> SockInfo {
+    info.row = row_of(&DEST_INDEX, &DEST_KEYS, &DEST_FREE, &info.addr);
+    if let Some(key) = proc_key(&info) {
+        info.proc_row = row_of(&PROCS_INDEX, &PROCS_KEYS, &PROCS_FREE, &key);
+    }
+    info
+}
+
+/// The row of a local address.
+#[inline(always)]
+fn local_row(addr: &Addr) -> u32 {
+    row_of(&LOCAL_INDEX, &LOCAL_KEYS, &LOCAL_FREE, addr)
+}
+
+/// Count one outbound event for the destination and the process (in their rows, else in the
+/// bounded maps), then the cohort (exact). The cohort goes last: userspace reads the cohort
+/// totals first and skips reading the rest while they have not moved, so every change there
+/// must be followed by a change of the totals.
 #[inline(always)]
 fn count_out(info: &SockInfo, f: Out) {
-    if upsert(&DEST, &info.addr, |c| bump_out(c, f)) {
+    if let Some(c) = slot(&DEST_ROWS, info.row) {
+        bump_out(c, f);
+    } else if upsert(&DEST, &info.addr, |c| bump_out(c, f)) {
         stat(STAT_DEST_INSERTS);
     }
-    if let Some(key) = proc_key(info)
+    if let Some(c) = slot(&PROCS_ROWS, info.proc_row) {
+        bump_out(c, f);
+    } else if let Some(key) = proc_key(info)
         && upsert(&PROCS, &key, |c| bump_out(c, f))
     {
         stat(STAT_PROC_INSERTS);
@@ -222,11 +312,13 @@ fn count_out(info: &SockInfo, f: Out) {
     }
 }
 
-/// Count one inbound event for the address (bounded), then its cohort (exact; last, as in
-/// `count_out`).
+/// Count one inbound event for the local address (its row, else the bounded map), then its
+/// cohort (exact; last, as in `count_out`).
 #[inline(always)]
-fn count_in(addr: &Addr, cohort: u32, f: In) {
-    if upsert(&LOCAL_IN, addr, |c| bump_in(c, f)) {
+fn count_in(addr: &Addr, row: u32, cohort: u32, f: In) {
+    if let Some(c) = slot(&LOCAL_ROWS, row) {
+        bump_in(c, f);
+    } else if upsert(&LOCAL_IN, addr, |c| bump_in(c, f)) {
         stat(STAT_LOCAL_INSERTS);
     }
     if let Some(c) = COHORT_IN.get_ptr_mut(cohort) {
@@ -256,11 +348,11 @@ pub fn on_connect(sk: Sk, daddr: &Addr, dport: u16) {
     if !port_allowed(dport) || !crate::filter::connect_ok(sk.0) {
         return;
     }
-    let info = SockInfo {
+    let info = with_out_rows(SockInfo {
         // SAFETY: helper without arguments.
         syn_ns: unsafe { bpf_ktime_get_ns() },
         ..outbound(daddr)
-    };
+    });
     if !sk.create(&info) {
         stat(STAT_SOCK_INSERT_FAILED);
     }
@@ -350,7 +442,7 @@ pub fn on_unsent(daddr: &Addr, reason: u32) {
     if !crate::filter::task_netns_ok() {
         return;
     }
-    let info = outbound(daddr);
+    let info = with_out_rows(outbound(daddr));
     count_out(&info, Out::Attempts);
     count_out(&info, Out::Failed);
     count_reason(&info, reason);
@@ -368,12 +460,13 @@ pub fn on_accept(sk: Sk, saddr: &Addr, sport: u16) {
         cohort: cohort as u8,
         dir: DIR_IN,
         established: 1,
+        row: local_row(saddr),
         ..SockInfo::default()
     };
     if !sk.create(&info) {
         stat(STAT_SOCK_INSERT_FAILED);
     }
-    count_in(saddr, cohort, In::Accepted);
+    count_in(saddr, info.row, cohort, In::Accepted);
 }
 
 /// An established connection left ESTABLISHED: count the close by its record, or, for a
@@ -387,7 +480,7 @@ pub fn on_leave_established(sk: Sk, tuple: impl FnOnce() -> Result<TupleKey, u32
         if info.dir == DIR_OUT {
             count_out(&info, Out::Closed);
         } else if info.dir == DIR_IN {
-            count_in(&info.addr, info.cohort as u32, In::Closed);
+            count_in(&info.addr, info.row, info.cohort as u32, In::Closed);
         }
         return;
     }
@@ -404,14 +497,14 @@ pub fn on_leave_established(sk: Sk, tuple: impl FnOnce() -> Result<TupleKey, u32
     let _ = CENSUS.remove(key);
     stat(STAT_CENSUS_CLOSED);
     if c.dir == DIR_OUT as u32 {
-        let info = SockInfo {
+        let info = with_out_rows(SockInfo {
             addr: key.daddr,
             cohort: c.cohort as u8,
             dir: DIR_OUT,
             ..SockInfo::default()
-        };
+        });
         count_out(&info, Out::Closed);
     } else {
-        count_in(&key.saddr, c.cohort, In::Closed);
+        count_in(&key.saddr, local_row(&key.saddr), c.cohort, In::Closed);
     }
 }

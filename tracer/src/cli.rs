@@ -112,7 +112,9 @@ pub struct WatchArgs {
     /// `tracepoint`, or the best that works.
     #[arg(long, value_enum, default_value = "auto")]
     pub state_hook: StateMode,
-    /// Bound of the per-destination map (LRU); cohort totals stay exact beyond it.
+    /// Destinations (and local addresses) counted one by one: the first N each get a row of
+    /// their own, a quarter more are kept least recently used first out; cohort totals stay
+    /// exact beyond it.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
     pub max_destinations: u32,
     /// Rows of destinations and processes per snapshot line.

@@ -144,7 +144,7 @@ mod tests {
             ports: vec![],
             connect: ConnectMode::Derived,
             state: StateMode::Auto,
-            max_destinations: 10_000,
+            max_destinations: 40_000,
             max_processes: 1024,
             filters: Default::default(),
             dns_capture: true,

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
 use serde_json::Value;
 use tracer_common::{InCounters, OutCounters, ProcKey};
 
@@ -94,23 +94,63 @@ fn proc_key(i: u32) -> ProcKey {
     }
 }
 
+/// Keys that also have an LRU entry (a connection begun while no row was free): their counts
+/// are twice those of their row.
+fn merged(i: u32) -> bool {
+    i.is_multiple_of(50)
+}
+
+/// Keys past the rows, in the LRU maps only (addresses apart from the census ones).
+const LRU_ONLY: u32 = 100;
+
+fn lru_only(k: u32) -> u32 {
+    N + 2 * CENSUS + k
+}
+
+/// One row table filled from userspace: key `i` in row `i`, its per-CPU counts in the row's slots.
+fn fill_rows<K: aya::Pod, V: aya::Pod>(
+    t: &mut Tracer,
+    [keys, rows]: [&str; 2],
+    ncpus: usize,
+    key: impl Fn(u32) -> K,
+    value: impl Fn(u32, usize) -> V,
+) {
+    let mut k: Array<&mut MapData, K> = Array::try_from(t.ebpf.map_mut(keys).unwrap()).unwrap();
+    for i in 0..N {
+        k.set(i, key(i), 0).unwrap();
+    }
+    let mut r: Array<&mut MapData, V> = Array::try_from(t.ebpf.map_mut(rows).unwrap()).unwrap();
+    for i in 0..N {
+        for c in 0..ncpus {
+            r.set(i * ncpus as u32 + c as u32, value(i, c), 0).unwrap();
+        }
+    }
+}
+
 fn fill(t: &mut Tracer, ncpus: usize) {
+    fill_rows(t, ["DEST_KEYS", "DEST_ROWS"], ncpus, addr, out);
+    fill_rows(t, ["LOCAL_KEYS", "LOCAL_ROWS"], ncpus, addr, inb);
+    fill_rows(t, ["PROCS_KEYS", "PROCS_ROWS"], ncpus, proc_key, out);
     let mut dest: PerCpuHashMap<&mut MapData, [u8; 16], OutCounters> =
         PerCpuHashMap::try_from(t.ebpf.map_mut("DEST").unwrap()).unwrap();
-    for i in 0..N {
+    for i in (0..N).filter(|i| merged(*i)) {
         dest.insert(addr(i), per_cpu(ncpus, |c| out(i, c)), 0)
+            .unwrap();
+    }
+    for k in 0..LRU_ONLY {
+        dest.insert(addr(lru_only(k)), per_cpu(ncpus, |c| out(k, c)), 0)
             .unwrap();
     }
     let mut local: PerCpuHashMap<&mut MapData, [u8; 16], InCounters> =
         PerCpuHashMap::try_from(t.ebpf.map_mut("LOCAL_IN").unwrap()).unwrap();
-    for i in 0..N {
+    for i in (0..N).filter(|i| merged(*i)) {
         local
             .insert(addr(i), per_cpu(ncpus, |c| inb(i, c)), 0)
             .unwrap();
     }
     let mut procs: PerCpuHashMap<&mut MapData, ProcKey, OutCounters> =
         PerCpuHashMap::try_from(t.ebpf.map_mut("PROCS").unwrap()).unwrap();
-    for i in 0..N {
+    for i in (0..N).filter(|i| merged(*i)) {
         procs
             .insert(proc_key(i), per_cpu(ncpus, |c| out(i, c)), 0)
             .unwrap();
@@ -184,6 +224,12 @@ fn snapshot_cost_at_60k_destinations() {
     let ncpus = aya::util::nr_cpus().unwrap();
     fill(&mut t, ncpus);
     let sampler = super::sampler::Sampler::new(&mut t, sets).unwrap();
+    // The rows count once the queue filler has reached them.
+    let t0 = std::time::Instant::now();
+    while !sampler.rows_queued() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "rows never queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let (mut sample_cpu, mut sample_sys) = (vec![], vec![]);
     for _ in 0..ROUNDS {
@@ -191,7 +237,7 @@ fn snapshot_cost_at_60k_destinations() {
         let s = sampler.sample().unwrap();
         sample_cpu.push(thread_cpu() - c0);
         sample_sys.push(thread_sys() - s0);
-        assert_eq!(s.destinations.len(), (N + CENSUS) as usize);
+        assert_eq!(s.destinations.len(), (N + LRU_ONLY + CENSUS) as usize);
         assert_eq!(s.locals.len(), (N + CENSUS) as usize);
         // Every census address has one row carrying its census connection: on top of the
         // map's counts where the address is live, alone where it is quiet.
@@ -201,8 +247,9 @@ fn snapshot_cost_at_60k_destinations() {
             let d: Vec<_> = s.destinations.iter().filter(|r| r.addr == a).collect();
             let l: Vec<_> = s.locals.iter().filter(|r| r.addr == a).collect();
             let (o, i) = if live {
-                let o: Vec<_> = (0..ncpus).map(|c| out(j, c)).collect();
-                let i: Vec<_> = (0..ncpus).map(|c| inb(j, c)).collect();
+                let twice = if merged(j) { 2 } else { 1 };
+                let o: Vec<_> = (0..twice * ncpus).map(|c| out(j, c % ncpus)).collect();
+                let i: Vec<_> = (0..twice * ncpus).map(|c| inb(j, c % ncpus)).collect();
                 (sum_out(&o), sum_in(&i))
             } else {
                 Default::default()
@@ -212,8 +259,15 @@ fn snapshot_cost_at_60k_destinations() {
             assert_eq!(d[0].out, Out::from_kernel(&o, 1), "{a}");
             assert_eq!(l[0].inb, In::from_kernel(&i, 1), "{a}");
         }
+        for k in [0, LRU_ONLY - 1] {
+            let a = from_key(addr(lru_only(k)));
+            let d: Vec<_> = s.destinations.iter().filter(|r| r.addr == a).collect();
+            let o: Vec<_> = (0..ncpus).map(|c| out(k, c)).collect();
+            assert_eq!(d.len(), 1, "{a}");
+            assert_eq!(d[0].out, Out::from_kernel(&sum_out(&o), 0), "{a}");
+        }
         assert_eq!(s.processes.len(), N as usize);
-        assert_eq!(s.maps.destinations.live, u64::from(N));
+        assert_eq!(s.maps.destinations.live, u64::from(N + LRU_ONLY));
         assert_eq!(s.evicted.destinations, 0);
     }
 

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod owners;
 pub mod progstats;
 pub mod reuse;
+pub mod rows;
 pub mod sampler;
 pub mod tracefs;
 pub mod unsent;
@@ -192,6 +193,20 @@ pub fn load_for_test(cfg: &Config) -> Ebpf {
     .expect("load (root needed)")
 }
 
+/// Rows and LRU entries for a table of `max` keys: every key gets a row up to `max`; a quarter
+/// more, least recently used first out, take the keys that come once the rows are all taken
+/// (a long run whose early keys went quiet).
+pub fn split_capacity(max: u32) -> [u32; 2] {
+    [max.max(1), (max / 4).max(64)]
+}
+
+/// Possible CPUs (the kernel's per-CPU slots of a row are `row * ncpus + cpu`).
+pub fn possible_cpus() -> Result<u32, String> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(what, e)| format!("{what}: {e}"))
+}
+
 /// Load the object with this kernel's offsets and sizes; nothing attached yet.
 pub fn load(
     cfg: &Config,
@@ -203,17 +218,39 @@ pub fn load(
 ) -> Result<Ebpf, String> {
     let port_filter: u8 = (!cfg.ports.is_empty()).into();
     let filter = kernel_filter(&cfg.filters, filter_offsets)?;
+    let ncpus = possible_cpus()?;
+    let [dest_rows, dest_lru] = split_capacity(cfg.max_destinations);
+    let [proc_rows, proc_lru] = split_capacity(cfg.max_processes);
+    let slots = |rows: u32| {
+        rows.checked_mul(ncpus).ok_or_else(|| {
+            format!("{rows} rows x {ncpus} CPUs is too many counters: lower --max-destinations")
+        })
+    };
+    let (dest_slots, proc_slots) = (slots(dest_rows)?, slots(proc_rows)?);
     let mut loader = EbpfLoader::new();
     loader
+        .override_global(names::NCPUS, &ncpus, true)
+        .map_max_entries(names::DEST_INDEX, dest_rows)
+        .map_max_entries(names::DEST_KEYS, dest_rows)
+        .map_max_entries(names::DEST_ROWS, dest_slots)
+        .map_max_entries(names::DEST_FREE, dest_rows)
+        .map_max_entries(names::LOCAL_INDEX, dest_rows)
+        .map_max_entries(names::LOCAL_KEYS, dest_rows)
+        .map_max_entries(names::LOCAL_ROWS, dest_slots)
+        .map_max_entries(names::LOCAL_FREE, dest_rows)
+        .map_max_entries(names::PROCS_INDEX, proc_rows)
+        .map_max_entries(names::PROCS_KEYS, proc_rows)
+        .map_max_entries(names::PROCS_ROWS, proc_slots)
+        .map_max_entries(names::PROCS_FREE, proc_rows)
         .override_global(names::FILTER, &filter, true)
         .override_global(names::TP_OFFSETS, tp, true)
         .override_global(names::SOCK_OFFSETS, sock, true)
         .override_global(names::PORT_FILTER, &port_filter, true)
         .override_global(names::SYSCALL_RET, &syscall_ret, true)
-        .map_max_entries(names::DEST, cfg.max_destinations)
-        .map_max_entries(names::LOCAL_IN, cfg.max_destinations)
+        .map_max_entries(names::DEST, dest_lru)
+        .map_max_entries(names::LOCAL_IN, dest_lru)
         .map_max_entries(names::DEST_REASONS, cfg.max_destinations)
-        .map_max_entries(names::PROCS, cfg.max_processes)
+        .map_max_entries(names::PROCS, proc_lru)
         .map_max_entries(names::PROC_REASONS, cfg.max_processes)
         .map_max_entries(names::CENSUS, census_slots.max(1));
     let mut ebpf = loader

@@ -16,7 +16,7 @@ use tracer_common::{
     STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, names,
 };
 
-use super::{Tracer, census_baseline, hooks::one_line, progstats, reuse::Reuse};
+use super::{Tracer, census_baseline, hooks::one_line, progstats, reuse::Reuse, rows::Rows};
 use crate::model::{
     addr::from_key,
     cohort::{Classifier, Cohort, Sets},
@@ -31,6 +31,10 @@ use crate::model::{
 pub struct Sampler {
     cohort_out: PerCpuArray<MapData, OutCounters>,
     cohort_in: PerCpuArray<MapData, InCounters>,
+    /// Each key's row, and the LRU maps for the keys that came once all rows were taken.
+    dest_rows: Rows<[u8; 16], OutCounters>,
+    local_rows: Rows<[u8; 16], InCounters>,
+    proc_rows: Rows<ProcKey, OutCounters>,
     dest: PerCpuHashMap<MapData, [u8; 16], OutCounters>,
     local_in: PerCpuHashMap<MapData, [u8; 16], InCounters>,
     procs: PerCpuHashMap<MapData, ProcKey, OutCounters>,
@@ -50,7 +54,7 @@ pub struct Sampler {
     reconciliations: u64,
     started: Instant,
     ncpus: usize,
-    /// max_entries of DEST, LOCAL_IN, PROCS as the kernel created them.
+    /// Rows plus LRU entries of destinations, local addresses, processes.
     capacity: [u64; 3],
     /// Unit per pid, looked up once per pid (/proc/PID/cgroup), kept while the pid is listed.
     units: std::cell::RefCell<StdHashMap<u32, Option<String>>>,
@@ -70,10 +74,17 @@ pub struct Sampler {
     holders: super::holders::Holders,
 }
 
-/// Destinations and processes with the live entries of DEST and PROCS.
-type OutRows = (Vec<DestRow>, u64, Vec<ProcRow>, u64);
-/// Local addresses with the live entries of LOCAL_IN.
-type InRows = (Vec<LocalRow>, u64);
+/// Destinations and processes, each with its keys in use.
+type OutRows = (Vec<DestRow>, Live, Vec<ProcRow>, Live);
+/// Local addresses with the keys in use.
+type InRows = (Vec<LocalRow>, Live);
+
+/// Keys in use in a row table: in all, and in its LRU map (what evictions are derived from).
+#[derive(Clone, Copy, Default)]
+struct Live {
+    all: u64,
+    lru: u64,
+}
 /// Failure reasons per destination and per process.
 type ReasonRows = (Vec<(IpAddr, Reasons)>, Vec<(ProcId, Reasons)>);
 
@@ -187,13 +198,32 @@ impl Sampler {
         }
         let start = census_baseline(&t.census);
         let holders = super::holders::Holders::new(t, super::holders::monotonic_ns())?;
+        let ncpus = aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
+        let dest_rows = Rows::new(
+            t,
+            [names::DEST_KEYS, names::DEST_ROWS, names::DEST_FREE],
+            ncpus,
+        )?;
+        let local_rows = Rows::new(
+            t,
+            [names::LOCAL_KEYS, names::LOCAL_ROWS, names::LOCAL_FREE],
+            ncpus,
+        )?;
+        let proc_rows = Rows::new(
+            t,
+            [names::PROCS_KEYS, names::PROCS_ROWS, names::PROCS_FREE],
+            ncpus,
+        )?;
         let capacity = [
-            capacity(t, names::DEST),
-            capacity(t, names::LOCAL_IN),
-            capacity(t, names::PROCS),
+            capacity(t, names::DEST) + u64::from(dest_rows.capacity()),
+            capacity(t, names::LOCAL_IN) + u64::from(local_rows.capacity()),
+            capacity(t, names::PROCS) + u64::from(proc_rows.capacity()),
         ];
         Ok(Sampler {
             capacity,
+            dest_rows,
+            local_rows,
+            proc_rows,
             cohort_out: take(t, names::COHORT_OUT)?,
             cohort_in: take(t, names::COHORT_IN)?,
             dest: take(t, names::DEST)?,
@@ -211,7 +241,7 @@ impl Sampler {
             offsets: Offsets::default(),
             reconciliations: 0,
             started: Instant::now(),
-            ncpus: aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?,
+            ncpus,
             units: Default::default(),
             netns: Default::default(),
             owner_pids: vec![],
@@ -261,6 +291,12 @@ impl Sampler {
     /// Owners of the census connections: their rows show a namespace too.
     pub fn set_owner_pids(&mut self, pids: Vec<u32>) {
         self.owner_pids = pids;
+    }
+
+    /// Every row of every table is queued (tests fill rows from userspace and wait for this).
+    #[cfg(test)]
+    pub fn rows_queued(&self) -> bool {
+        self.dest_rows.all_queued() && self.local_rows.all_queued() && self.proc_rows.all_queued()
     }
 
     pub fn sets(&self) -> &Sets {
@@ -353,22 +389,22 @@ impl Sampler {
         self.sample_netns(&snap.processes, &mut snap.netns);
 
         snap.evicted = Evicted {
-            destinations: evicted(self.stat(STAT_DEST_INSERTS), live_dest),
-            locals: evicted(self.stat(STAT_LOCAL_INSERTS), live_local),
-            processes: evicted(self.stat(STAT_PROC_INSERTS), live_procs),
+            destinations: evicted(self.stat(STAT_DEST_INSERTS), live_dest.lru),
+            locals: evicted(self.stat(STAT_LOCAL_INSERTS), live_local.lru),
+            processes: evicted(self.stat(STAT_PROC_INSERTS), live_procs.lru),
         };
         let [dest_cap, local_cap, proc_cap] = self.capacity;
         snap.maps = MapsUse {
             destinations: MapUse {
-                live: live_dest,
+                live: live_dest.all,
                 capacity: dest_cap,
             },
             locals: MapUse {
-                live: live_local,
+                live: live_local.all,
                 capacity: local_cap,
             },
             processes: MapUse {
-                live: live_procs,
+                live: live_procs.all,
                 capacity: proc_cap,
             },
         };
@@ -382,21 +418,63 @@ impl Sampler {
         Ok(snap)
     }
 
-    /// DEST and PROCS read whole, as rows, with the destinations only the census knows.
+    /// Hand every key of a row table to `f` with its counts summed over CPUs: the rows, and
+    /// the LRU map's entries, added to the row of the same key where there is one (a connection
+    /// that began while no row was free counts on there). Returns the keys in use.
+    fn gather<K, V>(
+        &self,
+        table: &Rows<K, V>,
+        lru: &PerCpuHashMap<MapData, K, V>,
+        sum: impl Fn(&[V]) -> V,
+        mut f: impl FnMut(K, V),
+    ) -> Result<Live, String>
+    where
+        K: aya::Pod + Default + Eq + std::hash::Hash,
+        V: aya::Pod + Default,
+    {
+        let mut extra: StdHashMap<K, V> = rows(lru, self.ncpus, 0, |k, v| (k, sum(v)))?
+            .into_iter()
+            .collect();
+        let lru = extra.len() as u64;
+        let mut all = 0;
+        table
+            .for_each(|k, v| {
+                all += 1;
+                let v = sum(v);
+                // Hashing every row's key only when there is something to merge.
+                match (!extra.is_empty()).then(|| extra.remove(&k)).flatten() {
+                    Some(e) => f(k, sum(&[v, e])),
+                    None => f(k, v),
+                }
+            })
+            .map_err(|e| format!("reading BPF maps failed: {e}"))?;
+        all += extra.len() as u64;
+        for (k, v) in extra {
+            f(k, v);
+        }
+        Ok(Live { all, lru })
+    }
+
+    /// Destinations and processes, as rows, with the destinations only the census knows.
     fn read_out(&self) -> Result<OutRows, String> {
         let hint = self.hint.get();
-        let (mut destinations, seen) =
-            rows_with(&self.dest, self.ncpus, hint[0], |seen, key, values| {
+        let mut seen = HashSet::new();
+        let mut destinations = Vec::with_capacity(hint[0]);
+        let live_dest = self.gather(
+            &self.dest_rows,
+            &self.dest,
+            |v| sum_out(v),
+            |key, o| {
                 let addr = from_key(key);
-                let census = census_of(&self.start.out, seen, addr);
-                DestRow {
+                let census = census_of(&self.start.out, &mut seen, addr);
+                destinations.push(DestRow {
                     addr,
                     cohort: self.classify.cohort(addr),
-                    out: Out::from_kernel(&sum_out(values), census),
-                }
-            })?;
-        let live_dest = destinations.len() as u64;
-        // Destinations held open from before the start but quiet since have no map entry yet.
+                    out: Out::from_kernel(&o, census),
+                });
+            },
+        )?;
+        // Destinations held open from before the start but quiet since have no counts yet.
         for (addr, n) in &self.start.out {
             if !seen.contains(addr) {
                 destinations.push(DestRow {
@@ -407,35 +485,43 @@ impl Sampler {
             }
         }
         let mut names = Names::default();
-        let processes = rows(&self.procs, self.ncpus, hint[2], |key, values| ProcRow {
-            pid: key.tgid,
-            comm: names.get(key.tgid, &key.comm),
-            cgroup: key.cgroup,
-            addr: from_key(key.addr),
-            cohort: Cohort::from_index(key.cohort),
-            out: Out::from_kernel(&sum_out(values), 0),
-        })?;
-        let live_procs = processes.len() as u64;
+        let mut processes = Vec::with_capacity(hint[2]);
+        let live_procs = self.gather(
+            &self.proc_rows,
+            &self.procs,
+            |v| sum_out(v),
+            |key, o| {
+                processes.push(ProcRow {
+                    pid: key.tgid,
+                    comm: names.get(key.tgid, &key.comm),
+                    cgroup: key.cgroup,
+                    addr: from_key(key.addr),
+                    cohort: Cohort::from_index(key.cohort),
+                    out: Out::from_kernel(&o, 0),
+                })
+            },
+        )?;
         Ok((destinations, live_dest, processes, live_procs))
     }
 
-    /// LOCAL_IN read whole, as rows, with the local addresses only the census knows.
+    /// Local addresses, as rows, with the local addresses only the census knows.
     fn read_in(&self) -> Result<InRows, String> {
-        let (mut locals, seen_local) = rows_with(
+        let mut seen_local = HashSet::new();
+        let mut locals = Vec::with_capacity(self.hint.get()[1]);
+        let live_local = self.gather(
+            &self.local_rows,
             &self.local_in,
-            self.ncpus,
-            self.hint.get()[1],
-            |seen, key, values| {
+            |v| sum_in(v),
+            |key, n| {
                 let addr = from_key(key);
-                let census = census_of(&self.start.inb, seen, addr);
-                LocalRow {
+                let census = census_of(&self.start.inb, &mut seen_local, addr);
+                locals.push(LocalRow {
                     addr,
                     cohort: self.classify.cohort(addr),
-                    inb: In::from_kernel(&sum_in(values), census),
-                }
+                    inb: In::from_kernel(&n, census),
+                });
             },
         )?;
-        let live_local = locals.len() as u64;
         for (addr, n) in &self.start.inb {
             if !seen_local.contains(addr) {
                 locals.push(LocalRow {

@@ -1,0 +1,196 @@
+//! Counter rows (see the kernel's `counting.rs`): the first keys of DEST, LOCAL_IN and PROCS
+//! each own a row for good, with one slot per CPU. The kernel takes rows from a free queue,
+//! which hands them out in order; a thread of its own fills the queue at the start (a syscall
+//! per row: seconds for millions, so nothing waits for it; a key that finds no row meanwhile
+//! counts in the LRU map, merged by the sampler). Userspace reads the rows queued so far
+//! through short-lived read-only mappings of the key and count arrays: a pass over memory,
+//! where a hash walk costs ~150 ns per entry in the kernel.
+
+use std::{
+    io,
+    marker::PhantomData,
+    mem::size_of,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use aya::{
+    Pod,
+    maps::{Map, MapData, Queue},
+};
+
+use super::{Tracer, hooks::one_line};
+
+/// Rows mapped at a time: the peak RSS stays small whatever the table's size. A multiple of the
+/// page size in rows, so that every window starts on a page for any element size.
+const WINDOW: u32 = 4096;
+
+/// One row table: the kernel's key array, count array (`row * ncpus + cpu`) and free queue.
+pub struct Rows<K, V> {
+    keys: MapData,
+    counts: MapData,
+    cap: u32,
+    ncpus: usize,
+    /// Rows queued so far (`0..queued`, in order): every row the kernel can have taken.
+    queued: Arc<AtomicU32>,
+    _t: PhantomData<(K, V)>,
+}
+
+fn array(t: &mut Tracer, name: &str) -> Result<MapData, String> {
+    match t.ebpf.take_map(name) {
+        Some(Map::Array(d)) => Ok(d),
+        Some(_) => Err(format!("map {name} is not an array")),
+        None => Err(format!("map {name} missing from the object")),
+    }
+}
+
+impl<K: Pod, V: Pod> Rows<K, V> {
+    /// The table of the maps `[keys, counts, free]`; its rows are queued from now on.
+    pub fn new(
+        t: &mut Tracer,
+        [keys, counts, free]: [&str; 3],
+        ncpus: usize,
+    ) -> Result<Self, String> {
+        let queue = t
+            .ebpf
+            .take_map(free)
+            .ok_or_else(|| format!("map {free} missing from the object"))?;
+        let mut queue: Queue<MapData, u32> = Queue::try_from(queue).map_err(|e| one_line(&e))?;
+        let keys = array(t, keys)?;
+        let cap = keys.info().map_err(|e| one_line(&e))?.max_entries();
+        let queued = Arc::new(AtomicU32::new(0));
+        let done = queued.clone();
+        std::thread::Builder::new()
+            .name("tracer-rows".into())
+            .spawn(move || {
+                for row in 0..cap {
+                    // Full or gone: the rows queued so far are all there is.
+                    if queue.push(row, 0).is_err() {
+                        return;
+                    }
+                    done.store(row + 1, Ordering::Release);
+                }
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        Ok(Rows {
+            keys,
+            counts: array(t, counts)?,
+            cap,
+            ncpus,
+            queued,
+            _t: PhantomData,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn all_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == self.cap
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.cap
+    }
+
+    /// Every row in use (any count not zero): its key and per-CPU counts.
+    pub fn for_each(&self, mut f: impl FnMut(K, &[V])) -> io::Result<()> {
+        let used = self.queued.load(Ordering::Acquire);
+        let mut slots = Vec::with_capacity(self.ncpus);
+        let mut start = 0;
+        while start < used {
+            let n = WINDOW.min(used - start);
+            let keys = Window::new(self.keys.fd().as_fd(), start, n, size_of::<K>(), 1)?;
+            let counts = Window::new(
+                self.counts.fd().as_fd(),
+                start,
+                n,
+                size_of::<V>(),
+                self.ncpus,
+            )?;
+            for i in 0..n as usize {
+                slots.clear();
+                for c in 0..self.ncpus {
+                    slots.push(counts.get::<V>(i * self.ncpus + c));
+                }
+                if slots.iter().all(|v| is_zero(v)) {
+                    continue;
+                }
+                f(keys.get::<K>(i), &slots);
+            }
+            start += n;
+        }
+        Ok(())
+    }
+}
+
+fn is_zero<V: Pod>(v: &V) -> bool {
+    // SAFETY: a Pod value is plain bytes.
+    let bytes = unsafe { std::slice::from_raw_parts((v as *const V).cast::<u8>(), size_of::<V>()) };
+    bytes.iter().all(|b| *b == 0)
+}
+
+/// A read-only mapping of `n` rows from row `start` of an array map (`per_row` elements per
+/// row), unmapped on drop.
+struct Window {
+    base: *mut libc::c_void,
+    len: usize,
+    /// Bytes from `base` to the first element of row `start`.
+    skip: usize,
+    elem: usize,
+}
+
+impl Window {
+    fn new(
+        fd: BorrowedFd<'_>,
+        start: u32,
+        n: u32,
+        elem: usize,
+        per_row: usize,
+    ) -> io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let from = start as usize * per_row * elem;
+        let off = from / page * page;
+        let end = (start + n) as usize * per_row * elem;
+        let len = (end - off).div_ceil(page) * page;
+        // SAFETY: a fresh shared read-only mapping of the map's memory; the kernel checks the
+        // range against the array's size.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                off as libc::off_t,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Window {
+            base,
+            len,
+            skip: from - off,
+            elem,
+        })
+    }
+
+    /// Element `i` of the window (counted from row `start`), read as it is now.
+    fn get<T: Pod>(&self, i: usize) -> T {
+        let at = self.skip + i * self.elem;
+        debug_assert!(at + size_of::<T>() <= self.len);
+        // SAFETY: inside the mapping (the window covers its rows); T is Pod. The kernel may
+        // write meanwhile: a volatile read of whatever is there.
+        unsafe { std::ptr::read_volatile(self.base.cast::<u8>().add(at).cast::<T>()) }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
