@@ -1,20 +1,17 @@
 //! Counter rows (see the kernel's `counting.rs`): the first keys of DEST, LOCAL_IN and PROCS
 //! each own a row for good, with one slot per CPU. The kernel takes rows from a free queue,
-//! which hands them out in order; a thread of its own fills the queue at the start (a syscall
-//! per row: seconds for millions, so nothing waits for it; a key that finds no row meanwhile
-//! counts in the LRU map, merged by the sampler). Userspace reads the rows queued so far
+//! which hands them out in order; the first rows are queued at load, the rest by the sampler,
+//! `PER_SAMPLE` at a time (a syscall per row: millions would hold up the start for seconds; a
+//! key that finds no row meanwhile counts in the LRU map, merged by the sampler). Userspace reads the rows queued so far
 //! through short-lived read-only mappings of the key and count arrays: a pass over memory,
 //! where a hash walk costs ~150 ns per entry in the kernel.
 
 use std::{
+    cell::{Cell, RefCell},
     io,
     marker::PhantomData,
     mem::size_of,
     os::fd::{AsFd, AsRawFd, BorrowedFd},
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
 };
 
 use aya::{
@@ -27,6 +24,10 @@ use super::{Tracer, hooks::one_line};
 /// Rows mapped at a time: the peak RSS stays small whatever the table's size. A multiple of the
 /// page size in rows, so that every window starts on a page for any element size.
 const WINDOW: u32 = 4096;
+/// Rows queued at load, before anything counts.
+const FIRST: u32 = 8192;
+/// Rows queued per sample until all are.
+pub const PER_SAMPLE: u32 = 65536;
 
 /// One row table: the kernel's key array, count array (`row * ncpus + cpu`) and free queue.
 pub struct Rows<K, V> {
@@ -34,8 +35,9 @@ pub struct Rows<K, V> {
     counts: MapData,
     cap: u32,
     ncpus: usize,
+    free: RefCell<Queue<MapData, u32>>,
     /// Rows queued so far (`0..queued`, in order): every row the kernel can have taken.
-    queued: Arc<AtomicU32>,
+    queued: Cell<u32>,
     _t: PhantomData<(K, V)>,
 }
 
@@ -48,7 +50,7 @@ fn array(t: &mut Tracer, name: &str) -> Result<MapData, String> {
 }
 
 impl<K: Pod, V: Pod> Rows<K, V> {
-    /// The table of the maps `[keys, counts, free]`; its rows are queued from now on.
+    /// The table of the maps `[keys, counts, free]`, its first rows queued.
     pub fn new(
         t: &mut Tracer,
         [keys, counts, free]: [&str; 3],
@@ -58,36 +60,37 @@ impl<K: Pod, V: Pod> Rows<K, V> {
             .ebpf
             .take_map(free)
             .ok_or_else(|| format!("map {free} missing from the object"))?;
-        let mut queue: Queue<MapData, u32> = Queue::try_from(queue).map_err(|e| one_line(&e))?;
+        let queue: Queue<MapData, u32> = Queue::try_from(queue).map_err(|e| one_line(&e))?;
         let keys = array(t, keys)?;
         let cap = keys.info().map_err(|e| one_line(&e))?.max_entries();
-        let queued = Arc::new(AtomicU32::new(0));
-        let done = queued.clone();
-        std::thread::Builder::new()
-            .name("tracer-rows".into())
-            .spawn(move || {
-                for row in 0..cap {
-                    // Full or gone: the rows queued so far are all there is.
-                    if queue.push(row, 0).is_err() {
-                        return;
-                    }
-                    done.store(row + 1, Ordering::Release);
-                }
-            })
-            .map_err(|e| format!("cannot start a thread: {e}"))?;
-        Ok(Rows {
+        let rows = Rows {
             keys,
             counts: array(t, counts)?,
+            free: RefCell::new(queue),
             cap,
             ncpus,
-            queued,
+            queued: Cell::new(0),
             _t: PhantomData,
-        })
+        };
+        rows.queue(FIRST)?;
+        Ok(rows)
+    }
+
+    /// Queue up to `n` more rows, in order, until all are queued (a syscall per row).
+    pub fn queue(&self, n: u32) -> Result<(), String> {
+        let end = self.queued.get().saturating_add(n).min(self.cap);
+        let mut q = self.free.borrow_mut();
+        for row in self.queued.get()..end {
+            q.push(row, 0)
+                .map_err(|e| format!("cannot queue free rows: {}", one_line(&e)))?;
+            self.queued.set(row + 1);
+        }
+        Ok(())
     }
 
     #[cfg(test)]
     pub fn all_queued(&self) -> bool {
-        self.queued.load(Ordering::Acquire) == self.cap
+        self.queued.get() == self.cap
     }
 
     pub fn capacity(&self) -> u32 {
@@ -96,7 +99,7 @@ impl<K: Pod, V: Pod> Rows<K, V> {
 
     /// Every row in use (any count not zero): its key and per-CPU counts.
     pub fn for_each(&self, mut f: impl FnMut(K, &[V])) -> io::Result<()> {
-        let used = self.queued.load(Ordering::Acquire);
+        let used = self.queued.get();
         let mut slots = Vec::with_capacity(self.ncpus);
         let mut start = 0;
         while start < used {

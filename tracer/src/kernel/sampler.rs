@@ -16,7 +16,13 @@ use tracer_common::{
     STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, names,
 };
 
-use super::{Tracer, census_baseline, hooks::one_line, progstats, reuse::Reuse, rows::Rows};
+use super::{
+    Tracer, census_baseline,
+    hooks::one_line,
+    progstats,
+    reuse::Reuse,
+    rows::{PER_SAMPLE, Rows},
+};
 use crate::model::{
     addr::from_key,
     cohort::{Classifier, Cohort, Sets},
@@ -318,6 +324,10 @@ impl Sampler {
         let mut snap = Snapshot::empty(SystemTime::now());
         snap.elapsed = self.started.elapsed();
 
+        // Rows not queued at load are queued a part at a time (nothing waits for millions).
+        self.dest_rows.queue(PER_SAMPLE)?;
+        self.local_rows.queue(PER_SAMPLE)?;
+        self.proc_rows.queue(PER_SAMPLE)?;
         let (census_cohort_out, census_cohort_in) = self.start.by_cohort(&self.sets);
         let mut out_totals = [OutCounters::default(); 3];
         let mut in_totals = [InCounters::default(); 3];
