@@ -466,7 +466,7 @@ mod tests {
     fn shared_types_have_no_padding() {
         assert_eq!(size_of::<OutCounters>(), 32);
         assert_eq!(size_of::<InCounters>(), 16);
-        assert_eq!(size_of::<SockInfo>(), 8 + 16 + 16 + 4 + 4 + 8);
+        assert_eq!(size_of::<SockInfo>(), 8 + 16 + 16 + 4 + 4 + 8 + 4 + 4);
         assert_eq!(size_of::<ProcKey>(), 8 + 4 + 4 + 16 + 16);
         assert_eq!(size_of::<TupleKey>(), 16 + 16 + 2 + 2);
         assert_eq!(size_of::<CensusInfo>(), 8);
