@@ -52,6 +52,11 @@ pub const STATS: u32 = 8;
 pub const NO_ROW: u32 = u32::MAX;
 /// `BPF_F_MMAPABLE`: the row arrays are mapped and read by userspace in place.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+/// Slots of `ROWS_TAKEN`, one per row table.
+pub const TAKEN_DEST: u32 = 0;
+pub const TAKEN_LOCAL: u32 = 1;
+pub const TAKEN_PROCS: u32 = 2;
+pub const ROW_TABLES: u32 = 3;
 
 /// Outbound counters per destination, per cohort and per (process, destination).
 /// The `open` gauge is derived in userspace: census + established - closed.
@@ -338,6 +343,7 @@ pub mod names {
     pub const PROCS_KEYS: &str = "PROCS_KEYS";
     pub const PROCS_ROWS: &str = "PROCS_ROWS";
     pub const PROCS_FREE: &str = "PROCS_FREE";
+    pub const ROWS_TAKEN: &str = "ROWS_TAKEN";
     pub const MAPS: &[&str] = &[
         COHORT_PREFIXES,
         COHORT_HOSTS,
@@ -368,6 +374,7 @@ pub mod names {
         PROCS_KEYS,
         PROCS_ROWS,
         PROCS_FREE,
+        ROWS_TAKEN,
     ];
     /// Globals set at load time.
     pub const TP_OFFSETS: &str = "TP_OFFSETS";

@@ -18,8 +18,9 @@ use tracer_common::{
     Addr, BPF_F_MMAPABLE, COHORT_OTHER, COHORTS, CONFIG_COHORT_EXACT, CONFIG_COHORT_LPM,
     CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo, DIR_IN, DIR_OUT, FailReasons,
     InCounters, LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist, NO_ROW, OutCounters, ProcKey,
-    REASON_NO_PORT, REASONS, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
-    STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
+    REASON_NO_PORT, REASONS, ROW_TABLES, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
+    STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TAKEN_DEST,
+    TAKEN_LOCAL, TAKEN_PROCS, TupleKey,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -83,6 +84,12 @@ static PROCS_KEYS: Array<ProcKey> = Array::with_max_entries(16384, BPF_F_MMAPABL
 static PROCS_ROWS: Array<OutCounters> = Array::with_max_entries(16384, BPF_F_MMAPABLE);
 #[map]
 static PROCS_FREE: Queue<u32> = Queue::with_max_entries(16384, 0);
+
+/// Rows taken so far per table (`TAKEN_DEST`, `TAKEN_LOCAL`, `TAKEN_PROCS`): the queue hands
+/// rows out in order, so every row in use is below this count and userspace reads no further
+/// (an idle tracer reads nothing, whatever the tables' size).
+#[map]
+static ROWS_TAKEN: Array<u64> = Array::with_max_entries(ROW_TABLES, 0);
 
 /// Failed connects per reason: exact per cohort, bounded per destination and per process.
 /// Written only on failures, so the common path (connects that succeed) pays nothing for them.
@@ -240,7 +247,13 @@ fn cohort_of(addr: &Addr) -> u32 {
 /// The row of `key` in a row table, taken from the table's free queue the first time; `NO_ROW`
 /// when none is left (the key then counts in the LRU map).
 #[inline(always)]
-fn row_of<K: Copy>(index: &HashMap<K, u32>, keys: &Array<K>, free: &Queue<u32>, key: &K) -> u32 {
+fn row_of<K: Copy>(
+    index: &HashMap<K, u32>,
+    keys: &Array<K>,
+    free: &Queue<u32>,
+    table: u32,
+    key: &K,
+) -> u32 {
     // SAFETY: read-only lookup of plain data.
     if let Some(r) = unsafe { index.get(key) } {
         return *r;
@@ -248,6 +261,9 @@ fn row_of<K: Copy>(index: &HashMap<K, u32>, keys: &Array<K>, free: &Queue<u32>, 
     let Ok(Some(r)) = free.pop() else {
         return NO_ROW;
     };
+    if let Some(n) = ROWS_TAKEN.get_ptr_mut(table) {
+        add_one(n);
+    }
     if let Some(k) = keys.get_ptr_mut(r) {
         // SAFETY: the row is this program's alone until its key is in the index; its counts
         // are all zero, so userspace skips it until then.
@@ -260,6 +276,26 @@ fn row_of<K: Copy>(index: &HashMap<K, u32>, keys: &Array<K>, free: &Queue<u32>, 
     let _ = free.push(r, 0);
     // SAFETY: as above.
     unsafe { index.get(key) }.copied().unwrap_or(NO_ROW)
+}
+
+/// `*n += 1` as one atomic instruction (`lock xadd`): every CPU takes rows.
+#[inline(always)]
+fn add_one(n: *mut u64) {
+    // SAFETY: `n` points to an aligned u64 in a map's memory.
+    #[cfg(target_arch = "bpf")]
+    unsafe {
+        // The bpf target has no compare-and-swap, so no AtomicU64::fetch_add; the result
+        // unused, this is BPF_ATOMIC BPF_ADD, which every kernel we load on has.
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            n, 1,
+        );
+    }
+    // SAFETY: as above (host builds are for clippy and tests only).
+    #[cfg(not(target_arch = "bpf"))]
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(n)
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// This CPU's slot of a row (`None` for `NO_ROW`).
@@ -276,9 +312,9 @@ fn slot<V>(rows: &Array<V>, row: u32) -> Option<*mut V> {
 /// The outbound record with its destination and process rows.
 #[inline(always)]
 fn with_out_rows(mut info: SockInfo) -> SockInfo {
-    info.row = row_of(&DEST_INDEX, &DEST_KEYS, &DEST_FREE, &info.addr);
+    info.row = row_of(&DEST_INDEX, &DEST_KEYS, &DEST_FREE, TAKEN_DEST, &info.addr);
     if let Some(key) = proc_key(&info) {
-        info.proc_row = row_of(&PROCS_INDEX, &PROCS_KEYS, &PROCS_FREE, &key);
+        info.proc_row = row_of(&PROCS_INDEX, &PROCS_KEYS, &PROCS_FREE, TAKEN_PROCS, &key);
     }
     info
 }
@@ -286,7 +322,7 @@ fn with_out_rows(mut info: SockInfo) -> SockInfo {
 /// The row of a local address.
 #[inline(always)]
 fn local_row(addr: &Addr) -> u32 {
-    row_of(&LOCAL_INDEX, &LOCAL_KEYS, &LOCAL_FREE, addr)
+    row_of(&LOCAL_INDEX, &LOCAL_KEYS, &LOCAL_FREE, TAKEN_LOCAL, addr)
 }
 
 /// Count one outbound event for the destination and the process (in their rows, else in the

@@ -3,6 +3,9 @@
 //! cohort sets arrive in an LPM trie, offsets and the connect source arrive as globals.
 #![no_std]
 #![no_main]
+// One atomic add (rows taken) needs the intrinsic: the bpf target has no atomic RMW types.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod counting;
 mod dns;

@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
 use serde_json::Value;
-use tracer_common::{InCounters, OutCounters, ProcKey};
+use tracer_common::{InCounters, OutCounters, ProcKey, TAKEN_DEST, TAKEN_LOCAL, TAKEN_PROCS};
 
 use super::{
     Config, Hooks, Tracer, census,
@@ -131,6 +131,12 @@ fn fill(t: &mut Tracer, ncpus: usize) {
     fill_rows(t, ["DEST_KEYS", "DEST_ROWS"], ncpus, addr, out);
     fill_rows(t, ["LOCAL_KEYS", "LOCAL_ROWS"], ncpus, addr, inb);
     fill_rows(t, ["PROCS_KEYS", "PROCS_ROWS"], ncpus, proc_key, out);
+    // As the kernel would have counted them: N rows taken in each table.
+    let mut taken: Array<&mut MapData, u64> =
+        Array::try_from(t.ebpf.map_mut(tracer_common::names::ROWS_TAKEN).unwrap()).unwrap();
+    for table in [TAKEN_DEST, TAKEN_LOCAL, TAKEN_PROCS] {
+        taken.set(table, u64::from(N), 0).unwrap();
+    }
     let mut dest: PerCpuHashMap<&mut MapData, [u8; 16], OutCounters> =
         PerCpuHashMap::try_from(t.ebpf.map_mut("DEST").unwrap()).unwrap();
     for i in (0..N).filter(|i| merged(*i)) {

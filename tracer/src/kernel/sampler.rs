@@ -13,7 +13,8 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use tracer_common::{
     COHORTS, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LatHist, OutCounters, ProcKey,
-    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, names,
+    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, TAKEN_DEST,
+    TAKEN_LOCAL, TAKEN_PROCS, names,
 };
 
 use super::{
@@ -205,20 +206,24 @@ impl Sampler {
         let start = census_baseline(&t.census);
         let holders = super::holders::Holders::new(t, super::holders::monotonic_ns())?;
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
+        let taken = super::rows::taken_map(t)?;
         let dest_rows = Rows::new(
             t,
             [names::DEST_KEYS, names::DEST_ROWS, names::DEST_FREE],
             ncpus,
+            (&taken, TAKEN_DEST),
         )?;
         let local_rows = Rows::new(
             t,
             [names::LOCAL_KEYS, names::LOCAL_ROWS, names::LOCAL_FREE],
             ncpus,
+            (&taken, TAKEN_LOCAL),
         )?;
         let proc_rows = Rows::new(
             t,
             [names::PROCS_KEYS, names::PROCS_ROWS, names::PROCS_FREE],
             ncpus,
+            (&taken, TAKEN_PROCS),
         )?;
         let capacity = [
             capacity(t, names::DEST) + u64::from(dest_rows.capacity()),

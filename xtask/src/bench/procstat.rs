@@ -193,12 +193,14 @@ mod tests {
 
     #[test]
     fn own_cpu_is_counted() {
-        // The running task's time is folded in at ticks and switches: spin (bounded) until it is.
+        // The running task's time is folded in at ticks and switches: spin (bounded) until it
+        // is. Other test threads may exit meanwhile and take their time out of the sum, so
+        // wait for it to grow, not merely to change.
         let me = std::process::id();
         let a = cpu_ns(me);
         let t0 = std::time::Instant::now();
         let mut x = 0u64;
-        while cpu_ns(me) == a && t0.elapsed() < std::time::Duration::from_secs(5) {
+        while cpu_ns(me) <= a && t0.elapsed() < std::time::Duration::from_secs(5) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
         }
         assert!(cpu_ns(me) > a, "schedstat never advanced");
