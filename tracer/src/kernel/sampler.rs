@@ -142,6 +142,10 @@ fn rows<K: aya::Pod + Default, V: aya::Pod + Default, R>(
 /// The census count of `addr`, noting it in `seen` when there is one: so the rows missing
 /// from the map (census-only) are found without a second lookup per row.
 fn census_of(census: &StdHashMap<IpAddr, u64>, seen: &mut HashSet<IpAddr>, addr: IpAddr) -> u64 {
+    // Most hosts start with few connections: no hashing per row when there were none.
+    if census.is_empty() {
+        return 0;
+    }
     match census.get(&addr) {
         Some(n) => {
             seen.insert(addr);
