@@ -230,6 +230,40 @@ mod tests {
     }
 
     #[test]
+    fn top_destinations_is_a_full_sort_truncated() {
+        let mut next = crate::testutil::xorshift(0x0bad_cafe_f00d_1234);
+        let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH);
+        for i in 0..3000u32 {
+            let r = next();
+            let addr = if r.is_multiple_of(3) {
+                IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(i) << 64 | u128::from(r % 7),
+                ))
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::from(i.wrapping_mul(2_654_435_761)))
+            };
+            s.destinations.push(DestRow {
+                addr,
+                cohort: Cohort::Old,
+                out: Out {
+                    attempts: (r >> 8) % 4,
+                    open: (r >> 16) % 3,
+                    ..Default::default()
+                },
+            });
+        }
+        let mut all: Vec<&DestRow> = s.destinations.iter().collect();
+        all.sort_by(|a, b| {
+            (b.out.open, b.out.attempts, a.addr).cmp(&(a.out.open, a.out.attempts, b.addr))
+        });
+        for n in [0, 1, 5, 100, 2999, 3000, 5000] {
+            let want: Vec<IpAddr> = all.iter().take(n).map(|r| r.addr).collect();
+            let got: Vec<IpAddr> = s.top_destinations(n).iter().map(|r| r.addr).collect();
+            assert_eq!(got, want, "n = {n}");
+        }
+    }
+
+    #[test]
     fn top_n_is_sort_then_truncate() {
         // A small generator, so the cases are many and reproducible without a crate.
         let mut next = crate::testutil::xorshift(0x9e37_79b9_7f4a_7c15);
