@@ -46,17 +46,17 @@ pub const STAT_LOCAL_INSERTS: u32 = 1;
 pub const STAT_PROC_INSERTS: u32 = 2;
 pub const STAT_SOCK_INSERT_FAILED: u32 = 3;
 pub const STAT_CENSUS_CLOSED: u32 = 4;
+/// Rows taken from each row table's free queue: the queue hands rows out in order, so every row
+/// in use lies below this count, and userspace reads no further.
+pub const STAT_DEST_ROWS: u32 = 5;
+pub const STAT_LOCAL_ROWS: u32 = 6;
+pub const STAT_PROC_ROWS: u32 = 7;
 pub const STATS: u32 = 8;
 
 /// A socket record's row when its key has none (all rows taken): count in the LRU map.
 pub const NO_ROW: u32 = u32::MAX;
 /// `BPF_F_MMAPABLE`: the row arrays are mapped and read by userspace in place.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
-/// Slots of `ROWS_TAKEN`, one per row table.
-pub const TAKEN_DEST: u32 = 0;
-pub const TAKEN_LOCAL: u32 = 1;
-pub const TAKEN_PROCS: u32 = 2;
-pub const ROW_TABLES: u32 = 3;
 
 /// Outbound counters per destination, per cohort and per (process, destination).
 /// The `open` gauge is derived in userspace: census + established - closed.
@@ -343,7 +343,6 @@ pub mod names {
     pub const PROCS_KEYS: &str = "PROCS_KEYS";
     pub const PROCS_ROWS: &str = "PROCS_ROWS";
     pub const PROCS_FREE: &str = "PROCS_FREE";
-    pub const ROWS_TAKEN: &str = "ROWS_TAKEN";
     pub const MAPS: &[&str] = &[
         COHORT_PREFIXES,
         COHORT_HOSTS,
@@ -374,7 +373,6 @@ pub mod names {
         PROCS_KEYS,
         PROCS_ROWS,
         PROCS_FREE,
-        ROWS_TAKEN,
     ];
     /// Globals set at load time.
     pub const TP_OFFSETS: &str = "TP_OFFSETS";

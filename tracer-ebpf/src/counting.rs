@@ -18,9 +18,9 @@ use tracer_common::{
     Addr, BPF_F_MMAPABLE, COHORT_OTHER, COHORTS, CONFIG_COHORT_EXACT, CONFIG_COHORT_LPM,
     CONFIG_CONNECT_SOURCE, CONFIG_SLOTS, CONNECT_DERIVED, CensusInfo, DIR_IN, DIR_OUT, FailReasons,
     InCounters, LAT_ESTABLISHED, LAT_FAILED, LAT_SLOTS, LatHist, NO_ROW, OutCounters, ProcKey,
-    REASON_NO_PORT, REASONS, ROW_TABLES, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_LOCAL_INSERTS,
-    STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TAKEN_DEST,
-    TAKEN_LOCAL, TAKEN_PROCS, TupleKey,
+    REASON_NO_PORT, REASONS, STAT_CENSUS_CLOSED, STAT_DEST_INSERTS, STAT_DEST_ROWS,
+    STAT_LOCAL_INSERTS, STAT_LOCAL_ROWS, STAT_PROC_INSERTS, STAT_PROC_ROWS,
+    STAT_SOCK_INSERT_FAILED, STATS as STAT_SLOTS, SockInfo, TupleKey,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -84,12 +84,6 @@ static PROCS_KEYS: Array<ProcKey> = Array::with_max_entries(16384, BPF_F_MMAPABL
 static PROCS_ROWS: Array<OutCounters> = Array::with_max_entries(16384, BPF_F_MMAPABLE);
 #[map]
 static PROCS_FREE: Queue<u32> = Queue::with_max_entries(16384, 0);
-
-/// Rows taken so far per table (`TAKEN_DEST`, `TAKEN_LOCAL`, `TAKEN_PROCS`): the queue hands
-/// rows out in order, so every row in use is below this count and userspace reads no further
-/// (an idle tracer reads nothing, whatever the tables' size).
-#[map]
-static ROWS_TAKEN: Array<u64> = Array::with_max_entries(ROW_TABLES, 0);
 
 /// Failed connects per reason: exact per cohort, bounded per destination and per process.
 /// Written only on failures, so the common path (connects that succeed) pays nothing for them.
@@ -244,14 +238,14 @@ fn cohort_of(addr: &Addr) -> u32 {
         .unwrap_or(COHORT_OTHER)
 }
 
-/// The row of `key` in a row table, taken from the table's free queue the first time; `NO_ROW`
-/// when none is left (the key then counts in the LRU map).
+/// The row of `key` in a row table, taken from the table's free queue the first time (counted
+/// in the `taken` stat); `NO_ROW` when none is left (the key then counts in the LRU map).
 #[inline(always)]
 fn row_of<K: Copy>(
     index: &HashMap<K, u32>,
     keys: &Array<K>,
     free: &Queue<u32>,
-    table: u32,
+    taken: u32,
     key: &K,
 ) -> u32 {
     // SAFETY: read-only lookup of plain data.
@@ -261,7 +255,7 @@ fn row_of<K: Copy>(
     let Ok(Some(r)) = free.pop() else {
         return NO_ROW;
     };
-    if let Some(n) = ROWS_TAKEN.get_ptr_mut(table) {
+    if let Some(n) = STATS.get_ptr_mut(taken) {
         add_one(n);
     }
     if let Some(k) = keys.get_ptr_mut(r) {
@@ -278,7 +272,9 @@ fn row_of<K: Copy>(
     unsafe { index.get(key) }.copied().unwrap_or(NO_ROW)
 }
 
-/// `*n += 1` as one atomic instruction (`lock xadd`): every CPU takes rows.
+/// `*n += 1` as one instruction (`lock xadd`), unlike `stat`: a program that nests on this CPU
+/// (a softirq over a cgroup hook) must not lose a row from the count, or userspace would not
+/// read that row.
 #[inline(always)]
 fn add_one(n: *mut u64) {
     // SAFETY: `n` points to an aligned u64 in a map's memory.
@@ -312,9 +308,15 @@ fn slot<V>(rows: &Array<V>, row: u32) -> Option<*mut V> {
 /// The outbound record with its destination and process rows.
 #[inline(always)]
 fn with_out_rows(mut info: SockInfo) -> SockInfo {
-    info.row = row_of(&DEST_INDEX, &DEST_KEYS, &DEST_FREE, TAKEN_DEST, &info.addr);
+    info.row = row_of(
+        &DEST_INDEX,
+        &DEST_KEYS,
+        &DEST_FREE,
+        STAT_DEST_ROWS,
+        &info.addr,
+    );
     if let Some(key) = proc_key(&info) {
-        info.proc_row = row_of(&PROCS_INDEX, &PROCS_KEYS, &PROCS_FREE, TAKEN_PROCS, &key);
+        info.proc_row = row_of(&PROCS_INDEX, &PROCS_KEYS, &PROCS_FREE, STAT_PROC_ROWS, &key);
     }
     info
 }
@@ -322,7 +324,13 @@ fn with_out_rows(mut info: SockInfo) -> SockInfo {
 /// The row of a local address.
 #[inline(always)]
 fn local_row(addr: &Addr) -> u32 {
-    row_of(&LOCAL_INDEX, &LOCAL_KEYS, &LOCAL_FREE, TAKEN_LOCAL, addr)
+    row_of(
+        &LOCAL_INDEX,
+        &LOCAL_KEYS,
+        &LOCAL_FREE,
+        STAT_LOCAL_ROWS,
+        addr,
+    )
 }
 
 /// Count one outbound event for the destination and the process (in their rows, else in the

@@ -13,9 +13,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{Array, MapData, PerCpuHashMap, PerCpuValues};
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use serde_json::Value;
-use tracer_common::{InCounters, OutCounters, ProcKey, TAKEN_DEST, TAKEN_LOCAL, TAKEN_PROCS};
+use tracer_common::{
+    InCounters, OutCounters, ProcKey, STAT_DEST_ROWS, STAT_LOCAL_ROWS, STAT_PROC_ROWS, names,
+};
 
 use super::{
     Config, Hooks, Tracer, census,
@@ -128,17 +130,24 @@ fn fill_rows<K: aya::Pod, V: aya::Pod>(
 }
 
 fn fill(t: &mut Tracer, ncpus: usize) {
-    fill_rows(t, ["DEST_KEYS", "DEST_ROWS"], ncpus, addr, out);
-    fill_rows(t, ["LOCAL_KEYS", "LOCAL_ROWS"], ncpus, addr, inb);
-    fill_rows(t, ["PROCS_KEYS", "PROCS_ROWS"], ncpus, proc_key, out);
-    // As the kernel would have counted them: N rows taken in each table.
-    let mut taken: Array<&mut MapData, u64> =
-        Array::try_from(t.ebpf.map_mut(tracer_common::names::ROWS_TAKEN).unwrap()).unwrap();
-    for table in [TAKEN_DEST, TAKEN_LOCAL, TAKEN_PROCS] {
-        taken.set(table, u64::from(N), 0).unwrap();
+    fill_rows(t, [names::DEST_KEYS, names::DEST_ROWS], ncpus, addr, out);
+    fill_rows(t, [names::LOCAL_KEYS, names::LOCAL_ROWS], ncpus, addr, inb);
+    fill_rows(
+        t,
+        [names::PROCS_KEYS, names::PROCS_ROWS],
+        ncpus,
+        proc_key,
+        out,
+    );
+    // As the kernel would have counted them: N rows taken in each table (all on CPU 0).
+    let mut stats: PerCpuArray<&mut MapData, u64> =
+        PerCpuArray::try_from(t.ebpf.map_mut(names::STATS).unwrap()).unwrap();
+    for slot in [STAT_DEST_ROWS, STAT_LOCAL_ROWS, STAT_PROC_ROWS] {
+        let taken = per_cpu(ncpus, |c| if c == 0 { u64::from(N) } else { 0 });
+        stats.set(slot, taken, 0).unwrap();
     }
     let mut dest: PerCpuHashMap<&mut MapData, [u8; 16], OutCounters> =
-        PerCpuHashMap::try_from(t.ebpf.map_mut("DEST").unwrap()).unwrap();
+        PerCpuHashMap::try_from(t.ebpf.map_mut(names::DEST).unwrap()).unwrap();
     for i in (0..N).filter(|i| merged(*i)) {
         dest.insert(addr(i), per_cpu(ncpus, |c| out(i, c)), 0)
             .unwrap();
@@ -148,14 +157,14 @@ fn fill(t: &mut Tracer, ncpus: usize) {
             .unwrap();
     }
     let mut local: PerCpuHashMap<&mut MapData, [u8; 16], InCounters> =
-        PerCpuHashMap::try_from(t.ebpf.map_mut("LOCAL_IN").unwrap()).unwrap();
+        PerCpuHashMap::try_from(t.ebpf.map_mut(names::LOCAL_IN).unwrap()).unwrap();
     for i in (0..N).filter(|i| merged(*i)) {
         local
             .insert(addr(i), per_cpu(ncpus, |c| inb(i, c)), 0)
             .unwrap();
     }
     let mut procs: PerCpuHashMap<&mut MapData, ProcKey, OutCounters> =
-        PerCpuHashMap::try_from(t.ebpf.map_mut("PROCS").unwrap()).unwrap();
+        PerCpuHashMap::try_from(t.ebpf.map_mut(names::PROCS).unwrap()).unwrap();
     for i in (0..N).filter(|i| merged(*i)) {
         procs
             .insert(proc_key(i), per_cpu(ncpus, |c| out(i, c)), 0)

@@ -2,9 +2,10 @@
 //! each own a row for good, with one slot per CPU. The kernel takes rows from a free queue,
 //! which hands them out in order; the first rows are queued at load, the rest by the sampler,
 //! `PER_SAMPLE` at a time (a syscall per row: millions would hold up the start for seconds; a
-//! key that finds no row meanwhile counts in the LRU map, merged by the sampler). Userspace reads the rows queued so far
-//! through short-lived read-only mappings of the key and count arrays: a pass over memory,
-//! where a hash walk costs ~150 ns per entry in the kernel.
+//! key that finds no row meanwhile counts in the LRU map, merged by the sampler). Userspace
+//! reads the rows the kernel has taken (its count in `STATS`) through short-lived read-only
+//! mappings of the key and count arrays: a pass over memory, where a hash walk costs ~150 ns
+//! per entry in the kernel.
 
 use std::{
     cell::{Cell, RefCell},
@@ -16,7 +17,7 @@ use std::{
 
 use aya::{
     Pod,
-    maps::{Array, Map, MapData, Queue},
+    maps::{Map, MapData, Queue},
 };
 
 use super::{Tracer, hooks::one_line};
@@ -38,10 +39,6 @@ pub struct Rows<K, V> {
     free: RefCell<Queue<MapData, u32>>,
     /// Rows queued so far (`0..queued`, in order): every row the kernel can have taken.
     queued: Cell<u32>,
-    /// The kernel's count of rows taken (`ROWS_TAKEN`, slot `table`): rows are handed out in
-    /// queue order, so every row in use lies below it.
-    taken: Array<MapData, u64>,
-    table: u32,
     _t: PhantomData<(K, V)>,
 }
 
@@ -53,27 +50,13 @@ fn array(t: &mut Tracer, name: &str) -> Result<MapData, String> {
     }
 }
 
-/// `ROWS_TAKEN`, taken once and shared by the tables through their own descriptors.
-pub fn taken_map(t: &mut Tracer) -> Result<MapData, String> {
-    array(t, tracer_common::names::ROWS_TAKEN)
-}
-
 impl<K: Pod, V: Pod> Rows<K, V> {
-    /// The table of the maps `[keys, counts, free]`, its first rows queued; `taken` is
-    /// `ROWS_TAKEN` and `table` the table's slot in it.
+    /// The table of the maps `[keys, counts, free]`, its first rows queued.
     pub fn new(
         t: &mut Tracer,
         [keys, counts, free]: [&str; 3],
         ncpus: usize,
-        (taken, table): (&MapData, u32),
     ) -> Result<Self, String> {
-        let fd = taken
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| format!("cannot share map ROWS_TAKEN: {e}"))?;
-        let taken = MapData::from_fd(fd).map_err(|e| one_line(&e))?;
-        let taken = Array::try_from(Map::Array(taken)).map_err(|e| one_line(&e))?;
         let queue = t
             .ebpf
             .take_map(free)
@@ -88,8 +71,6 @@ impl<K: Pod, V: Pod> Rows<K, V> {
             cap,
             ncpus,
             queued: Cell::new(0),
-            taken,
-            table,
             _t: PhantomData,
         };
         rows.queue(FIRST)?;
@@ -117,17 +98,12 @@ impl<K: Pod, V: Pod> Rows<K, V> {
         self.cap
     }
 
-    /// Rows the kernel has taken, as far as they are queued: the only ones that can count.
-    fn used(&self) -> io::Result<u32> {
-        let taken = self.taken.get(&self.table, 0).map_err(io::Error::other)?;
-        Ok(u32::try_from(taken)
+    /// Every row in use (any count not zero) among the first `taken` (the kernel's count of
+    /// rows taken; only queued rows can be): its key and per-CPU counts.
+    pub fn for_each(&self, taken: u64, mut f: impl FnMut(K, &[V])) -> io::Result<()> {
+        let used = u32::try_from(taken)
             .unwrap_or(u32::MAX)
-            .min(self.queued.get()))
-    }
-
-    /// Every row in use (any count not zero): its key and per-CPU counts.
-    pub fn for_each(&self, mut f: impl FnMut(K, &[V])) -> io::Result<()> {
-        let used = self.used()?;
+            .min(self.queued.get());
         let mut slots = Vec::with_capacity(self.ncpus);
         let mut start = 0;
         while start < used {

@@ -13,8 +13,8 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use tracer_common::{
     COHORTS, FailReasons, InCounters, LAT_ESTABLISHED, LAT_FAILED, LatHist, OutCounters, ProcKey,
-    STAT_DEST_INSERTS, STAT_LOCAL_INSERTS, STAT_PROC_INSERTS, STAT_SOCK_INSERT_FAILED, TAKEN_DEST,
-    TAKEN_LOCAL, TAKEN_PROCS, names,
+    STAT_DEST_INSERTS, STAT_DEST_ROWS, STAT_LOCAL_INSERTS, STAT_LOCAL_ROWS, STAT_PROC_INSERTS,
+    STAT_PROC_ROWS, STAT_SOCK_INSERT_FAILED, names,
 };
 
 use super::{
@@ -210,24 +210,20 @@ impl Sampler {
         let start = census_baseline(&t.census);
         let holders = super::holders::Holders::new(t, super::holders::monotonic_ns())?;
         let ncpus = aya::util::nr_cpus().map_err(|(what, e)| format!("{what}: {e}"))?;
-        let taken = super::rows::taken_map(t)?;
         let dest_rows = Rows::new(
             t,
             [names::DEST_KEYS, names::DEST_ROWS, names::DEST_FREE],
             ncpus,
-            (&taken, TAKEN_DEST),
         )?;
         let local_rows = Rows::new(
             t,
             [names::LOCAL_KEYS, names::LOCAL_ROWS, names::LOCAL_FREE],
             ncpus,
-            (&taken, TAKEN_LOCAL),
         )?;
         let proc_rows = Rows::new(
             t,
             [names::PROCS_KEYS, names::PROCS_ROWS, names::PROCS_FREE],
             ncpus,
-            (&taken, TAKEN_PROCS),
         )?;
         let capacity = [
             capacity(t, names::DEST) + u64::from(dest_rows.capacity()),
@@ -439,10 +435,11 @@ impl Sampler {
 
     /// Hand every key of a row table to `f` with its counts summed over CPUs: the rows, and
     /// the LRU map's entries, added to the row of the same key where there is one (a connection
-    /// that began while no row was free counts on there). Returns the keys in use.
+    /// that began while no row was free counts on there). `taken` is the table's `STATS` slot
+    /// counting the rows the kernel took. Returns the keys in use.
     fn gather<K, V>(
         &self,
-        table: &Rows<K, V>,
+        (table, taken): (&Rows<K, V>, u32),
         lru: &PerCpuHashMap<MapData, K, V>,
         sum: impl Fn(&[V]) -> V,
         mut f: impl FnMut(K, V),
@@ -457,7 +454,7 @@ impl Sampler {
         let lru = extra.len() as u64;
         let mut all = 0;
         table
-            .for_each(|k, v| {
+            .for_each(self.stat(taken), |k, v| {
                 all += 1;
                 let v = sum(v);
                 // Hashing every row's key only when there is something to merge.
@@ -480,7 +477,7 @@ impl Sampler {
         let mut seen = HashSet::new();
         let mut destinations = Vec::with_capacity(hint[0]);
         let live_dest = self.gather(
-            &self.dest_rows,
+            (&self.dest_rows, STAT_DEST_ROWS),
             &self.dest,
             |v| sum_out(v),
             |key, o| {
@@ -506,7 +503,7 @@ impl Sampler {
         let mut names = Names::default();
         let mut processes = Vec::with_capacity(hint[2]);
         let live_procs = self.gather(
-            &self.proc_rows,
+            (&self.proc_rows, STAT_PROC_ROWS),
             &self.procs,
             |v| sum_out(v),
             |key, o| {
@@ -528,7 +525,7 @@ impl Sampler {
         let mut seen_local = HashSet::new();
         let mut locals = Vec::with_capacity(self.hint.get()[1]);
         let live_local = self.gather(
-            &self.local_rows,
+            (&self.local_rows, STAT_LOCAL_ROWS),
             &self.local_in,
             |v| sum_in(v),
             |key, n| {
