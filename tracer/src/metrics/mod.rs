@@ -17,6 +17,7 @@ use crate::{
     error::{Context, Result},
     model::{
         analysis::{State, dns::Answer},
+        ranked::Ranked,
         snapshot::Snapshot,
     },
     sink::{EndReason, Event, RunInfo, Sink},
@@ -120,7 +121,7 @@ impl Sink for MetricsSink {
         Ok(())
     }
 
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()> {
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot, _: &Ranked) -> Result<()> {
         self.snapshots += 1;
         self.publish(Some(&Frame {
             cur,

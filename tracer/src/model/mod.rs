@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod held;
 pub mod latency;
 pub mod process;
+pub mod ranked;
 pub mod reconcile;
 pub mod resolvers;
 pub mod share;

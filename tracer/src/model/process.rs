@@ -87,20 +87,23 @@ pub const OLD_SIDE_CAP: usize = 500;
 /// up to `OLD_SIDE_CAP`; then those that made attempts elsewhere in the interval (so each
 /// short-lived process that moved is seen at least once), up to `OLD_SIDE_CAP` more; then the
 /// most active others up to `top` in all. So a straggler is never pushed out by processes that
-/// moved, and those are counted.
-pub fn listed(cur: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Process> {
+/// moved, and those are counted. Made from aggregations already made: `all` of `cur`, `before`
+/// of the snapshot before (a session keeps the last one, so each snapshot is aggregated once).
+pub fn listed_from(
+    cur: &Snapshot,
+    all: Vec<Process>,
+    before: Option<&[Process]>,
+    top: usize,
+) -> Vec<Process> {
     let old = Cohort::Old as usize;
-    let before: BTreeMap<(u32, Arc<str>, u64), [u64; 3]> = prev
+    let before: BTreeMap<(u32, &str, u64), [u64; 3]> = before
+        .into_iter()
+        .flatten()
         .map(|p| {
-            aggregate(&p.processes)
-                .into_iter()
-                .map(|p| {
-                    let a = [0, 1, 2].map(|c| p.out[c].attempts);
-                    ((p.pid, p.comm.clone(), p.cgroup), a)
-                })
-                .collect()
+            let a = [0, 1, 2].map(|c| p.out[c].attempts);
+            ((p.pid, &*p.comm, p.cgroup), a)
         })
-        .unwrap_or_default();
+        .collect();
     // A smaller count is a reset (eviction): all of it is new.
     let fresh = |now: u64, was: u64| if now >= was { now - was } else { now };
     let held: BTreeMap<(u32, &str, u64), &Held> = cur
@@ -109,14 +112,14 @@ pub fn listed(cur: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Proces
         .map(|h| ((h.pid, &*h.comm, h.cgroup), &h.held))
         .collect();
     type Ranked = ((u64, u64), Process);
-    let (mut on_old, rest): (Vec<Ranked>, Vec<Ranked>) = aggregate(&cur.processes)
+    let (mut on_old, rest): (Vec<Ranked>, Vec<Ranked>) = all
         .into_iter()
         .map(|mut p| {
             if let Some(h) = held.get(&(p.pid, &*p.comm, p.cgroup)) {
                 p.held = (*h).clone();
             }
             let was = before
-                .get(&(p.pid, p.comm.clone(), p.cgroup))
+                .get(&(p.pid, &*p.comm, p.cgroup))
                 .copied()
                 .unwrap_or_default();
             let elsewhere: u64 = [0, 2]
@@ -140,6 +143,13 @@ pub fn listed(cur: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Proces
         .chain(rest)
         .map(|(_, p)| p)
         .collect()
+}
+
+/// `listed_from` with both snapshots aggregated here.
+#[cfg(test)]
+pub fn listed(cur: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Process> {
+    let before = prev.map(|p| aggregate(&p.processes));
+    listed_from(cur, aggregate(&cur.processes), before.as_deref(), top)
 }
 
 #[cfg(test)]

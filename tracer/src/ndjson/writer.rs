@@ -24,8 +24,9 @@ use crate::{
         failures::Reasons,
         held::Held,
         latency::{Hist, Latency},
-        process,
-        snapshot::Snapshot,
+        process::Process,
+        ranked::Ranked,
+        snapshot::{DestRow, Snapshot},
         spec::Spec,
     },
     sink::{EndReason, Event, EventKind, RunInfo, Sink},
@@ -127,9 +128,8 @@ pub fn filter_json(f: &crate::kernel::filter::Filters) -> Value {
     })
 }
 
-fn destinations(s: &Snapshot, top: usize) -> Vec<Value> {
-    s.top_destinations(top)
-        .iter()
+fn destinations(s: &Snapshot, top: &[&DestRow]) -> Vec<Value> {
+    top.iter()
         .map(|r| {
             let mut v = out_json(&r.out);
             v["failed_by_reason"] = reasons_json(&s.dest_reasons(r.addr));
@@ -156,10 +156,10 @@ pub fn held_json(h: &Held) -> Value {
            "opened_ms": h.opened_ms.iter().map(|(t, n)| json!([t, n])).collect::<Vec<_>>()})
 }
 
-fn processes_json(s: &Snapshot, prev: Option<&Snapshot>, top: usize) -> Vec<Value> {
+fn processes_json(s: &Snapshot, listed: &[Process]) -> Vec<Value> {
     let reasons = process_reasons(s);
-    process::listed(s, prev, top)
-        .into_iter()
+    listed
+        .iter()
         .map(|p| {
             let r = reasons.get(&(p.pid, &*p.comm, p.cgroup));
             let cohorts: serde_json::Map<String, Value> = Cohort::ALL
@@ -214,12 +214,19 @@ fn evicted(s: &Snapshot) -> Value {
     json!(s.evicted.destinations)
 }
 
+#[cfg(test)]
 pub fn snapshot(cur: &Snapshot, prev: &Snapshot, top: usize) -> Value {
+    snapshot_ranked(cur, prev, &Ranked::of(cur, Some(prev), top))
+}
+
+/// The snapshot line from the rankings the session made once for every reader.
+pub fn snapshot_ranked(cur: &Snapshot, prev: &Snapshot, ranked: &Ranked) -> Value {
     let (out, inb) = cohorts(cur, prev);
     json!({
         "type": "snapshot", "ts": rfc3339(cur.at), "elapsed_ms": cur.elapsed.as_millis() as u64,
         "cohorts": out, "inbound": inb,
-        "destinations": destinations(cur, top), "processes": processes_json(cur, Some(prev), top),
+        "destinations": destinations(cur, &ranked.destinations),
+        "processes": processes_json(cur, &ranked.processes),
         "evicted": evicted(cur),
         "evicted_detail": {"destinations": cur.evicted.destinations, "locals": cur.evicted.locals,
                            "processes": cur.evicted.processes},
@@ -454,11 +461,13 @@ pub fn summary(
     top: usize,
 ) -> Value {
     let (out, inb) = cohorts(last, first);
+    let ranked = Ranked::of(last, None, top);
     json!({
         "type": "summary", "ts": rfc3339(last.at), "elapsed_ms": last.elapsed.as_millis() as u64,
         "reason": reason.name(), "snapshots": snapshots,
         "cohorts": out, "inbound": inb,
-        "destinations": destinations(last, top), "processes": processes_json(last, None, top),
+        "destinations": destinations(last, &ranked.destinations),
+        "processes": processes_json(last, &ranked.processes),
         "evicted": evicted(last), "lost_events": last.lost_events,
         "reconciliations": last.reconciliations,
         "dns_capture": crate::dns_answer::stats(last.dns_capture.as_ref()),
@@ -515,8 +524,8 @@ impl Sink for Writer {
     fn meta(&mut self, info: &RunInfo) -> Result<()> {
         self.put(&meta(info))
     }
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()> {
-        let v = self.with_causes(snapshot(cur, prev, self.top));
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot, ranked: &Ranked) -> Result<()> {
+        let v = self.with_causes(snapshot_ranked(cur, prev, ranked));
         self.put(&v)
     }
     fn analysis(

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::*;
-use crate::model::{cohort::Cohort, counters::Out};
+use crate::model::{cohort::Cohort, counters::Out, ranked::Ranked};
 
 /// Snapshots with growing new-side attempts; counts what the session asked of it.
 #[derive(Default)]
@@ -61,7 +61,7 @@ impl Sink for Recorder {
             .push(state.cutover.is_some());
         Ok(())
     }
-    fn snapshot(&mut self, _: &Snapshot, _: &Snapshot) -> Result<()> {
+    fn snapshot(&mut self, _: &Snapshot, _: &Snapshot, _: &Ranked) -> Result<()> {
         Ok(())
     }
     fn event(&mut self, ev: &Event) -> Result<()> {

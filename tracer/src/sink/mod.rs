@@ -10,7 +10,7 @@ pub use info::RunInfo;
 
 use crate::{
     error::Result,
-    model::{analysis::State, analysis::dns::Answer, snapshot::Snapshot},
+    model::{analysis::State, analysis::dns::Answer, ranked::Ranked, snapshot::Snapshot},
 };
 
 /// Why a run ended (the summary's `reason`).
@@ -48,7 +48,8 @@ pub trait Sink {
     fn analysis(&mut self, _state: &State, _dns: &[Answer]) -> Result<()> {
         Ok(())
     }
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()>;
+    /// A new snapshot, the one before it, and its rankings (made once for every sink).
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot, ranked: &Ranked) -> Result<()>;
     fn event(&mut self, ev: &Event) -> Result<()>;
     fn summary(
         &mut self,

@@ -31,6 +31,7 @@ use crate::{
     error::{Error, Result},
     model::{
         analysis::{State, dns::Answer},
+        ranked::Ranked,
         snapshot::Snapshot,
     },
     run::{Ends, Front, Input, Step},
@@ -47,7 +48,7 @@ impl Sink for TuiSink {
         self.0.borrow_mut().analysis(state, dns);
         Ok(())
     }
-    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot) -> Result<()> {
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot, _: &Ranked) -> Result<()> {
         self.0.borrow_mut().push(cur, prev);
         Ok(())
     }

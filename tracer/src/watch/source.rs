@@ -37,6 +37,10 @@ impl Source for KernelSource {
         self.sampler.cohort_offsets()
     }
 
+    fn recycle(&mut self, old: Snapshot) {
+        self.sampler.recycle(old);
+    }
+
     fn add_to_new(&mut self, prefixes: &[Prefix]) -> Result<(), String> {
         kernel::insert_prefixes(
             &mut self.tracer.ebpf,

@@ -10,7 +10,7 @@ pub mod drain;
 pub mod gap;
 pub mod stragglers;
 
-use super::{cohort::Cohort, counters::Out, process, snapshot::Snapshot};
+use super::{cohort::Cohort, counters::Out, ranked::Ranked, snapshot::Snapshot};
 use cutover::{Cutover, CutoverSource};
 use drain::{Drain, Estimate};
 use gap::{Crossing, Metric, Tracker};
@@ -65,10 +65,17 @@ pub struct Sample {
 impl Sample {
     /// What a live snapshot tells the analysis, limited to the `top` rows the NDJSON line
     /// records (so a replay of the recording sees the same).
+    #[cfg(test)]
     pub fn of(cur: &Snapshot, prev: &Snapshot, top: usize) -> Sample {
+        Self::from_ranked(cur, prev, &Ranked::of(cur, Some(prev), top))
+    }
+
+    /// The same from rankings made once for every reader of the snapshot.
+    pub fn from_ranked(cur: &Snapshot, prev: &Snapshot, ranked: &Ranked) -> Sample {
         let (old, new) = (cur.cohort_out(Cohort::Old), cur.cohort_out(Cohort::New));
-        let processes = process::listed(cur, Some(prev), top)
-            .into_iter()
+        let processes = ranked
+            .processes
+            .iter()
             .map(|p| ProcSample {
                 unit: cur.units.get(&p.pid).cloned(),
                 pid: p.pid,
@@ -76,12 +83,12 @@ impl Sample {
                 cgroup: p.cgroup,
                 old: *p.cohort(Cohort::Old),
                 new: *p.cohort(Cohort::New),
-                held: p.held,
+                held: p.held.clone(),
             })
             .collect();
-        let old_destinations = cur
-            .top_destinations(top)
-            .into_iter()
+        let old_destinations = ranked
+            .destinations
+            .iter()
             .filter(|r| r.cohort == Cohort::Old)
             .map(|r| (r.addr.to_string(), r.out))
             .collect();
