@@ -23,6 +23,17 @@ mod watch;
 
 use clap::Parser;
 
+/// Snapshot buffers (~10 MiB each at 60k destinations) are mapped and unmapped whole, never
+/// kept in the heap once freed: glibc's moving threshold would otherwise keep freed ones and
+/// grow the peak memory by a snapshot. musl does this already.
+fn big_buffers_go_back() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: a plain setting, made before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() {
     // No backtraces for users: a panic is one line and exit code 2.
     std::panic::set_hook(Box::new(|info| {
@@ -38,6 +49,7 @@ fn main() {
             .unwrap_or_default();
         eprintln!("tracer: internal error: {msg}{at} (please report it)");
     }));
+    big_buffers_go_back();
     caps::lower();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,

@@ -37,6 +37,12 @@ impl<K: PartialEq, R: Clone> Reuse<K, R> {
         Ok((rows, true))
     }
 
+    /// True while a copy of the rows is kept (the totals stood still): the next rows come
+    /// from that copy, not from a read into a recycled buffer.
+    pub fn holds_copy(&self) -> bool {
+        matches!(self.kept, Some((_, Some(_))))
+    }
+
     /// Forget the kept rows (the classification changed, or a full read is due).
     pub fn clear(&mut self) {
         self.kept = None;
@@ -61,12 +67,15 @@ mod tests {
         // Totals moving every interval: read each time, nothing kept.
         assert_eq!(r.get(5, read(1)).unwrap(), (vec![1], true));
         assert_eq!(r.get(6, read(2)).unwrap(), (vec![2], true));
+        assert!(!r.holds_copy());
         // They stood still for an interval: read once more, and kept from then on.
         assert_eq!(r.get(6, read(3)).unwrap(), (vec![3], true));
+        assert!(r.holds_copy());
         assert_eq!(r.get(6, read(4)).unwrap(), (vec![3], false));
         assert_eq!(r.get(6, read(5)).unwrap(), (vec![3], false));
         // They moved: read again.
         assert_eq!(r.get(7, read(6)).unwrap(), (vec![6], true));
+        assert!(!r.holds_copy());
         r.clear();
         assert_eq!(r.get(7, read(7)).unwrap(), (vec![7], true));
         // A failed read keeps nothing: the next call reads.

@@ -92,6 +92,21 @@ struct Spare {
     locals: Vec<LocalRow>,
 }
 
+/// The pids of `rows`, sorted, each once. A process's rows mostly come one after another
+/// (the kernel gives its keys rows in the order they come), so repeats are dropped before the
+/// sort: with 60k rows of one process that sorts one pid, not 60k.
+fn distinct_pids(rows: &[ProcRow]) -> Vec<u32> {
+    let mut pids: Vec<u32> = Vec::new();
+    for r in rows {
+        if pids.last() != Some(&r.pid) {
+            pids.push(r.pid);
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
 /// Keep `v`'s buffer, emptied, in `keep` when it is the larger.
 fn keep_larger<T>(keep: &mut Vec<T>, mut v: Vec<T>) {
     v.clear();
@@ -399,9 +414,7 @@ impl Sampler {
         ]);
 
         // Units per distinct pid, not per row: a busy process has thousands of rows.
-        let mut pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
-        pids.sort_unstable();
-        pids.dedup();
+        let pids = distinct_pids(&snap.processes);
         let mut units = self.units.borrow_mut();
         units.retain(|pid, _| pids.binary_search(pid).is_ok());
         if let Some(dns) = &self.dns {
@@ -420,7 +433,7 @@ impl Sampler {
                 }
             }
         }
-        for pid in pids {
+        for &pid in &pids {
             let unit = units
                 .entry(pid)
                 .or_insert_with(|| super::owners::unit_of_pid(pid));
@@ -429,7 +442,7 @@ impl Sampler {
             }
         }
         drop(units);
-        self.sample_netns(&snap.processes, &mut snap.netns);
+        self.sample_netns(pids, &mut snap.netns);
 
         snap.evicted = Evicted {
             destinations: evicted(self.stat(STAT_DEST_INSERTS), live_dest.lru),
@@ -592,10 +605,20 @@ impl Sampler {
             locals,
             ..
         } = old;
+        // While a kept copy serves the next snapshot a spare buffer would only add to the peak.
         let spare = &mut *self.spare.borrow_mut();
-        keep_larger(&mut spare.destinations, destinations);
-        keep_larger(&mut spare.processes, processes);
-        keep_larger(&mut spare.locals, locals);
+        if !self.kept_out.borrow().holds_copy() {
+            keep_larger(&mut spare.destinations, destinations);
+            keep_larger(&mut spare.processes, processes);
+        } else {
+            spare.destinations = Vec::new();
+            spare.processes = Vec::new();
+        }
+        if !self.kept_in.borrow().holds_copy() {
+            keep_larger(&mut spare.locals, locals);
+        } else {
+            spare.locals = Vec::new();
+        }
     }
 
     /// Correct `open` from `real`, a census taken right after `snap` was sampled: new offsets
@@ -623,8 +646,7 @@ impl Sampler {
 
     /// Failure reasons (per cohort, destination, process) and latency histograms (per cohort).
     /// The namespace of each listed pid and each census owner, cached while it is listed.
-    fn sample_netns(&self, rows: &[ProcRow], out: &mut std::collections::BTreeMap<u32, u64>) {
-        let mut pids: Vec<u32> = rows.iter().map(|p| p.pid).collect();
+    fn sample_netns(&self, mut pids: Vec<u32>, out: &mut std::collections::BTreeMap<u32, u64>) {
         pids.extend(&self.owner_pids);
         pids.sort_unstable();
         pids.dedup();
@@ -710,5 +732,20 @@ mod tests {
         assert_eq!(&*n.get(7, &comm("curl")), "curl");
         assert_eq!(&*n.get(7, &comm("curl-worker")), "curl-worker");
         assert_eq!(&*n.get(9, &[b'x'; 16]), "xxxxxxxxxxxxxxxx");
+    }
+
+    #[test]
+    fn distinct_pids_are_sorted_and_each_once() {
+        let row = |pid| ProcRow {
+            pid,
+            comm: "p".into(),
+            cgroup: 1,
+            addr: IpAddr::from([127, 0, 0, 1]),
+            cohort: Cohort::Old,
+            out: Out::default(),
+        };
+        let rows: Vec<ProcRow> = [5, 5, 3, 5, 9, 3, 3, 1].into_iter().map(row).collect();
+        assert_eq!(distinct_pids(&rows), vec![1, 3, 5, 9]);
+        assert!(distinct_pids(&[]).is_empty());
     }
 }
