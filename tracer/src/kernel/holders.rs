@@ -127,11 +127,12 @@ impl Holders {
             .collect();
         let census_rows = census_rows
             .into_iter()
-            .map(|(((pid, comm, cgroup), addr), n)| ProcRow {
+            .map(|(((pid, comm, cgroup), _remote), n)| ProcRow {
                 pid,
                 comm,
                 cgroup,
-                addr: crate::model::addr::fold(addr),
+                // One row per remote address: one destination each.
+                destinations: 1,
                 cohort: crate::model::cohort::Cohort::Old,
                 out: crate::model::counters::Out {
                     open: n,

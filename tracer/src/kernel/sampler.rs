@@ -92,6 +92,46 @@ struct Spare {
     locals: Vec<LocalRow>,
 }
 
+/// Merges the kernel's (process, destination) rows into one `ProcRow` per process and cohort
+/// as they are read. A process's rows mostly come one after another, so the last key is
+/// checked before the map.
+#[derive(Default)]
+struct ProcMerge {
+    last: Option<(MergeKey, usize)>,
+    index: StdHashMap<MergeKey, usize>,
+    names: Names,
+}
+
+/// (pid, comm, cgroup, cohort): a `ProcKey` without the destination.
+type MergeKey = (u32, [u8; 16], u64, u32);
+
+impl ProcMerge {
+    fn add(&mut self, rows: &mut Vec<ProcRow>, key: &ProcKey, out: &Out) {
+        let k = (key.tgid, key.comm, key.cgroup, key.cohort);
+        let i = match self.last {
+            Some((l, i)) if l == k => i,
+            _ => {
+                let next = rows.len();
+                let i = *self.index.entry(k).or_insert(next);
+                if i == next {
+                    rows.push(ProcRow {
+                        pid: key.tgid,
+                        comm: self.names.get(key.tgid, &key.comm),
+                        cgroup: key.cgroup,
+                        destinations: 0,
+                        cohort: Cohort::from_index(key.cohort),
+                        out: Out::default(),
+                    });
+                }
+                self.last = Some((k, i));
+                i
+            }
+        };
+        rows[i].destinations += 1;
+        rows[i].out.add(out);
+    }
+}
+
 /// The pids of `rows`, sorted, each once. A process's rows mostly come one after another
 /// (the kernel gives its keys rows in the order they come), so repeats are dropped before the
 /// sort: with 60k rows of one process that sorts one pid, not 60k.
@@ -547,22 +587,13 @@ impl Sampler {
                 });
             }
         }
-        let mut names = Names::default();
         let mut processes = reuse_vec(&mut spare.processes, hint[2]);
+        let mut merge = ProcMerge::default();
         let live_procs = self.gather(
             (&self.proc_rows, STAT_PROC_ROWS),
             (&self.procs, STAT_PROC_INSERTS),
             |v| sum_out(v),
-            |key, o| {
-                processes.push(ProcRow {
-                    pid: key.tgid,
-                    comm: names.get(key.tgid, &key.comm),
-                    cgroup: key.cgroup,
-                    addr: from_key(key.addr),
-                    cohort: Cohort::from_index(key.cohort),
-                    out: Out::from_kernel(&o, 0),
-                })
-            },
+            |key, o| merge.add(&mut processes, &key, &Out::from_kernel(&o, 0)),
         )?;
         Ok((destinations, live_dest, processes, live_procs))
     }
@@ -735,12 +766,54 @@ mod tests {
     }
 
     #[test]
+    fn process_rows_merge_per_process_and_cohort() {
+        let key = |tgid, name: &str, cohort, last: u8| ProcKey {
+            cgroup: 9,
+            tgid,
+            cohort,
+            comm: comm(name),
+            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 10, 0, last],
+        };
+        let out = |attempts| Out {
+            attempts,
+            ..Default::default()
+        };
+        let mut rows = vec![];
+        let mut m = ProcMerge::default();
+        // Interleaved processes, one pid under two names, one process towards two cohorts.
+        for (k, n) in [
+            (key(1, "curl", 1, 1), 2),
+            (key(1, "curl", 1, 2), 3),
+            (key(2, "java", 1, 1), 5),
+            (key(1, "curl", 1, 3), 1),
+            (key(1, "curl", 2, 4), 7),
+            (key(1, "wget", 1, 1), 4),
+            (key(2, "java", 1, 2), 6),
+        ] {
+            m.add(&mut rows, &k, &out(n));
+        }
+        let got: Vec<(u32, &str, Cohort, u64, u64)> = rows
+            .iter()
+            .map(|r| (r.pid, &*r.comm, r.cohort, r.destinations, r.out.attempts))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "curl", Cohort::Old, 3, 6),
+                (2, "java", Cohort::Old, 2, 11),
+                (1, "curl", Cohort::New, 1, 7),
+                (1, "wget", Cohort::Old, 1, 4),
+            ]
+        );
+    }
+
+    #[test]
     fn distinct_pids_are_sorted_and_each_once() {
         let row = |pid| ProcRow {
             pid,
             comm: "p".into(),
             cgroup: 1,
-            addr: IpAddr::from([127, 0, 0, 1]),
+            destinations: 1,
             cohort: Cohort::Old,
             out: Out::default(),
         };

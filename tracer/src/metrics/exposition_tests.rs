@@ -163,7 +163,7 @@ fn snapshots() -> (Snapshot, Snapshot) {
         pid: 42,
         comm: "cu\"rl".into(),
         cgroup: 1,
-        addr: "127.10.0.1".parse().unwrap(),
+        destinations: 1,
         cohort: Cohort::Old,
         out: out(12, 12, 0, 10, 2),
     }];

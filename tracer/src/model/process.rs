@@ -67,7 +67,7 @@ pub fn aggregate(rows: &[ProcRow]) -> Vec<Process> {
             }
         };
         acc[i].out[r.cohort as usize].add(&r.out);
-        acc[i].destinations += 1;
+        acc[i].destinations += r.destinations as usize;
     }
     acc.sort_by(|a, b| {
         b.weight()
@@ -161,7 +161,7 @@ mod tests {
             pid,
             comm: format!("p{pid}").into(),
             cgroup: 1,
-            addr: "127.10.0.1".parse().unwrap(),
+            destinations: 1,
             cohort,
             out: Out {
                 attempts,
@@ -187,7 +187,7 @@ mod tests {
                         "b".into()
                     },
                     cgroup: (r >> 8) % 2,
-                    addr: "127.10.0.1".parse().unwrap(),
+                    destinations: (r >> 28) % 4 + 1,
                     cohort: Cohort::from_index((r >> 16) as u32 % 3),
                     out: Out {
                         attempts: (r >> 20) % 9,
@@ -203,7 +203,7 @@ mod tests {
                 .entry((r.pid, r.comm.to_string(), r.cgroup))
                 .or_insert(([Out::default(); 3], 0));
             e.0[r.cohort as usize].add(&r.out);
-            e.1 += 1;
+            e.1 += r.destinations as usize;
         }
         let got = aggregate(&rows);
         assert_eq!(got.len(), plain.len());

@@ -60,7 +60,7 @@ mod tests {
                 pid,
                 comm: format!("p{pid}").into(),
                 cgroup: 1,
-                addr,
+                destinations: 1,
                 cohort: Cohort::Old,
                 out,
             });

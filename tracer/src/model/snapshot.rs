@@ -29,14 +29,17 @@ pub struct LocalRow {
     pub inb: In,
 }
 
-/// Outbound counts of one process towards one destination.
+/// Outbound counts of one process towards one cohort, summed over its `destinations`. The
+/// kernel keeps a row per (process, destination); the sampler merges them as it reads them
+/// (a snapshot row each cost more, at 60k destinations, than the rest of the snapshot).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcRow {
     pub pid: u32,
-    /// Shared: a process has one row per destination, all with the same name.
+    /// Shared: every row of a process has the same name.
     pub comm: std::sync::Arc<str>,
     pub cgroup: u64,
-    pub addr: IpAddr,
+    /// Destinations (kernel rows, census connections by remote address) summed here.
+    pub destinations: u64,
     pub cohort: Cohort,
     pub out: Out,
 }

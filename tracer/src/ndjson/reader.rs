@@ -183,7 +183,7 @@ mod tests {
             pid: 5,
             comm: "curl".into(),
             cgroup: 3,
-            addr: "127.10.0.1".parse().unwrap(),
+            destinations: 1,
             cohort: Cohort::Old,
             out: s.out[Cohort::Old as usize],
         });

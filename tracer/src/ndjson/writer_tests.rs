@@ -51,7 +51,7 @@ fn failures_and_latency_are_cumulative_with_interval_deltas() {
         pid: 9,
         comm: "app".into(),
         cgroup: 1,
-        addr,
+        destinations: 1,
         cohort: Cohort::Old,
         out: Out::default(),
     });

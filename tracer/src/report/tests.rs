@@ -313,7 +313,7 @@ fn stragglers_are_named_with_their_causes_and_the_pinned_pool_blocks_the_drain()
         pid,
         comm: comm.into(),
         cgroup: 1,
-        addr: "127.10.0.1".parse().unwrap(),
+        destinations: 1,
         cohort: Cohort::Old,
         out: Out {
             attempts,

@@ -49,6 +49,8 @@ struct Seen {
     /// After each `analysis` call: whether a cutover was known.
     analysis_cutover: Vec<bool>,
     summaries: Vec<EndReason>,
+    /// Per snapshot: were the rankings handed over what the sink would have made alone?
+    ranked_as_alone: Vec<bool>,
 }
 
 struct Recorder(Rc<RefCell<Seen>>);
@@ -61,7 +63,11 @@ impl Sink for Recorder {
             .push(state.cutover.is_some());
         Ok(())
     }
-    fn snapshot(&mut self, _: &Snapshot, _: &Snapshot, _: &Ranked) -> Result<()> {
+    fn snapshot(&mut self, cur: &Snapshot, prev: &Snapshot, ranked: &Ranked) -> Result<()> {
+        let top = info(None).top;
+        let alone = Ranked::of(cur, Some(prev), top);
+        let same = ranked.processes == alone.processes && ranked.destinations == alone.destinations;
+        self.0.borrow_mut().ranked_as_alone.push(same);
         Ok(())
     }
     fn event(&mut self, ev: &Event) -> Result<()> {
@@ -230,4 +236,82 @@ fn evictions_and_losses_are_reported_when_they_grow() {
     assert!(names.contains(&"reconcile_failed"));
     assert_eq!(names.last(), Some(&"analysis"));
     assert_eq!(sb.summaries, [EndReason::Duration]);
+}
+
+/// Snapshots whose processes and destinations change every interval; counts the recycled ones.
+#[derive(Default)]
+struct Busy {
+    n: u64,
+    recycled: Rc<RefCell<u64>>,
+}
+
+impl Source for Busy {
+    fn sample(&mut self) -> Result<Snapshot, String> {
+        let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(self.n));
+        s.elapsed = Duration::from_secs(self.n);
+        // Pid 1 on old, busier every interval; pid 2 moves to new from the third; a pid that
+        // comes and goes.
+        let rows = [
+            (1, Cohort::Old, 10 * self.n, 1),
+            (
+                2,
+                [Cohort::Old, Cohort::New][usize::from(self.n >= 3)],
+                5 * self.n,
+                0,
+            ),
+            (3 + self.n as u32 % 2, Cohort::New, self.n, 0),
+        ];
+        for (i, (pid, cohort, attempts, open)) in rows.into_iter().enumerate() {
+            let out = Out {
+                attempts,
+                open,
+                ..Default::default()
+            };
+            let addr = std::net::IpAddr::from([127, 10, 0, i as u8 + 1]);
+            s.processes.push(crate::model::snapshot::ProcRow {
+                pid,
+                comm: format!("p{pid}").into(),
+                cgroup: 1,
+                destinations: 1,
+                cohort,
+                out,
+            });
+            s.destinations
+                .push(crate::model::snapshot::DestRow { addr, cohort, out });
+        }
+        self.n += 1;
+        Ok(s)
+    }
+    fn reconcile(&mut self, _cur: &mut Snapshot) -> Result<Correction, String> {
+        Ok(Correction::default())
+    }
+    fn offsets(&self) -> ([i64; 3], [i64; 3]) {
+        ([0; 3], [0; 3])
+    }
+    fn add_to_new(&mut self, _: &[Prefix]) -> Result<(), String> {
+        Ok(())
+    }
+    fn recycle(&mut self, _old: Snapshot) {
+        *self.recycled.borrow_mut() += 1;
+    }
+}
+
+#[test]
+fn sinks_get_the_rankings_they_would_make_alone_and_old_snapshots_go_back() {
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let busy = Busy::default();
+    let recycled = busy.recycled.clone();
+    let mut s = Session::new(
+        Box::new(busy),
+        info(None),
+        vec![Box::new(Recorder(seen.clone()))],
+        vec![],
+    )
+    .unwrap();
+    for _ in 0..6 {
+        s.tick().unwrap();
+    }
+    assert_eq!(seen.borrow().ranked_as_alone, vec![true; 6]);
+    // Each tick hands back the snapshot it replaced.
+    assert_eq!(*recycled.borrow(), 6);
 }

@@ -151,7 +151,7 @@ pub fn run(secs: u64, moved: f64) -> ViewState {
             pid,
             comm: comm.into(),
             cgroup: 4242,
-            addr: DESTS[i].0.parse().unwrap(),
+            destinations: 1,
             cohort: DESTS[i].1,
             out: Out {
                 attempts: acc[i].out.attempts * share / 4,
