@@ -93,11 +93,11 @@ struct Spare {
 }
 
 /// Merges the kernel's (process, destination) rows into one `ProcRow` per process and cohort
-/// as they are read. A process's rows mostly come one after another, so the last key is
-/// checked before the map.
+/// as they are read. A process's rows mostly come one after another (towards old and new
+/// interleaved), so the last key of each cohort is checked before the map.
 #[derive(Default)]
 struct ProcMerge {
-    last: Option<(MergeKey, usize)>,
+    last: [Option<(MergeKey, usize)>; 4],
     index: StdHashMap<MergeKey, usize>,
     names: Names,
 }
@@ -108,7 +108,8 @@ type MergeKey = (u32, [u8; 16], u64, u32);
 impl ProcMerge {
     fn add(&mut self, rows: &mut Vec<ProcRow>, key: &ProcKey, out: &Out) {
         let k = (key.tgid, key.comm, key.cgroup, key.cohort);
-        let i = match self.last {
+        let last = &mut self.last[key.cohort as usize & 3];
+        let i = match *last {
             Some((l, i)) if l == k => i,
             _ => {
                 let next = rows.len();
@@ -123,7 +124,7 @@ impl ProcMerge {
                         out: Out::default(),
                     });
                 }
-                self.last = Some((k, i));
+                *last = Some((k, i));
                 i
             }
         };
