@@ -23,14 +23,17 @@ mod watch;
 
 use clap::Parser;
 
-/// Snapshot buffers (~10 MiB each at 60k destinations) are mapped and unmapped whole, never
-/// kept in the heap once freed: glibc's moving threshold would otherwise keep freed ones and
-/// grow the peak memory by a snapshot. musl does this already.
+/// Snapshot buffers (MiBs each at 60k destinations) are mapped and unmapped whole, never kept
+/// in the heap once freed: glibc's moving threshold would otherwise keep freed ones and grow
+/// the peak memory by a snapshot (musl does this already). What is smaller stays in the heap
+/// once freed instead of going back at once: the per-interval vectors below 1 MiB would
+/// otherwise be faulted in afresh every interval.
 fn big_buffers_go_back() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: a plain setting, made before any thread starts.
+    // SAFETY: plain settings, made before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
     }
 }
 
