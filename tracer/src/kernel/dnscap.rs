@@ -151,11 +151,6 @@ impl Capture {
     }
 }
 
-fn comm_str(c: &[u8; 16]) -> String {
-    let end = c.iter().position(|b| *b == 0).unwrap_or(c.len());
-    String::from_utf8_lossy(&c[..end]).into_owned()
-}
-
 /// The name as users write it: lower case, no trailing dot.
 fn name_str(n: &hickory_proto::rr::Name) -> String {
     let s = n.to_ascii().to_ascii_lowercase();
@@ -208,7 +203,7 @@ pub fn decode(rec: &[u8], clock: &Clock) -> Option<DnsAnswerSeen> {
         at: clock.wall(h.ns),
         owner: (h.owned != 0).then(|| Owner {
             pid: h.owner.tgid,
-            comm: comm_str(&h.owner.comm),
+            comm: super::procrows::comm_str(&h.owner.comm),
             cgroup: h.owner.cgroup,
         }),
         name: name_str(q.name()),

@@ -100,7 +100,7 @@ impl Holders {
                     return;
                 }
                 let at_ms = s.syn_ns.saturating_sub(self.start_ns) / 1_000_000;
-                let key = (s.tgid, super::sampler::comm_str(&s.comm).into(), s.cgroup);
+                let key = (s.tgid, super::procrows::comm_str(&s.comm).into(), s.cgroup);
                 per.entry(key).or_default().add(Some(at_ms), 1);
             });
         }

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod holders;
 pub mod hooks;
 pub mod owners;
+pub mod procrows;
 pub mod progstats;
 pub mod reuse;
 pub mod rows;

@@ -2,7 +2,10 @@
 //! cohort totals read just before them. The kernel changes those maps only right before it
 //! bumps the cohort totals (see `count_out` in tracer-ebpf), so while the totals stand still
 //! the maps do too and the rows are reused: an idle snapshot reads no big map, whatever
-//! `--max-destinations` is.
+//! `--max-destinations` is. And the row buffers of a snapshot no one reads any more, refilled
+//! by the next read.
+
+use crate::model::snapshot::{DestRow, LocalRow, ProcRow, Snapshot};
 
 /// Rows `R` and the totals `K` they were read under. A copy of the rows is kept only once the
 /// totals stood still for one interval: while they move every interval a kept copy is never
@@ -47,6 +50,57 @@ impl<K: PartialEq, R: Clone> Reuse<K, R> {
     pub fn clear(&mut self) {
         self.kept = None;
     }
+}
+
+/// The row vectors of a recycled snapshot, emptied: at 60k destinations MiBs that a fresh
+/// allocation would fault in page by page every interval.
+#[derive(Default)]
+pub struct Spare {
+    pub destinations: Vec<DestRow>,
+    pub processes: Vec<ProcRow>,
+    pub locals: Vec<LocalRow>,
+}
+
+impl Spare {
+    /// Keep the buffers of `old` for the next read, but none while a kept copy will serve the
+    /// next snapshot (`out_kept`: destinations and processes, `in_kept`: local addresses): a
+    /// spare buffer then only adds to the peak.
+    pub fn keep(&mut self, old: Snapshot, out_kept: bool, in_kept: bool) {
+        let Snapshot {
+            destinations,
+            processes,
+            locals,
+            ..
+        } = old;
+        if out_kept {
+            self.destinations = Vec::new();
+            self.processes = Vec::new();
+        } else {
+            keep_larger(&mut self.destinations, destinations);
+            keep_larger(&mut self.processes, processes);
+        }
+        if in_kept {
+            self.locals = Vec::new();
+        } else {
+            keep_larger(&mut self.locals, locals);
+        }
+    }
+}
+
+/// Keep `v`'s buffer, emptied, in `keep` when it is the larger.
+fn keep_larger<T>(keep: &mut Vec<T>, mut v: Vec<T>) {
+    v.clear();
+    if v.capacity() > keep.capacity() {
+        *keep = v;
+    }
+}
+
+/// `v`'s buffer, emptied, with room for `n` rows.
+pub fn reuse_vec<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+    let mut v = std::mem::take(v);
+    v.clear();
+    v.reserve(n);
+    v
 }
 
 #[cfg(test)]

@@ -16,6 +16,45 @@ struct Fake {
     n: u64,
     added: Rc<RefCell<Vec<Prefix>>>,
     started: Option<SystemTime>,
+    /// Also processes and destinations that change every interval.
+    busy: bool,
+    recycled: Rc<RefCell<u64>>,
+}
+
+impl Fake {
+    /// The rows of a busy interval.
+    fn busy_rows(&self, s: &mut Snapshot) {
+        // Pid 1 on old, busier every interval; pid 2 moves to new from the third; a pid that
+        // comes and goes.
+        let rows = [
+            (1, Cohort::Old, 10 * self.n, 1),
+            (
+                2,
+                [Cohort::Old, Cohort::New][usize::from(self.n >= 3)],
+                5 * self.n,
+                0,
+            ),
+            (3 + self.n as u32 % 2, Cohort::New, self.n, 0),
+        ];
+        for (i, (pid, cohort, attempts, open)) in rows.into_iter().enumerate() {
+            let out = Out {
+                attempts,
+                open,
+                ..Default::default()
+            };
+            let addr = std::net::IpAddr::from([127, 10, 0, i as u8 + 1]);
+            s.processes.push(crate::model::snapshot::ProcRow {
+                pid,
+                comm: format!("p{pid}").into(),
+                cgroup: 1,
+                destinations: 1,
+                cohort,
+                out,
+            });
+            s.destinations
+                .push(crate::model::snapshot::DestRow { addr, cohort, out });
+        }
+    }
 }
 
 impl Source for Fake {
@@ -27,6 +66,9 @@ impl Source for Fake {
             attempts: 10 * self.n,
             ..Default::default()
         };
+        if self.busy {
+            self.busy_rows(&mut s);
+        }
         self.n += 1;
         Ok(s)
     }
@@ -39,6 +81,9 @@ impl Source for Fake {
     fn add_to_new(&mut self, prefixes: &[Prefix]) -> Result<(), String> {
         self.added.borrow_mut().extend_from_slice(prefixes);
         Ok(())
+    }
+    fn recycle(&mut self, _old: Snapshot) {
+        *self.recycled.borrow_mut() += 1;
     }
 }
 
@@ -238,68 +283,13 @@ fn evictions_and_losses_are_reported_when_they_grow() {
     assert_eq!(sb.summaries, [EndReason::Duration]);
 }
 
-/// Snapshots whose processes and destinations change every interval; counts the recycled ones.
-#[derive(Default)]
-struct Busy {
-    n: u64,
-    recycled: Rc<RefCell<u64>>,
-}
-
-impl Source for Busy {
-    fn sample(&mut self) -> Result<Snapshot, String> {
-        let mut s = Snapshot::empty(SystemTime::UNIX_EPOCH + Duration::from_secs(self.n));
-        s.elapsed = Duration::from_secs(self.n);
-        // Pid 1 on old, busier every interval; pid 2 moves to new from the third; a pid that
-        // comes and goes.
-        let rows = [
-            (1, Cohort::Old, 10 * self.n, 1),
-            (
-                2,
-                [Cohort::Old, Cohort::New][usize::from(self.n >= 3)],
-                5 * self.n,
-                0,
-            ),
-            (3 + self.n as u32 % 2, Cohort::New, self.n, 0),
-        ];
-        for (i, (pid, cohort, attempts, open)) in rows.into_iter().enumerate() {
-            let out = Out {
-                attempts,
-                open,
-                ..Default::default()
-            };
-            let addr = std::net::IpAddr::from([127, 10, 0, i as u8 + 1]);
-            s.processes.push(crate::model::snapshot::ProcRow {
-                pid,
-                comm: format!("p{pid}").into(),
-                cgroup: 1,
-                destinations: 1,
-                cohort,
-                out,
-            });
-            s.destinations
-                .push(crate::model::snapshot::DestRow { addr, cohort, out });
-        }
-        self.n += 1;
-        Ok(s)
-    }
-    fn reconcile(&mut self, _cur: &mut Snapshot) -> Result<Correction, String> {
-        Ok(Correction::default())
-    }
-    fn offsets(&self) -> ([i64; 3], [i64; 3]) {
-        ([0; 3], [0; 3])
-    }
-    fn add_to_new(&mut self, _: &[Prefix]) -> Result<(), String> {
-        Ok(())
-    }
-    fn recycle(&mut self, _old: Snapshot) {
-        *self.recycled.borrow_mut() += 1;
-    }
-}
-
 #[test]
 fn sinks_get_the_rankings_they_would_make_alone_and_old_snapshots_go_back() {
     let seen = Rc::new(RefCell::new(Seen::default()));
-    let busy = Busy::default();
+    let busy = Fake {
+        busy: true,
+        ..Fake::default()
+    };
     let recycled = busy.recycled.clone();
     let mut s = Session::new(
         Box::new(busy),
