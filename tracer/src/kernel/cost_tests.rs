@@ -16,7 +16,8 @@ use std::{
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues};
 use serde_json::Value;
 use tracer_common::{
-    InCounters, OutCounters, ProcKey, STAT_DEST_ROWS, STAT_LOCAL_ROWS, STAT_PROC_ROWS, names,
+    InCounters, OutCounters, ProcKey, STAT_DEST_INSERTS, STAT_DEST_ROWS, STAT_LOCAL_INSERTS,
+    STAT_LOCAL_ROWS, STAT_PROC_INSERTS, STAT_PROC_ROWS, names,
 };
 
 use super::{
@@ -145,6 +146,18 @@ fn fill(t: &mut Tracer, ncpus: usize) {
     for slot in [STAT_DEST_ROWS, STAT_LOCAL_ROWS, STAT_PROC_ROWS] {
         let taken = per_cpu(ncpus, |c| if c == 0 { u64::from(N) } else { 0 });
         stats.set(slot, taken, 0).unwrap();
+    }
+    // And the LRU entries below, each counted once when the kernel inserted it: the sampler
+    // walks an LRU map only once its insert count has moved.
+    let merged_keys = u64::from((0..N).filter(|i| merged(*i)).count() as u32);
+    for (slot, n) in [
+        (STAT_DEST_INSERTS, merged_keys + u64::from(LRU_ONLY)),
+        (STAT_LOCAL_INSERTS, merged_keys),
+        (STAT_PROC_INSERTS, merged_keys),
+    ] {
+        stats
+            .set(slot, per_cpu(ncpus, |c| if c == 0 { n } else { 0 }), 0)
+            .unwrap();
     }
     let mut dest: PerCpuHashMap<&mut MapData, [u8; 16], OutCounters> =
         PerCpuHashMap::try_from(t.ebpf.map_mut(names::DEST).unwrap()).unwrap();
@@ -278,7 +291,17 @@ fn snapshot_cost_at_60k_destinations() {
             assert_eq!(d.len(), 1, "{a}");
             assert_eq!(d[0].out, Out::from_kernel(&sum_out(&o), 0), "{a}");
         }
-        assert_eq!(s.processes.len(), N as usize);
+        // One row per process and cohort (8 processes, each towards one cohort), summing its
+        // destinations: one per key, a key's LRU entry merged into its row (counts twice).
+        assert_eq!(s.processes.len(), 8);
+        let rows: u64 = s.processes.iter().map(|p| p.destinations).sum();
+        assert_eq!(rows, u64::from(N));
+        let attempts: u64 = s.processes.iter().map(|p| p.out.attempts).sum();
+        let want: u64 = (0..N)
+            .flat_map(|i| (0..ncpus).map(move |c| (i, c)))
+            .map(|(i, c)| out(i, c).attempts * if merged(i) { 2 } else { 1 })
+            .sum();
+        assert_eq!(attempts, want);
         assert_eq!(s.maps.destinations.live, u64::from(N + LRU_ONLY));
         assert_eq!(s.evicted.destinations, 0);
     }
