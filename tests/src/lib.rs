@@ -110,6 +110,28 @@ impl Output {
             .collect()
     }
     /// `cohorts.<cohort>` of the summary as (attempts, established, failed, closed, open).
+    /// Program runs the kernel skipped (a run that would nest on its CPU), as the summary says.
+    pub fn lost(&self) -> u64 {
+        n(&self.summary()["lost_events"])
+    }
+    /// `got` equals `want`, unless the run reported lost events: each skipped run can leave a
+    /// count off by one, so then each count may be off by at most the lost events, and must be
+    /// exact again once nothing was lost.
+    pub fn assert_counts<const K: usize>(&self, got: [u64; K], want: [u64; K], what: &str) {
+        let lost = self.lost();
+        if lost == 0 {
+            assert_eq!(got, want, "{what} (no lost events)");
+            return;
+        }
+        let off = got.iter().zip(&want).map(|(g, w)| g.abs_diff(*w)).max();
+        assert!(
+            off.unwrap_or(0) <= lost,
+            "{what}: {got:?}, want {want:?} give or take the {lost} lost events"
+        );
+        if got != want {
+            eprintln!("{what}: {got:?} for {want:?}, with {lost} lost events reported");
+        }
+    }
     pub fn cohort(&self, c: &str) -> (u64, u64, u64, u64, u64) {
         counters(&self.summary()["cohorts"][c])
     }

@@ -450,9 +450,17 @@ mod user {
 /// Map an IPv4 address (network order bytes) into the shared 16-byte form.
 #[inline(always)]
 pub fn mapped_v4(v4: [u8; 4]) -> Addr {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
+    // Built from four words: as sixteen bytes, the bpf target zeroes the first ten through a
+    // call to a byte-at-a-time `memset` on every connect.
+    let w: [u32; 4] = [
+        0,
+        0,
+        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        u32::from_ne_bytes(v4),
+    ];
+    // SAFETY: `[u32; 4]` and `[u8; 16]` have the same size, and every bit pattern is a valid
+    // byte array; the words hold their bytes in memory order.
+    unsafe { core::mem::transmute::<[u32; 4], Addr>(w) }
 }
 
 /// Fold an IPv4-mapped IPv6 address: already in shared form, so this is the identity; kept as the

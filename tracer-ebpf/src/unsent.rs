@@ -9,6 +9,7 @@
 //! lose one note: that connect, if it failed before its SYN, is not counted.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
@@ -30,7 +31,9 @@ const EINPROGRESS: i64 = 115;
 
 /// Offset of `ret` in the `syscalls:sys_exit_connect` record, read from tracefs.
 #[unsafe(no_mangle)]
-static SYSCALL_RET: u32 = 16;
+static SYSCALL_RET: u32 = USUAL_SYSCALL_RET;
+/// Where every kernel seen so far puts `ret`: after the common header and `__syscall_nr`.
+const USUAL_SYSCALL_RET: u32 = 16;
 
 /// TCP connects in flight, one slot per thread id modulo the slots, from the connect hook until
 /// SYN_SENT or the syscall's exit.
@@ -94,6 +97,22 @@ pub fn reached() {
 /// The connect syscall returned: count it when it failed and never reached SYN_SENT.
 #[inline(always)]
 pub fn exit(ctx: &TracePointContext) -> Result<u32, u32> {
+    // The result first, and where the record has it at the usual offset loaded in place (the
+    // verifier takes context loads at constant offsets only): a connect that returned 0 or
+    // EINPROGRESS reached SYN_SENT, where `reached` already freed its note, so nearly every
+    // exit returns here without a helper call or a look at the thread's slot.
+    let off = crate::global(&SYSCALL_RET);
+    let ret: i64 = if off == USUAL_SYSCALL_RET {
+        // SAFETY: `ret` of the syscall record; the verifier checks the load against the
+        // tracepoint context's bounds.
+        unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(16).cast()) }
+    } else {
+        // SAFETY: reads the syscall record at an offset from its tracefs format.
+        unsafe { ctx.read_at(off as usize) }.map_err(|_| 1u32)?
+    };
+    if ret >= 0 || ret == -EINPROGRESS || ret < -4095 {
+        return Ok(0);
+    }
     let Some((slot, id)) = slot() else {
         return Ok(0);
     };
@@ -105,12 +124,9 @@ pub fn exit(ctx: &TracePointContext) -> Result<u32, u32> {
         (*slot).id = 0;
         *slot
     };
-    // SAFETY: reads the syscall record at an offset from its tracefs format.
-    let ret: i64 =
-        unsafe { ctx.read_at(crate::global(&SYSCALL_RET) as usize) }.map_err(|_| 1u32)?;
     // SAFETY: helper without arguments.
     let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(p.ns);
-    if ret >= 0 || ret == -EINPROGRESS || ret < -4095 || age > STALE_NS {
+    if age > STALE_NS {
         return Ok(0);
     }
     crate::counting::on_unsent(&p.addr, unsent_reason_of(-ret as i32));
