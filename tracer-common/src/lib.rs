@@ -380,8 +380,10 @@ pub mod names {
     pub const PORT_FILTER: &str = "PORT_FILTER";
     pub const SYSCALL_RET: &str = "SYSCALL_RET";
     pub const FILTER: &str = "FILTER";
-    /// Possible CPUs: the stride of a row's per-CPU slots.
-    pub const NCPUS: &str = "NCPUS";
+    /// Rows of the destination and local-address tables (each CPU's slots are that many).
+    pub const DEST_ROW_CAP: &str = "DEST_ROW_CAP";
+    /// Rows of the process table.
+    pub const PROC_ROW_CAP: &str = "PROC_ROW_CAP";
 }
 
 /// A log2 histogram of connect latencies in nanoseconds.

@@ -55,9 +55,14 @@ static LOCAL_IN: LruPerCpuHashMap<Addr, InCounters> = LruPerCpuHashMap::with_max
 #[map]
 static PROCS: LruPerCpuHashMap<ProcKey, OutCounters> = LruPerCpuHashMap::with_max_entries(4096, 0);
 
-/// Possible CPUs, set at load: a row's slots are `row * NCPUS + cpu`.
+/// Rows of the destination and local tables, and of the process table, set at load: a row's
+/// slot on CPU `c` is `c * rows + row`. Each CPU's slots lie together, apart from the other
+/// CPUs': two CPUs counting connections to one destination never write the same cache line
+/// (as `row * cpus + c` had them, ~8 contended lines per loopback connection).
 #[unsafe(no_mangle)]
-static NCPUS: u32 = 1;
+static DEST_ROW_CAP: u32 = 1;
+#[unsafe(no_mangle)]
+static PROC_ROW_CAP: u32 = 1;
 
 /// Row tables (sizes set at load: `--max-destinations`, `--max-processes`).
 #[map]
@@ -296,13 +301,13 @@ fn add_one(n: *mut u64) {
 
 /// This CPU's slot of a row (`None` for `NO_ROW`).
 #[inline(always)]
-fn slot<V>(rows: &Array<V>, row: u32) -> Option<*mut V> {
+fn slot<V>(rows: &Array<V>, cap: &u32, row: u32) -> Option<*mut V> {
     if row == NO_ROW {
         return None;
     }
     // SAFETY: helper without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    rows.get_ptr_mut(row.wrapping_mul(crate::global(&NCPUS)).wrapping_add(cpu))
+    rows.get_ptr_mut(cpu.wrapping_mul(crate::global(cap)).wrapping_add(row))
 }
 
 /// The outbound record with its destination and process rows.
@@ -339,12 +344,12 @@ fn local_row(addr: &Addr) -> u32 {
 /// must be followed by a change of the totals.
 #[inline(always)]
 fn count_out(info: &SockInfo, f: Out) {
-    if let Some(c) = slot(&DEST_ROWS, info.row) {
+    if let Some(c) = slot(&DEST_ROWS, &DEST_ROW_CAP, info.row) {
         bump_out(c, f);
     } else if upsert(&DEST, &info.addr, |c| bump_out(c, f)) {
         stat(STAT_DEST_INSERTS);
     }
-    if let Some(c) = slot(&PROCS_ROWS, info.proc_row) {
+    if let Some(c) = slot(&PROCS_ROWS, &PROC_ROW_CAP, info.proc_row) {
         bump_out(c, f);
     } else if let Some(key) = proc_key(info)
         && upsert(&PROCS, &key, |c| bump_out(c, f))
@@ -360,7 +365,7 @@ fn count_out(info: &SockInfo, f: Out) {
 /// cohort (exact; last, as in `count_out`).
 #[inline(always)]
 fn count_in(addr: &Addr, row: u32, cohort: u32, f: In) {
-    if let Some(c) = slot(&LOCAL_ROWS, row) {
+    if let Some(c) = slot(&LOCAL_ROWS, &DEST_ROW_CAP, row) {
         bump_in(c, f);
     } else if upsert(&LOCAL_IN, addr, |c| bump_in(c, f)) {
         stat(STAT_LOCAL_INSERTS);

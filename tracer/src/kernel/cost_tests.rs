@@ -110,7 +110,8 @@ fn lru_only(k: u32) -> u32 {
     N + 2 * CENSUS + k
 }
 
-/// One row table filled from userspace: key `i` in row `i`, its per-CPU counts in the row's slots.
+/// One row table filled from userspace: key `i` in row `i`, its per-CPU counts in the row's slots
+/// (`cpu * rows + row`, as the kernel counts).
 fn fill_rows<K: aya::Pod, V: aya::Pod>(
     t: &mut Tracer,
     [keys, rows]: [&str; 2],
@@ -119,13 +120,15 @@ fn fill_rows<K: aya::Pod, V: aya::Pod>(
     value: impl Fn(u32, usize) -> V,
 ) {
     let mut k: Array<&mut MapData, K> = Array::try_from(t.ebpf.map_mut(keys).unwrap()).unwrap();
+    let cap = k.len();
     for i in 0..N {
         k.set(i, key(i), 0).unwrap();
     }
     let mut r: Array<&mut MapData, V> = Array::try_from(t.ebpf.map_mut(rows).unwrap()).unwrap();
+    assert_eq!(r.len(), cap * ncpus as u32);
     for i in 0..N {
         for c in 0..ncpus {
-            r.set(i * ncpus as u32 + c as u32, value(i, c), 0).unwrap();
+            r.set(c as u32 * cap + i, value(i, c), 0).unwrap();
         }
     }
 }

@@ -201,7 +201,7 @@ pub fn split_capacity(max: u32) -> [u32; 2] {
     [max.max(1), (max / 4).max(64)]
 }
 
-/// Possible CPUs (the kernel's per-CPU slots of a row are `row * ncpus + cpu`).
+/// Possible CPUs (each has its own slots in the row tables: `cpu * rows + row`).
 pub fn possible_cpus() -> Result<u32, String> {
     aya::util::nr_cpus()
         .map(|n| n as u32)
@@ -230,7 +230,8 @@ pub fn load(
     let (dest_slots, proc_slots) = (slots(dest_rows)?, slots(proc_rows)?);
     let mut loader = EbpfLoader::new();
     loader
-        .override_global(names::NCPUS, &ncpus, true)
+        .override_global(names::DEST_ROW_CAP, &dest_rows, true)
+        .override_global(names::PROC_ROW_CAP, &proc_rows, true)
         .map_max_entries(names::DEST_INDEX, dest_rows)
         .map_max_entries(names::DEST_KEYS, dest_rows)
         .map_max_entries(names::DEST_ROWS, dest_slots)

@@ -30,7 +30,8 @@ const FIRST: u32 = 8192;
 /// Rows queued per sample until all are.
 pub const PER_SAMPLE: u32 = 65536;
 
-/// One row table: the kernel's key array, count array (`row * ncpus + cpu`) and free queue.
+/// One row table: the kernel's key array, count array (`cpu * cap + row`: each CPU's slots
+/// together) and free queue.
 pub struct Rows<K, V> {
     keys: MapData,
     counts: MapData,
@@ -105,22 +106,25 @@ impl<K: Pod, V: Pod> Rows<K, V> {
             .unwrap_or(u32::MAX)
             .min(self.queued.get());
         let mut slots = Vec::with_capacity(self.ncpus);
+        let mut counts = Vec::with_capacity(self.ncpus);
         let mut start = 0;
         while start < used {
             let n = WINDOW.min(used - start);
-            let keys = Window::new(self.keys.fd().as_fd(), start, n, size_of::<K>(), 1)?;
-            let counts = Window::new(
-                self.counts.fd().as_fd(),
-                start,
-                n,
-                size_of::<V>(),
-                self.ncpus,
-            )?;
+            let keys = Window::new(self.keys.fd().as_fd(), start, n, size_of::<K>())?;
+            // The same rows in each CPU's part of the count array.
+            counts.clear();
+            for c in 0..self.ncpus as u32 {
+                let from = c * self.cap + start;
+                counts.push(Window::new(
+                    self.counts.fd().as_fd(),
+                    from,
+                    n,
+                    size_of::<V>(),
+                )?);
+            }
             for i in 0..n as usize {
                 slots.clear();
-                for c in 0..self.ncpus {
-                    slots.push(counts.get::<V>(i * self.ncpus + c));
-                }
+                slots.extend(counts.iter().map(|w| w.get::<V>(i)));
                 if slots.iter().all(|v| is_zero(v)) {
                     continue;
                 }
@@ -146,8 +150,7 @@ fn is_zero<V: Pod>(v: &V) -> bool {
     bytes.iter().all(|b| *b == 0)
 }
 
-/// A read-only mapping of `n` rows from row `start` of an array map (`per_row` elements per
-/// row), unmapped on drop.
+/// A read-only mapping of `n` elements from element `start` of an array map, unmapped on drop.
 struct Window {
     base: *mut libc::c_void,
     len: usize,
@@ -157,18 +160,12 @@ struct Window {
 }
 
 impl Window {
-    fn new(
-        fd: BorrowedFd<'_>,
-        start: u32,
-        n: u32,
-        elem: usize,
-        per_row: usize,
-    ) -> io::Result<Self> {
+    fn new(fd: BorrowedFd<'_>, start: u32, n: u32, elem: usize) -> io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let from = start as usize * per_row * elem;
+        let from = start as usize * elem;
         let off = from / page * page;
-        let end = (start + n) as usize * per_row * elem;
+        let end = (start + n) as usize * elem;
         let len = (end - off).div_ceil(page) * page;
         // SAFETY: a fresh shared read-only mapping of the map's memory; the kernel checks the
         // range against the array's size.
