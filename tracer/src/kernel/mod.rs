@@ -11,6 +11,8 @@ pub mod env;
 pub mod filter;
 pub mod holders;
 pub mod hooks;
+#[cfg(test)]
+mod object_tests;
 pub mod owners;
 pub mod procrows;
 pub mod progstats;
