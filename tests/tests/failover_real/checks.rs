@@ -138,7 +138,9 @@ pub(super) fn check_recording(t: &Truth, out: &Output) {
         });
         if let Some(s) = at {
             let since = total - old_attempts(s, pid).min(total);
-            let logged = after(lines, t.t0 + n(&s["elapsed_ms"])).len() as u64;
+            // The logs' times are the clients' own, taken around the connect; a connect within
+            // SLACK_MS of the sample can land on either side of it (seen once in CI: 34 vs 35).
+            let logged = after(lines, t.t0 + n(&s["elapsed_ms"]) + SLACK_MS).len() as u64;
             c.check(since >= logged && since > 0, || {
                 format!("{who}: {since} old attempts recorded after the switch + TTL, its log has {logged}")
             });
