@@ -105,7 +105,14 @@ pub fn exit(ctx: &TracePointContext) -> Result<u32, u32> {
     let ret: i64 = if off == USUAL_SYSCALL_RET {
         // SAFETY: `ret` of the syscall record; the verifier checks the load against the
         // tracepoint context's bounds.
-        unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(16).cast()) }
+        unsafe {
+            core::ptr::read_volatile(
+                ctx.as_ptr()
+                    .cast::<u8>()
+                    .add(USUAL_SYSCALL_RET as usize)
+                    .cast(),
+            )
+        }
     } else {
         // SAFETY: reads the syscall record at an offset from its tracefs format.
         unsafe { ctx.read_at(off as usize) }.map_err(|_| 1u32)?
