@@ -27,7 +27,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   vm-test         run the BPF integration tests in Debian kernels under qemu, once per connect hook
   bootstrap       install build and test tools if missing
   bench [--quick] tracer against no tracing, bpftrace, a /proc/net/tcp loop and ss (root);
-                  writes bench/RESULTS.md and bench/results.json (--quick: target/bench-quick/)";
+                  writes bench/RESULTS.md and bench/results.json (--quick: target/bench-quick/)
+  bench --render  rewrite bench/RESULTS.md from bench/results.json (after a change of its text)";
 
 pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -209,8 +210,9 @@ fn real_main() -> Result<()> {
         "bench" => match args.get(1).map(String::as_str) {
             None => bench(false)?,
             Some("--quick") => bench(true)?,
+            Some("--render") => bench::rerender(&root().join("bench"))?,
             Some(other) => {
-                eprintln!("xtask: bench takes only --quick, not '{other}'\n{USAGE}");
+                eprintln!("xtask: bench takes only --quick or --render, not '{other}'\n{USAGE}");
                 std::process::exit(2);
             }
         },

@@ -207,6 +207,27 @@ pub fn run(root: &Path, tracer: PathBuf, agent: PathBuf, quick: bool) -> Result<
     Ok(())
 }
 
+/// RESULTS.md written again from the committed results.json: the same run's figures under the
+/// current text (notes, wording), without measuring anew.
+pub fn rerender(dir: &Path) -> Result<()> {
+    let path = dir.join("results.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a bench result: run `cargo xtask bench`",
+            path.display()
+        )
+    })?;
+    std::fs::write(dir.join("RESULTS.md"), report::render(&json))?;
+    eprintln!(
+        "xtask: bench: {} rewritten from {}",
+        dir.join("RESULTS.md").display(),
+        path.display()
+    );
+    Ok(())
+}
+
 /// The harness check (all the quick run asserts): every contender ran and produced numbers.
 /// Never a threshold on a measured value: the machine is shared and noisy.
 fn check_complete(json: &serde_json::Value) -> Result<()> {
