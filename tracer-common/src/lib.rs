@@ -282,9 +282,9 @@ pub struct Pending {
     pub addr: Addr,
     pub dport: u16,
     pub _pad: [u8; 6],
-    /// `bpf_ktime_get_ns()` at the hook: a stale entry (a connect that ended elsewhere, as
+    /// `bpf_jiffies64()` at the hook: a stale entry (a connect that ended elsewhere, as
     /// with TCP Fast Open's `sendto`) is ignored.
-    pub ns: u64,
+    pub jiffies: u64,
 }
 
 /// Slots of the `PENDING` array (a power of two).

@@ -10,10 +10,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_jiffies64},
     macros::map,
     maps::Array,
     programs::{SockAddrContext, TracePointContext},
@@ -22,10 +19,12 @@ use tracer_common::{Addr, PENDING_SLOTS, Pending, mapped_v4, unsent_reason_of};
 
 pub(crate) const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
-/// A note older than this did not come from the connect now returning. The note is timed by
-/// the coarse clock (the same monotonic clock at a tick's precision, a fraction of the precise
-/// one's cost; tracing programs may not read it, so the exit reads the precise one).
-const STALE_NS: u64 = 1_000_000_000;
+/// A note older than this many ticks did not come from the connect now returning (0.1 s at
+/// HZ=1000, 1 s at HZ=100; a connect that fails before its SYN returns within microseconds).
+/// The note is timed in jiffies: the verifier turns `bpf_jiffies64` into one load of the
+/// kernel's tick count, where a clock read was the dearest step of the connect hook (~90-100
+/// of its ~200 ns on a KVM guest, by ablation).
+const STALE_JIFFIES: u64 = 100;
 /// `connect()` on a non-blocking socket that sent its SYN.
 const EINPROGRESS: i64 = 115;
 
@@ -74,7 +73,7 @@ pub fn note(ctx: &SockAddrContext, v6: bool) -> i32 {
                 addr,
                 dport,
                 _pad: [0; 6],
-                ns: bpf_ktime_get_coarse_ns(),
+                jiffies: bpf_jiffies64(),
             }
         };
     }
@@ -132,8 +131,8 @@ pub fn exit(ctx: &TracePointContext) -> Result<u32, u32> {
         *slot
     };
     // SAFETY: helper without arguments.
-    let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(p.ns);
-    if age > STALE_NS {
+    let age = unsafe { bpf_jiffies64() }.saturating_sub(p.jiffies);
+    if age > STALE_JIFFIES {
         return Ok(0);
     }
     crate::counting::on_unsent(&p.addr, unsent_reason_of(-ret as i32));

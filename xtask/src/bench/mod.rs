@@ -208,17 +208,21 @@ pub fn run(root: &Path, tracer: PathBuf, agent: PathBuf, quick: bool) -> Result<
 }
 
 /// RESULTS.md written again from the committed results.json: the same run's figures under the
-/// current text (notes, wording), without measuring anew.
+/// current text (notes, wording, the targets' verdicts and reasons judged again from those
+/// figures), without measuring anew; results.json itself is left as the run wrote it. The VM
+/// matrix stays the one the run recorded.
 pub fn rerender(dir: &Path) -> Result<()> {
     let path = dir.join("results.json");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+    let mut json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is not a bench result: run `cargo xtask bench`",
             path.display()
         )
     })?;
+    json["targets"] = targets::evaluate(&json);
+    json["before_after"] = history::before_after(&json);
     std::fs::write(dir.join("RESULTS.md"), report::render(&json))?;
     eprintln!(
         "xtask: bench: {} rewritten from {}",

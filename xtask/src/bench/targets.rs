@@ -15,6 +15,13 @@ pub const NOTES: &str = "\
   that only connects out would see. The per-connection figures are therefore an upper bound.
 - Run time per event is measured with BPF run-time statistics on, which add two clock reads per
   program run; throughput rounds run with them off.
+- Hosts differ more than runs do, and not in proportion: the ratios are the figures to compare.
+  On the Intel Xeon guest of the 2026-12-03 run the floor took 35 ns per event, tracer 1517 ns per
+  connection against bpftrace's 1676 (0.91x); on the AMD EPYC guest of 2026-12-04 the floor took
+  58.5 ns, tracer 3056 against 2898 (1.05x). tracer's programs make about a dozen helper and map
+  calls per connection, bpftrace's one map update per event, and the AMD guest reports the
+  kernel's `spec_rstack_overflow` mitigation (a thunk on every kernel return): a likely reason
+  why call-heavy programs grow more there, not measured apart.
 
 ### What issue 15 changed, and what was measured but not kept
 
@@ -31,7 +38,9 @@ pub const NOTES: &str = "\
   in place (no helper call): ~134 -> ~70 ns per received packet. One cgroup connect program per
   family serves both the unsent notes and the DNS owners (one run per connect, not two). The
   `tp_btf` program loads `struct sock` fields directly at BTF offsets from frozen `.rodata`
-  instead of through `bpf_probe_read_kernel`, and the unsent note is timed by the coarse clock.
+  instead of through `bpf_probe_read_kernel`. The unsent note is timed in jiffies, which the
+  verifier turns into one load: a clock read (the coarse one included) was ~90-100 ns of the
+  connect hook's ~200 on the AMD guest (5 paired runs: 201 -> 128 ns per run).
 - Ablations measured and not kept (ns per connection saved, paired runs): per-process counters
   off ~440, per-destination counters off ~250-400, inbound counting off ~250; a per-CPU LRU for the
   socket records (`BPF_F_NO_COMMON_LRU`) was no cheaper. What is left is about a dozen hash-map
@@ -46,8 +55,17 @@ pub const NOTES: &str = "\
 - The counter rows' per-CPU slots were `row * cpus + cpu`: two CPUs counting connections to one
   destination wrote the same cache line (~8 contended lines per loopback connection). They are
   `cpu * rows + row` now, each CPU's slots together. Together these took the state program from
-  ~125 to ~106 ns per run and all programs from ~1.8 to ~1.5 µs per connection, below bpftrace.
-  Padding the unsent notes to a cache line each was measured too and made no difference.
+  ~125 to ~106 ns per run and all programs from ~1.8 to ~1.5 µs per connection, below bpftrace
+  (paired runs on the Xeon guest). Padding the unsent notes to a cache line each was measured too
+  and made no difference.
+- Measured on the AMD guest and not kept (6 paired runs each): the connect's start time taken
+  from the connect hook's note instead of a second clock read (the state program 262 against
+  264 ns per run, the connect hook +22 ns for the precise clock it then needs); one
+  `bpf_get_current_pid_tgid` call fewer per connect (3877 against 3877 ns per connection).
+- Not a lever: the DNS answers through `tp_btf/skb_copy_datagram_iovec` (one run per datagram
+  read instead of one per received packet). `udp_recvmsg` copies a linear datagram with
+  `copy_linear_skb`, which does not pass that tracepoint: against dnsmasq, 3 answers read by
+  `recvfrom` gave 3 `sock_recv_length` events and 0 `skb_copy_datagram_iovec` events.
 - The sampler keeps the rows of DEST, LOCAL_IN, PROCS and the failure maps while the cohort totals
   stand still (the kernel bumps those last), so an idle snapshot reads no big map; it keeps a copy
   only once the totals stood still for an interval, and aya parses the kernel BTF after the object
@@ -137,11 +155,14 @@ pub fn evaluate(v: &Value) -> Value {
         match (events, per_event, bt, floor) {
             (Some(e), Some(p), Some(b), Some(f)) => format!(
                 "{e:.1} program runs per loopback connection (both halves) x {p:.1} ns; one side alone is about half. \
+                 At the floor's own {f:.1} ns per run, {e:.0} runs that did nothing would already cost {:.1}x the floor \
+                 program (which runs on the state events only): the target leaves no room for any work. \
                  In the same run an empty program on the same tracepoint (the floor) took {f:.1} ns per event and \
                  bpftrace's one-map program {b:.1} ns, so tracer's own work is ~{:.0} ns per event above the floor: \
                  per connection it classifies the destination once, keeps a per-socket record and counts per cohort, \
                  destination, process and local address (about a dozen map operations, each ~an order of magnitude \
                  above the empty program's run on this busy VM)",
+                floor_conn.map_or(0.0, |fc| e * f / fc),
                 p - f,
             ),
             (Some(e), Some(p), _, _) => format!("{e:.1} program runs per loopback connection (both halves) x {p:.1} ns"),
