@@ -15,13 +15,15 @@ pub const NOTES: &str = "\
   that only connects out would see. The per-connection figures are therefore an upper bound.
 - Run time per event is measured with BPF run-time statistics on, which add two clock reads per
   program run; throughput rounds run with them off.
-- Hosts differ more than runs do, and not in proportion: the ratios are the figures to compare.
+- Hosts differ, and not in proportion: the ratios within one run are the figures to compare.
   On the Intel Xeon guest of the 2026-12-03 run the floor took 35 ns per event, tracer 1517 ns per
-  connection against bpftrace's 1676 (0.91x); on the AMD EPYC guest of 2026-12-04 the floor took
-  58.5 ns, tracer 3056 against 2898 (1.05x). tracer's programs make about a dozen helper and map
-  calls per connection, bpftrace's one map update per event, and the AMD guest reports the
-  kernel's `spec_rstack_overflow` mitigation (a thunk on every kernel return): a likely reason
-  why call-heavy programs grow more there, not measured apart.
+  connection against bpftrace's 1676 (0.91x). On the AMD EPYC guest of 2026-12-04 the floor took
+  58-63 ns; tracer 3056 against 2898 (1.05x) in a run before the unsent notes were timed in
+  jiffies, 3155 against 3418 (0.92x) in the run after, bpftrace's own figure moving by 18 %
+  between the two. tracer's programs make about a dozen helper and map calls per connection,
+  bpftrace's one map update per event; the AMD guest reports the kernel's
+  `spec_rstack_overflow` mitigation (a thunk on every kernel return), a possible reason why the
+  ratio moves between hosts, not measured apart.
 
 ### What issue 15 changed, and what was measured but not kept
 
