@@ -197,7 +197,7 @@ pub fn run(root: &Path, tracer: PathBuf, agent: PathBuf, quick: bool) -> Result<
         dir.join("results.json"),
         serde_json::to_string_pretty(&json)? + "\n",
     )?;
-    std::fs::write(dir.join("RESULTS.md"), r.markdown())?;
+    std::fs::write(dir.join("RESULTS.md"), report::render(&json))?;
     check_complete(&json)?;
     eprintln!(
         "xtask: bench done in {:.0?}: {}",
@@ -221,8 +221,7 @@ pub fn rerender(dir: &Path) -> Result<()> {
             path.display()
         )
     })?;
-    json["targets"] = targets::evaluate(&json);
-    json["before_after"] = history::before_after(&json);
+    report::judge(&mut json);
     std::fs::write(dir.join("RESULTS.md"), report::render(&json))?;
     eprintln!(
         "xtask: bench: {} rewritten from {}",

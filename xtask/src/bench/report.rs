@@ -218,15 +218,17 @@ impl Report<'_> {
             "destinations": self.destinations(),
             "scan_cost": self.scan_cost(),
         });
-        v["targets"] = super::targets::evaluate(&v);
-        v["before_after"] = super::history::before_after(&v);
+        judge(&mut v);
         v["vm_matrix"] = super::history::vm_matrix();
         v
     }
+}
 
-    pub fn markdown(&self) -> String {
-        render(&self.json())
-    }
+/// The sections derived from a run's figures: the targets' verdicts and the before/after
+/// comparison. Made for a new run and again by `bench --render` from a committed one.
+pub fn judge(v: &mut Value) {
+    v["targets"] = super::targets::evaluate(v);
+    v["before_after"] = super::history::before_after(v);
 }
 
 /// RESULTS.md from results.json.

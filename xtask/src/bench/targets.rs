@@ -154,8 +154,8 @@ pub fn evaluate(v: &Value) -> Value {
             _ => "n/a".into(),
         },
         ns_conn.zip(floor_conn).map(|(n, f)| n <= 2.0 * f),
-        match (events, per_event, bt, floor) {
-            (Some(e), Some(p), Some(b), Some(f)) => format!(
+        match (events, per_event, bt, floor, floor_conn) {
+            (Some(e), Some(p), Some(b), Some(f), Some(fc)) => format!(
                 "{e:.1} program runs per loopback connection (both halves) x {p:.1} ns; one side alone is about half. \
                  At the floor's own {f:.1} ns per run, {e:.0} runs that did nothing would already cost {:.1}x the floor \
                  program (which runs on the state events only): the target leaves no room for any work. \
@@ -164,10 +164,10 @@ pub fn evaluate(v: &Value) -> Value {
                  per connection it classifies the destination once, keeps a per-socket record and counts per cohort, \
                  destination, process and local address (about a dozen map operations, each ~an order of magnitude \
                  above the empty program's run on this busy VM)",
-                floor_conn.map_or(0.0, |fc| e * f / fc),
+                e * f / fc,
                 p - f,
             ),
-            (Some(e), Some(p), _, _) => format!("{e:.1} program runs per loopback connection (both halves) x {p:.1} ns"),
+            (Some(e), Some(p), ..) => format!("{e:.1} program runs per loopback connection (both halves) x {p:.1} ns"),
             _ => String::new(),
         },
     ));
