@@ -380,6 +380,8 @@ pub mod names {
     pub const PORT_FILTER: &str = "PORT_FILTER";
     pub const SYSCALL_RET: &str = "SYSCALL_RET";
     pub const FILTER: &str = "FILTER";
+    /// Nonzero: every program returns at once (`watch --hooks-only`, a measurement).
+    pub const HOOKS_ONLY: &str = "HOOKS_ONLY";
     /// Rows of the destination and local-address tables (each CPU's slots are that many).
     pub const DEST_ROW_CAP: &str = "DEST_ROW_CAP";
     /// Rows of the process table.

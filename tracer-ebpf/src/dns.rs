@@ -88,16 +88,25 @@ pub(crate) fn note(ctx: &SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn dns_sendmsg4(ctx: SockAddrContext) -> i32 {
+    if crate::hooks_only() {
+        return 1;
+    }
     note(&ctx)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn dns_sendmsg6(ctx: SockAddrContext) -> i32 {
+    if crate::hooks_only() {
+        return 1;
+    }
     note(&ctx)
 }
 
 #[cgroup_skb(ingress)]
 pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
+    if crate::hooks_only() {
+        return 1;
+    }
     let _ = ingress(&ctx);
     1
 }

@@ -19,6 +19,9 @@ use crate::{AF_INET, AF_INET6, IPPROTO_TCP, SOCK_OFFSETS, counting, global, reco
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> u32 {
+    if crate::hooks_only() {
+        return 0;
+    }
     let sk: *mut c_void = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);

@@ -177,6 +177,11 @@ pub struct WatchArgs {
     /// hosts where packets, not connections, dominate.
     #[arg(long)]
     pub no_dns_capture: bool,
+    /// Measurement only: attach every program as usual, but each returns at once and nothing
+    /// is counted. What the hooks cost by themselves, the lower bound `cargo xtask bench`
+    /// sets beside tracer's own cost.
+    #[arg(long, hide = true)]
+    pub hooks_only: bool,
 }
 
 fn parse_cutover_at(s: &str) -> Result<CutoverAt, String> {

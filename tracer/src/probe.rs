@@ -108,6 +108,7 @@ pub fn run(args: crate::cli::ProbeArgs) -> Result<i32> {
         max_processes: 1024,
         filters: filters.clone(),
         dns_capture: true,
+        hooks_only: false,
     };
     // A fresh object per hook tried, so that each is tried on its own.
     let offsets = sock.clone().unwrap_or_default();

@@ -148,6 +148,7 @@ mod tests {
             max_processes: 1024,
             filters: Default::default(),
             dns_capture: true,
+            hooks_only: false,
         };
         let mut ebpf = crate::kernel::load_for_test(&cfg);
         let mut dest: PerCpuHashMap<MapData, [u8; 16], OutCounters> =

@@ -219,6 +219,7 @@ fn snapshot_cost_at_60k_destinations() {
         max_processes: 65536,
         filters: Default::default(),
         dns_capture: true,
+        hooks_only: false,
     };
     let ebpf = super::load_for_test(&cfg);
     let hooks = Hooks {

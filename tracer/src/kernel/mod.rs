@@ -61,6 +61,9 @@ pub struct Config {
     pub filters: filter::Filters,
     /// Attach the DNS answer capture (`--no-dns-capture` turns it off).
     pub dns_capture: bool,
+    /// Every program attached but returning at once (`--hooks-only`): a measurement of what
+    /// the hooks cost by themselves; nothing is counted.
+    pub hooks_only: bool,
 }
 
 /// Hooks in use and how they were chosen.
@@ -220,6 +223,7 @@ pub fn load(
     filter_offsets: &Result<Filter, String>,
 ) -> Result<Ebpf, String> {
     let port_filter: u8 = (!cfg.ports.is_empty()).into();
+    let hooks_only: u8 = cfg.hooks_only.into();
     let filter = kernel_filter(&cfg.filters, filter_offsets)?;
     let ncpus = possible_cpus()?;
     let [dest_rows, dest_lru] = split_capacity(cfg.max_destinations);
@@ -247,6 +251,7 @@ pub fn load(
         .map_max_entries(names::PROCS_ROWS, proc_slots)
         .map_max_entries(names::PROCS_FREE, proc_rows)
         .override_global(names::FILTER, &filter, true)
+        .override_global(names::HOOKS_ONLY, &hooks_only, true)
         .override_global(names::TP_OFFSETS, tp, true)
         .override_global(names::SOCK_OFFSETS, sock, true)
         .override_global(names::PORT_FILTER, &port_filter, true)

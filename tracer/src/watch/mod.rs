@@ -175,7 +175,11 @@ pub fn run(args: WatchArgs) -> Result<i32> {
         max_processes: args.max_destinations.clamp(1024, 65536),
         filters: filters.clone(),
         dns_capture: !args.no_dns_capture,
+        hooks_only: args.hooks_only,
     };
+    if cfg.hooks_only {
+        eprintln!("tracer: --hooks-only: every program attached, none counts (a measurement)");
+    }
     let mut tracer = Tracer::start(&cfg).env()?;
     for w in &tracer.warnings {
         eprintln!("tracer: {w}");
