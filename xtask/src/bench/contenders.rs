@@ -49,6 +49,9 @@ pub enum Contender {
     Bpftrace,
     /// BPF cost rounds only: bpftrace with an empty action.
     BpftraceFloor,
+    /// BPF cost rounds only: tracer in this mode with `--hooks-only`, every one of its programs
+    /// attached and returning at once. What tracer's set of hooks costs before any work.
+    TracerHooksOnly(String),
     ProcScan,
     Ss,
 }
@@ -61,6 +64,7 @@ impl Contender {
             Contender::Tracer(m) => format!("tracer-{}", m.replace(',', "-")),
             Contender::Bpftrace => "bpftrace".into(),
             Contender::BpftraceFloor => "bpftrace-floor".into(),
+            Contender::TracerHooksOnly(_) => "hooks-only".into(),
             Contender::ProcScan => "procscan".into(),
             Contender::Ss => "ss".into(),
         }
@@ -76,6 +80,9 @@ impl Contender {
             },
             Contender::Bpftrace => "bpftrace (same tracepoint)".into(),
             Contender::BpftraceFloor => "bpftrace, protocol filter only (floor)".into(),
+            Contender::TracerHooksOnly(m) => {
+                format!("tracer's programs returning at once (hooks only, {m})")
+            }
             Contender::ProcScan => "/proc/net/tcp awk loop, 1 s".into(),
             Contender::Ss => "`ss -tn state established`, 1 s".into(),
         }
@@ -84,7 +91,10 @@ impl Contender {
     pub fn is_bpf(&self) -> bool {
         matches!(
             self,
-            Contender::Tracer(_) | Contender::Bpftrace | Contender::BpftraceFloor
+            Contender::Tracer(_)
+                | Contender::Bpftrace
+                | Contender::BpftraceFloor
+                | Contender::TracerHooksOnly(_)
         )
     }
 
@@ -96,6 +106,15 @@ impl Contender {
         let child = match self {
             Contender::Baseline => None,
             Contender::Tracer(mode) => Some(start_tracer(ctx, mode, "1s", 200, &[], &out, &err)?),
+            Contender::TracerHooksOnly(mode) => Some(start_tracer(
+                ctx,
+                mode,
+                "1s",
+                200,
+                &["--hooks-only"],
+                &out,
+                &err,
+            )?),
             Contender::Bpftrace | Contender::BpftraceFloor => {
                 let script = if *self == Contender::Bpftrace {
                     BPFTRACE_SCRIPT
@@ -269,6 +288,21 @@ impl Running {
                     return Err(fail("failed"));
                 }
                 tracer_counted(&text, targets).ok_or_else(|| fail("no summary line"))?
+            }
+            Contender::TracerHooksOnly(_) => {
+                if !st.success() {
+                    return Err(fail("failed"));
+                }
+                let counted =
+                    tracer_counted(&text, targets).ok_or_else(|| fail("no summary line"))?;
+                // Its programs ran (the BPF round checks run counts) and must have counted nothing.
+                if counted.connections != Some(0) {
+                    return Err(fail(&format!(
+                        "counted {:?} attempts with --hooks-only, expected 0",
+                        counted.connections
+                    )));
+                }
+                counted
             }
             Contender::BpftraceFloor => Counted::default(),
             Contender::Bpftrace => Counted {

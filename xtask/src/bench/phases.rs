@@ -205,9 +205,16 @@ fn prog_delta(before: &[Prog], after: &[Prog]) -> Vec<Prog> {
         .collect()
 }
 
-/// The BPF contenders, plus the bpftrace floor.
+/// The BPF contenders, plus tracer's hooks alone (in the mode `watch` would pick) and the
+/// bpftrace floor.
 pub fn bpf_contenders(contenders: &[Contender]) -> Vec<Contender> {
     let mut v: Vec<Contender> = contenders.iter().filter(|c| c.is_bpf()).cloned().collect();
+    if let Some(mode) = contenders.iter().find_map(|c| match c {
+        Contender::Tracer(m) => Some(m.clone()),
+        _ => None,
+    }) {
+        v.push(Contender::TracerHooksOnly(mode));
+    }
     v.push(Contender::BpftraceFloor);
     v
 }

@@ -434,7 +434,7 @@ pub fn render(v: &Value) -> String {
     }
     w(&format!("\n{}", super::targets::NOTES));
     w(&format!(
-        "\n## The contenders, exactly\n\n- bpftrace: `{BPFTRACE_SCRIPT}`\n- bpftrace floor (BPF cost rounds only): `{BPFTRACE_FLOOR_SCRIPT}`\n- /proc scan: `{PROCSCAN_PIPELINE}` every second\n- ss: `{SS_COMMAND}` every second\n- tracer: `tracer watch --headless --interval 1s --json FILE --old 127.10.0.0/16 --new 127.20.0.0/16 --connect-hook MODE`"
+        "\n## The contenders, exactly\n\n- bpftrace: `{BPFTRACE_SCRIPT}`\n- bpftrace floor (BPF cost rounds only): `{BPFTRACE_FLOOR_SCRIPT}`\n- /proc scan: `{PROCSCAN_PIPELINE}` every second\n- ss: `{SS_COMMAND}` every second\n- tracer: `tracer watch --headless --interval 1s --json FILE --old 127.10.0.0/16 --new 127.20.0.0/16 --connect-hook MODE`\n- tracer, hooks only (BPF cost rounds only): the same with `--hooks-only`, in the mode `watch` picks: every program attached as usual, each returning at once, nothing counted (the run fails unless it counted 0)"
     ));
     s
 }
