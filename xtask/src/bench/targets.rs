@@ -15,15 +15,14 @@ pub const NOTES: &str = "\
   that only connects out would see. The per-connection figures are therefore an upper bound.
 - Run time per event is measured with BPF run-time statistics on, which add two clock reads per
   program run; throughput rounds run with them off.
-- Hosts differ, and not in proportion: the ratios within one run are the figures to compare.
-  On the Intel Xeon guest of the 2026-12-03 run the floor took 35 ns per event, tracer 1517 ns per
-  connection against bpftrace's 1676 (0.91x). On the AMD EPYC guest of 2026-12-04 the floor took
-  58-63 ns; tracer 3056 against 2898 (1.05x) in a run before the unsent notes were timed in
-  jiffies, 3155 against 3418 (0.92x) in the run after, bpftrace's own figure moving by 18 %
-  between the two. tracer's programs make about a dozen helper and map calls per connection,
-  bpftrace's one map update per event; the AMD guest reports the kernel's
-  `spec_rstack_overflow` mitigation (a thunk on every kernel return), a possible reason why the
-  ratio moves between hosts, not measured apart.
+- Hosts differ, and not in proportion: the ratios within one run are the figures to compare, not
+  figures of runs on other days (the before/after table above gives each run as multiples of its
+  own floor for that reason). The AMD guests report the kernel's `spec_rstack_overflow` mitigation
+  (a thunk on every kernel return), which makes every helper and map call dearer there than on
+  the Intel guests; tracer makes about a dozen per connection, bpftrace one per event.
+- The hooks-only row is tracer's own object with every program returning at once: the same
+  attachments and run counts, no work. It is the lowest any tracer doing its work on these hooks
+  can cost, so it bounds the 2x target from below in the same run.
 
 ### What issue 15 changed, and what was measured but not kept
 
@@ -64,10 +63,23 @@ pub const NOTES: &str = "\
   from the connect hook's note instead of a second clock read (the state program 262 against
   264 ns per run, the connect hook +22 ns for the precise clock it then needs); one
   `bpf_get_current_pid_tgid` call fewer per connect (3877 against 3877 ns per connection).
+- Where a connection's BPF time goes (history: AMD guest, 2026-12-08, one build with a load-time
+  switch per part, 3 interleaved rounds each, per loopback connection): all programs ~3250-3570 ns;
+  without the per-process counters, the cohort lookup, the inbound counting, the destination
+  rows, the latency histogram and its clock reads together ~2500-2650; without the per-socket
+  record as well ~1870-2020; every program returning at once ~1250-1400, of which the DNS
+  capture's per-packet runs are ~560. The per-socket record kept as a plain preallocated hash
+  instead of the LRU hash: no difference (3673 against 3703, and 2701 against 2656 with the rest
+  switched off).
 - Not a lever: the DNS answers through `tp_btf/skb_copy_datagram_iovec` (one run per datagram
   read instead of one per received packet). `udp_recvmsg` copies a linear datagram with
   `copy_linear_skb`, which does not pass that tracepoint: against dnsmasq, 3 answers read by
   `recvfrom` gave 3 `sock_recv_length` events and 0 `skb_copy_datagram_iovec` events.
+- Considered and not built: the DNS answers from `tp_btf/sk_data_ready` on 6.6+ (one run per
+  wakeup of a reader instead of one per received packet: ~3 instead of 8 runs per loopback
+  connection). A tracing program has no `bpf_skb_load_bytes`: it could read an answer only from
+  the linear part of the queued skb, and drivers that keep only the first ~256 bytes there (the
+  rest in page fragments) would cut longer answers, CNAME chains of the very names being moved.
 - The sampler keeps the rows of DEST, LOCAL_IN, PROCS and the failure maps while the cohort totals
   stand still (the kernel bumps those last), so an idle snapshot reads no big map; it keeps a copy
   only once the totals stood still for an interval, and aya parses the kernel BTF after the object
