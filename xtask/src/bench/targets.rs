@@ -94,6 +94,39 @@ pub const NOTES: &str = "\
   batch walk of the per-CPU hashes (~150-200 ns per entry, ~57 % of tracer's CPU at 60k) is gone:
   60k active destinations 4.2-4.6 % -> ~1.6 % of a core.";
 
+/// `a`'s cost per connection over `b`'s, round by round: the two ran minutes apart at most, so
+/// the host's drift between rounds cancels out of each ratio.
+fn paired(v: &Value, a: &str, b: &str) -> Option<super::stats::Spread> {
+    let trials = v["bpf_cost"]["trials"].as_array()?;
+    let per_conn = |key: &str, round: u64| {
+        trials
+            .iter()
+            .find(|t| t["contender"] == key && t["round"].as_u64() == Some(round))
+            .and_then(|t| Some(t["run_time_ns"].as_f64()? / t["connects"].as_f64()?))
+    };
+    let ratios: Vec<f64> = trials
+        .iter()
+        .filter(|t| t["contender"] == a)
+        .filter_map(|t| {
+            let round = t["round"].as_u64()?;
+            Some(super::stats::ratio(
+                per_conn(a, round)?,
+                per_conn(b, round)?,
+            ))
+        })
+        .collect();
+    super::stats::Spread::of(&ratios)
+}
+
+/// `1.06x [1.03–1.15]`, or `1.06x` for one round.
+fn times(p: &super::stats::Spread) -> String {
+    if p.n == 1 || p.min == p.max {
+        format!("{:.2}x", p.median)
+    } else {
+        format!("{:.2}x [{:.2}–{:.2}]", p.median, p.min, p.max)
+    }
+}
+
 pub(super) fn med(v: &Value) -> Option<f64> {
     v["median"].as_f64()
 }
@@ -121,7 +154,7 @@ fn two_x_reason(
     floor: Option<f64>,
     floor_conn: Option<f64>,
     ns_conn: Option<f64>,
-    hooks_conn: Option<f64>,
+    hooks: Option<(f64, Option<super::stats::Spread>)>,
 ) -> String {
     let runs = match (events, per_event) {
         (Some(e), Some(p)) => format!(
@@ -129,8 +162,8 @@ fn two_x_reason(
         ),
         _ => String::new(),
     };
-    match (hooks_conn, floor_conn, ns_conn) {
-        (Some(h), Some(fc), Some(n)) => {
+    match (hooks, floor_conn, ns_conn) {
+        (Some((h, by_round)), Some(fc), Some(n)) => {
             let verdict = if h >= 2.0 * fc {
                 "so no work done on these hooks can meet the target: they exceed it with every program empty".to_string()
             } else {
@@ -143,10 +176,11 @@ fn two_x_reason(
             format!(
                 "{runs}Measured in this run: tracer's programs returning at once (hooks only: the state events, \
                  every received packet for the DNS capture, the connect hook and the connect syscall's exit) cost \
-                 {h:.0} ns per connection, {:.2}x the floor program's {fc:.0} ns by themselves, {verdict}. tracer's own \
+                 {h:.0} ns per connection, {:.2}x the floor program's {fc:.0} ns by themselves{}, {verdict}. tracer's own \
                  work is the other {:.0} ns ({:.0} %): the destination classified once, a per-socket record, \
                  counters per cohort, destination, process and local address{}",
                 h / fc,
+                by_round.map_or(String::new(), |p| format!(" ({} round by round)", times(&p))),
                 n - h,
                 (n - h) * 100.0 / n,
                 bt.zip(floor).map_or(String::new(), |(b, f)| format!(
@@ -235,7 +269,13 @@ pub fn evaluate(v: &Value) -> Value {
         },
         ns_conn.zip(floor_conn).map(|(n, f)| n <= 2.0 * f),
         two_x_reason(
-            events, per_event, bt, floor, floor_conn, ns_conn, hooks_conn,
+            events,
+            per_event,
+            bt,
+            floor,
+            floor_conn,
+            ns_conn,
+            hooks_conn.map(|h| (h, paired(v, "hooks-only", "bpftrace-floor"))),
         ),
     ));
 
@@ -306,7 +346,13 @@ pub fn evaluate(v: &Value) -> Value {
     // Per connection against bpftrace.
     rows.push(row("below bpftrace's one-map count per connection (same run)",
         match (ns_conn, bt_conn) {
-            (Some(a), Some(b)) => format!("tracer {a:.0} ns vs bpftrace {b:.0} ns per connection"),
+            (Some(a), Some(b)) => format!(
+                "tracer {a:.0} ns vs bpftrace {b:.0} ns per connection{}",
+                paired(v, &tk, "bpftrace").map_or(String::new(), |p| format!(
+                    "; round by round tracer/bpftrace {}",
+                    times(&p)
+                ))
+            ),
             _ => "n/a".into(),
         },
         ns_conn.zip(bt_conn).map(|(a, b)| a < b),
@@ -410,6 +456,30 @@ mod tests {
         assert!(
             why.contains("leaves tracer's work 100 ns per connection, against 400 ns now"),
             "{why}"
+        );
+    }
+
+    #[test]
+    fn ratios_are_also_taken_round_by_round() {
+        let mut v = sample();
+        let trial = |round: u64, contender: &str, ns_per_conn: f64| {
+            json!({"round": round, "contender": contender, "connects": 1000,
+                   "run_time_ns": ns_per_conn * 1000.0})
+        };
+        // The host slows down from round to round; each round's ratio stays near 0.9.
+        v["bpf_cost"]["trials"] = json!([
+            trial(0, "tracer-derived", 900.0),
+            trial(0, "bpftrace", 1000.0),
+            trial(1, "bpftrace", 2000.0),
+            trial(1, "tracer-derived", 1900.0),
+            trial(2, "tracer-derived", 2400.0),
+            trial(2, "bpftrace", 3000.0),
+        ]);
+        let rows = evaluate(&v);
+        let measured = rows[5]["measured"].as_str().unwrap();
+        assert!(
+            measured.ends_with("round by round tracer/bpftrace 0.90x [0.80–0.95]"),
+            "{measured}"
         );
     }
 
