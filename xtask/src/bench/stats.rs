@@ -39,11 +39,16 @@ impl Spread {
 
     /// `12.3 [11.9–12.8]` with `digits` decimals, or just the value for one round.
     pub fn show(&self, digits: usize) -> String {
+        self.show_unit(digits, "")
+    }
+
+    /// As `show`, with `unit` after the median: `1.06x [1.03–1.15]`.
+    pub fn show_unit(&self, digits: usize, unit: &str) -> String {
         if self.n == 1 || self.min == self.max {
-            format!("{:.*}", digits, self.median)
+            format!("{:.*}{unit}", digits, self.median)
         } else {
             format!(
-                "{:.*} [{:.*}–{:.*}]",
+                "{:.*}{unit} [{:.*}–{:.*}]",
                 digits, self.median, digits, self.min, digits, self.max
             )
         }

@@ -118,15 +118,6 @@ fn paired(v: &Value, a: &str, b: &str) -> Option<super::stats::Spread> {
     super::stats::Spread::of(&ratios)
 }
 
-/// `1.06x [1.03–1.15]`, or `1.06x` for one round.
-fn times(p: &super::stats::Spread) -> String {
-    if p.n == 1 || p.min == p.max {
-        format!("{:.2}x", p.median)
-    } else {
-        format!("{:.2}x [{:.2}–{:.2}]", p.median, p.min, p.max)
-    }
-}
-
 pub(super) fn med(v: &Value) -> Option<f64> {
     v["median"].as_f64()
 }
@@ -180,7 +171,7 @@ fn two_x_reason(
                  work is the other {:.0} ns ({:.0} %): the destination classified once, a per-socket record, \
                  counters per cohort, destination, process and local address{}",
                 h / fc,
-                by_round.map_or(String::new(), |p| format!(" ({} round by round)", times(&p))),
+                by_round.map_or(String::new(), |p| format!(" ({} round by round)", p.show_unit(2, "x"))),
                 n - h,
                 (n - h) * 100.0 / n,
                 bt.zip(floor).map_or(String::new(), |(b, f)| format!(
@@ -350,7 +341,7 @@ pub fn evaluate(v: &Value) -> Value {
                 "tracer {a:.0} ns vs bpftrace {b:.0} ns per connection{}",
                 paired(v, &tk, "bpftrace").map_or(String::new(), |p| format!(
                     "; round by round tracer/bpftrace {}",
-                    times(&p)
+                    p.show_unit(2, "x")
                 ))
             ),
             _ => "n/a".into(),
